@@ -1,0 +1,224 @@
+"""Config → Beam graph. Knows the config and the output layout, nothing of MLMD or the CLI.
+
+The report (funnel counts, quarantine reasons, split balance) is computed inside the
+pipeline from small combines and written as `report.json`, so it exists on every runner
+without relying on runner metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.config import Config
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, merge_counts,
+                                value_counts)
+from transforms.clean import ARROW_TYPES, Deduplicate, ValidateRows, ValidateSpec
+from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn, load_user_fn
+from transforms.read import ReaderSpec, ReadInputs
+from transforms.split import StratifiedSplit
+from transforms.write import WriteShards
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output folders of one run (`OUT/<run_id>/...`)."""
+
+    root: str
+
+    def join(self, *parts: str) -> str:
+        return FileSystems.join(self.root, *parts)
+
+    def raw(self, split: str) -> str:
+        return self.join("raw", split)
+
+    def transformed(self, split: str) -> str:
+        return self.join("transformed", split)
+
+    @property
+    def quarantine(self) -> str:
+        return self.join("quarantine")
+
+    @property
+    def duplicates(self) -> str:
+        return self.join("duplicates")
+
+    @property
+    def transform_fn(self) -> str:
+        return self.join("transform_fn")
+
+    @property
+    def transformed_metadata(self) -> str:
+        return self.join("transformed_metadata")
+
+    @property
+    def report(self) -> str:
+        return self.join("report.json")
+
+    @property
+    def tmp(self) -> str:
+        return self.join("tmp")
+
+
+def reader_specs(cfg: Config) -> List[ReaderSpec]:
+    out = []
+    for inp in cfg.inputs:
+        c = inp.csv
+        out.append(ReaderSpec(format=inp.format, header=c.header, delimiter=c.delimiter, quote_char=c.quote_char,
+                              na_values=tuple(c.na_values), trim=c.trim,
+                              names=tuple(c.names) if c.names else None))
+    return out
+
+
+def clean_schema(cfg: Config) -> pa.Schema:
+    fields = [pa.field(c, ARROW_TYPES[k]) for c, k in cfg.column_types.items()]
+    return pa.schema(fields + [pa.field(EXAMPLE_ID, pa.string()), pa.field(SOURCE, pa.string()),
+                               pa.field(ROW, pa.int64())])
+
+
+def validate_spec(cfg: Config) -> ValidateSpec:
+    labels = cfg.labels
+    return ValidateSpec(
+        column_types=dict(cfg.column_types), label=cfg.schema.label, id_column=cfg.schema.id,
+        rules=tuple(cfg.clean.rules),
+        label_map=tuple(labels.normalize.items()) if labels else (),
+        label_trim=bool(labels and labels.trim), label_case_fold=bool(labels and labels.case_fold))
+
+
+def dedup_keys(cfg: Config) -> List[str]:
+    keys = cfg.clean.dedup.keys
+    if keys == "all":
+        return [c for c in cfg.column_types if c != cfg.schema.id]
+    return list(keys)
+
+
+def _count(pcoll, label: str):
+    return (pcoll
+            | f"Rows[{label}]" >> beam.Map(lambda b: b.num_rows)
+            | f"Sum[{label}]" >> beam.CombineGlobally(sum))
+
+
+def _counts_by(pcoll, label: str, column: str):
+    return (pcoll
+            | f"CountBy[{label}]" >> beam.Map(lambda b: value_counts(b.column(column)))
+            | f"MergeBy[{label}]" >> beam.CombineGlobally(merge_counts))
+
+
+def _reasons(pcoll, label: str):
+    def by_stage_reason(b: pa.RecordBatch) -> Dict[str, int]:
+        stages, reasons = b.column("stage").to_pylist(), b.column("reason").to_pylist()
+        out: Dict[str, int] = {}
+        for s, r in zip(stages, reasons):  # quarantined rows only: small by construction
+            key = json.dumps([s, r])
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    return (pcoll
+            | f"Reasons[{label}]" >> beam.Map(by_stage_reason)
+            | f"MergeReasons[{label}]" >> beam.CombineGlobally(merge_counts))
+
+
+def _write_report(_, path: str, splits: Sequence[str], **parts) -> str:
+    reasons: Dict[str, Dict[str, int]] = {}
+    for key, n in sorted(parts["reasons"].items()):
+        stage, reason = json.loads(key)
+        reasons.setdefault(stage, {})[reason] = n
+    rows = {"input": parts["read"] + parts["ingest_quarantined"],
+            "clean": sum(parts[f"split:{s}"] for s in splits),
+            "quarantined": parts["quarantined"],
+            "duplicates": parts["duplicates"]}
+    for s in splits:
+        rows[s] = parts[f"split:{s}"]
+    inputs = merge_counts([parts["input_rows"], parts["input_faults"]])
+    report = {
+        "rows": rows,
+        "quarantine_reasons": reasons,
+        "inputs": {uri: inputs[uri] for uri in sorted(inputs)},
+        "split": parts["balance"],
+    }
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(report, indent=2, sort_keys=False).encode())
+    return path
+
+
+def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str]], layout: Layout,
+                   dedup_buckets: int = 16) -> None:
+    """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`."""
+    shards = cfg.output.shards
+    splits = list(cfg.split.fractions)
+
+    paths = p | "InputFiles" >> beam.Create(list(files))
+    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.column_types))
+    validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
+    clean = validated.rows
+    duplicates = None
+    if cfg.clean.dedup:
+        deduped = clean | "Dedup" >> Deduplicate(dedup_keys(cfg), dedup_buckets)
+        clean, duplicates = deduped.rows, deduped.duplicates
+
+    split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed)
+    raw_schema = clean_schema(cfg)
+    for name in splits:
+        split[name] | f"WriteRaw[{name}]" >> WriteShards(layout.raw(name), shards, raw_schema)
+
+    quarantine = (read.quarantine, validated.quarantine) | "AllQuarantine" >> beam.Flatten()
+    quarantine | "WriteQuarantine" >> WriteShards(layout.quarantine, shards, QUARANTINE_SCHEMA)
+    if duplicates is None:
+        duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
+    duplicates | "WriteDuplicates" >> WriteShards(layout.duplicates, shards, DUPLICATES_SCHEMA)
+
+    if cfg.features:
+        add_features(cfg, {n: split[n] for n in splits}, layout, shards)
+
+    parts = {
+        "read": _count(read.rows, "read"),
+        "ingest_quarantined": _count(read.quarantine, "ingest_quarantine"),
+        "quarantined": _count(quarantine, "quarantine"),
+        "duplicates": _count(duplicates, "duplicates"),
+        "reasons": _reasons(quarantine, "quarantine"),
+        "input_rows": _counts_by(read.rows, "input_rows", SOURCE),
+        "input_faults": _counts_by(read.quarantine, "input_faults", SOURCE),
+        "balance": split["_report"],
+    }
+    for name in splits:
+        parts[f"split:{name}"] = _count(split[name], f"split_{name}")
+    (p
+     | "ReportSeed" >> beam.Create([None])
+     | "WriteReport" >> beam.Map(_write_report, layout.report, splits,
+                                 **{k: pvalue.AsSingleton(v) for k, v in parts.items()}))
+
+
+def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int) -> None:
+    types = cfg.column_types
+    if cfg.preprocessing_fn:
+        fn = load_user_fn(cfg.preprocessing_fn)
+        feature_columns = {c: k for c, k in types.items() if c not in _passthrough_columns(cfg)}
+    else:
+        fn = declarative_preprocessing_fn(cfg.feature_specs, types)
+        feature_columns = {s.column: types[s.column] for s in cfg.feature_specs}
+    raw = clean_schema(cfg)
+    passthrough = {c: raw.field(c).type for c in _passthrough_columns(cfg)}
+    tft_input = TftInput(feature_columns, passthrough)
+    transformed, _ = splits | "Transform" >> AnalyzeAndTransform(
+        fn, tft_input, temp_dir=layout.tmp, output_dir=layout.root)
+    for name, pcoll in transformed.items():
+        pcoll | f"WriteTransformed[{name}]" >> WriteShards(layout.transformed(name), shards)
+
+
+def _passthrough_columns(cfg: Config) -> List[str]:
+    cols = [cfg.schema.label, *cfg.schema.metadata]
+    if cfg.schema.id:
+        cols.append(cfg.schema.id)
+    cols += [EXAMPLE_ID, SOURCE, ROW]
+    seen = []
+    for c in cols:
+        if c not in seen:
+            seen.append(c)
+    return seen

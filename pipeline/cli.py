@@ -1,0 +1,151 @@
+"""The `dataprep` command line (see ../shared/CONTRACT.md).
+
+Exit status: 0 success; 2 bad config or arguments (one line naming the field); 1 the
+pipeline failed (and the run is recorded as FAILED in the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import List, Optional, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("dataprep").setLevel(logging.INFO)
+    if not verbose:
+        for name in ("apache_beam", "absl", "tensorflow", "tensorflow_transform", "tfx_bsl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        self.exit(EXIT_USAGE, f"dataprep: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dataprep", description="Clean, label-check, split and transform data with Apache Beam.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a pipeline config (extra arguments go to Beam)")
+    r.add_argument("config")
+    r.add_argument("--output", help="output root (default: output.path of the config)")
+    r.add_argument("--store", help="metadata store: a SQLite path or mysql://user@host:port/db")
+    r.add_argument("--verbose", action="store_true", help="show Beam/TF logs")
+
+    v = sub.add_parser("validate", help="check a config without running it")
+    v.add_argument("config")
+
+    lin = sub.add_parser("lineage", help="where an output came from, or what an input became")
+    lin.add_argument("target", help="an output path, a shard file, an artifact id or a run id")
+    lin.add_argument("--store")
+    lin.add_argument("--direction", choices=["upstream", "downstream", "both"], default="upstream")
+    lin.add_argument("--format", choices=["tree", "json", "dot"], default="tree")
+
+    runs = sub.add_parser("runs", help="list the runs in a store")
+    runs.add_argument("--store")
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+    return p
+
+
+def _default_store(target: Optional[str] = None) -> str:
+    """The store when --store is not given: the one named in the target run's report,
+    else $DATAPREP_STORE, else ./out/metadata.sqlite."""
+    if target and os.path.exists(target):
+        probe = os.path.abspath(target)
+        while probe != os.path.dirname(probe):
+            report = os.path.join(probe, "report.json")
+            if os.path.isfile(report):
+                try:
+                    with open(report, encoding="utf-8") as f:
+                        store = json.load(f).get("store")
+                    if store:
+                        return store
+                except (OSError, ValueError):
+                    pass
+            probe = os.path.dirname(probe)
+    return os.environ.get("DATAPREP_STORE", os.path.join("out", "metadata.sqlite"))
+
+
+def _existing_store(text: str):
+    from pipeline.metadata import StoreLocation, open_store
+
+    location = StoreLocation.parse(text)
+    if location.sqlite and not os.path.exists(location.sqlite):
+        raise FileNotFoundError(f"no metadata store at {location.sqlite} (use --store)")
+    return open_store(location)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command != "run" and extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _quiet_libraries(getattr(args, "verbose", False))
+
+    from pipeline.config import ConfigError, load_config
+    from pipeline.metadata import StoreError
+
+    try:
+        if args.command == "validate":
+            cfg = load_config(args.config)
+            from pipeline.run import match_inputs
+
+            files = match_inputs(cfg)
+            print(f"{args.config}: ok ({len(files)} input file(s))")
+            return EXIT_OK
+        if args.command == "run":
+            cfg = load_config(args.config)
+            from pipeline.run import PipelineFailure, run
+
+            try:
+                summary = run(cfg, output=args.output, store=args.store, beam_args=extra)
+            except PipelineFailure as e:
+                print(f"dataprep: run failed: {e}", file=sys.stderr)
+                return EXIT_FAILED
+            print(json.dumps(summary), flush=True)
+            return EXIT_OK
+        if args.command == "lineage":
+            from pipeline.lineage import Lineage, TargetNotFound, format_graph
+
+            store = _existing_store(args.store or _default_store(args.target))
+            lineage = Lineage(store)
+            try:
+                graph = lineage.graph(lineage.resolve(args.target), args.direction)
+            except TargetNotFound as e:
+                print(f"dataprep: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            print(format_graph(graph, args.direction, args.format))
+            return EXIT_OK
+        if args.command == "runs":
+            from pipeline.lineage import format_runs, list_runs
+
+            runs = list_runs(_existing_store(args.store or _default_store()))
+            print(json.dumps(runs, indent=2) if args.format == "json" else format_runs(runs))
+            return EXIT_OK
+    except ConfigError as e:
+        print(f"dataprep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as e:
+        print(f"dataprep: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (FileNotFoundError, ValueError) as e:
+        print(f"dataprep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

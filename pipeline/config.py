@@ -1,0 +1,360 @@
+"""The YAML config of `../shared/CONTRACT.md`, parsed into typed, validated models.
+
+Every problem becomes one `ConfigError` whose message names the field
+(`split.fractions: must sum to 1, got 0.9`), so the CLI can print one line and exit 2.
+Relative paths in the config are resolved against the config file's folder, so a
+config runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+COLUMN_TYPES = ("string", "int", "float", "bool")
+FEATURE_KINDS = ("zscore", "minmax", "log_zscore", "bucketize", "vocabulary", "hash", "passthrough")
+NUMERIC_FEATURES = ("zscore", "minmax", "log_zscore", "bucketize")
+
+
+class ConfigError(ValueError):
+    """A config problem, worded as `field.path: what is wrong`."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CsvOptions(_Strict):
+    header: bool = True
+    delimiter: str = ","
+    quote_char: Optional[str] = '"'
+    na_values: List[str] = Field(default_factory=lambda: [""])
+    trim: bool = False
+    names: Optional[List[str]] = None  # column names of a header-less file, in file order
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, v: str) -> str:
+        if len(v) != 1:
+            raise ValueError(f"must be one character, got {v!r}")
+        return v
+
+
+class InputSpec(_Strict):
+    path: str
+    format: Literal["csv", "jsonl", "parquet"]
+    source: str = ""
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+
+class SchemaSpec(_Strict):
+    id: Optional[str] = None
+    label: str
+    columns: Dict[str, Literal["string", "int", "float", "bool"]]
+    metadata: List[str] = Field(default_factory=list)
+
+
+class Rule(_Strict):
+    column: str
+    min: Optional[float] = None
+    max: Optional[float] = None
+    in_: Optional[List[Any]] = Field(default=None, alias="in")
+    not_in: Optional[List[Any]] = None
+    matches: Optional[str] = None
+    not_matches: Optional[str] = None
+    not_null: Optional[bool] = None
+    max_length: Optional[int] = None
+    reason: Optional[str] = None
+
+    CHECKS: ClassVar[Tuple[str, ...]] = ("not_null", "min", "max", "in_", "not_in", "matches", "not_matches", "max_length")
+
+    @model_validator(mode="after")
+    def _has_a_check(self) -> "Rule":
+        if all(getattr(self, c) is None for c in self.CHECKS):
+            raise ValueError("a rule needs at least one check (min, max, in, not_in, matches, "
+                             "not_matches, not_null, max_length)")
+        for pattern in (self.matches, self.not_matches):
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"invalid regular expression {pattern!r}: {e}") from e
+        return self
+
+
+class DedupSpec(_Strict):
+    keys: Union[Literal["all"], List[str]] = "all"
+
+
+class CleanSpec(_Strict):
+    dedup: Optional[DedupSpec] = None
+    rules: List[Rule] = Field(default_factory=list)
+    on_missing_label: Literal["quarantine"] = "quarantine"
+
+
+class LabelsSpec(_Strict):
+    annotators: List[str] = Field(default_factory=list)
+    normalize: Dict[str, str] = Field(default_factory=dict)
+    trim: bool = False          # strip surrounding whitespace before comparing labels
+    case_fold: bool = False     # lower-case before comparing labels
+    consensus: Literal["majority", "unanimous"] = "majority"
+    on_tie: Literal["quarantine", "keep_first"] = "quarantine"
+    slices: List[str] = Field(default_factory=list)
+
+
+class SplitSpec(_Strict):
+    fractions: Dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "dev": 0.2, "test": 0.2})
+    stratify_by: Optional[List[str]] = None
+    group_by: Optional[str] = None
+    seed: int = 42
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: Dict[str, float]) -> Dict[str, float]:
+        if not v:
+            raise ValueError("needs at least one split")
+        for name, f in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"split name {name!r} must be a plain folder name")
+            if not (0 <= f <= 1) or math.isnan(f):
+                raise ValueError(f"{name}: must be between 0 and 1, got {f}")
+        total = sum(v.values())
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"must sum to 1, got {round(total, 12)}")
+        if "train" not in v:
+            raise ValueError("needs a 'train' split (features are analysed on it)")
+        return v
+
+
+class OutputSpec(_Strict):
+    path: str = "out/"
+    shards: int = Field(default=4, ge=1, le=10000)
+
+
+class MysqlSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 3306
+    database: str
+    user: str
+    password_env: Optional[str] = None
+
+
+class StoreSpec(_Strict):
+    sqlite: Optional[str] = None
+    mysql: Optional[MysqlSpec] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "StoreSpec":
+        if self.sqlite and self.mysql:
+            raise ValueError("set one of sqlite or mysql, not both")
+        return self
+
+
+class FeatureSpec(BaseModel):
+    """One declarative feature, parsed from strings such as `bucketize:10`."""
+
+    column: str
+    kind: str
+    arg: Optional[int] = None
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.column}_xf"
+
+
+class Config(_Strict):
+    name: str
+    inputs: List[InputSpec] = Field(min_length=1)
+    schema_: SchemaSpec = Field(alias="schema")
+    clean: CleanSpec = Field(default_factory=CleanSpec)
+    labels: Optional[LabelsSpec] = None
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    features: Dict[str, str] = Field(default_factory=dict)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    metadata_store: StoreSpec = Field(default_factory=StoreSpec)
+
+    # Not part of the YAML: where the file was and its exact text (hashed into MLMD).
+    base_dir: str = Field(default=".", exclude=True)
+    raw_text: str = Field(default="", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    # ---- derived views -------------------------------------------------------------
+    @property
+    def schema(self) -> SchemaSpec:  # type: ignore[override]
+        return self.schema_
+
+    @property
+    def stratify_by(self) -> List[str]:
+        return self.split.stratify_by if self.split.stratify_by else [self.schema_.label]
+
+    @property
+    def column_types(self) -> Dict[str, str]:
+        """Every column the pipeline reads, with its type; undeclared metadata is string."""
+        types = dict(self.schema_.columns)
+        for col in self.schema_.metadata:
+            types.setdefault(col, "string")
+        if self.labels:
+            for col in self.labels.annotators:
+                types.setdefault(col, "string")
+        for col in (self.schema_.id, self.schema_.label):
+            if col:
+                types.setdefault(col, "string")
+        return types
+
+    @property
+    def feature_specs(self) -> List[FeatureSpec]:
+        specs = []
+        for col, text in self.features.items():
+            if col == "preprocessing_fn":
+                continue
+            kind, _, arg = text.partition(":")
+            specs.append(FeatureSpec(column=col, kind=kind, arg=int(arg) if arg else None))
+        return specs
+
+    @property
+    def preprocessing_fn(self) -> Optional[str]:
+        return self.features.get("preprocessing_fn")
+
+    @property
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def resolve(self, path: str) -> str:
+        """A config-relative path made absolute; URLs (gs://...) are left alone."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self.base_dir, path))
+
+    # ---- cross-field checks ---------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        s = self.schema_
+        known = set(self.column_types)
+        if s.label not in s.columns and not self.labels:
+            raise _FieldError("schema.label", f"column {s.label!r} is not in schema.columns")
+        if s.id is not None and s.id not in s.columns:
+            raise _FieldError("schema.id", f"column {s.id!r} is not in schema.columns")
+        for i, rule in enumerate(self.clean.rules):
+            if rule.column not in known:
+                raise _FieldError(f"clean.rules[{i}].column", f"unknown column {rule.column!r}")
+            numeric = self.column_types[rule.column] in ("int", "float")
+            if (rule.min is not None or rule.max is not None) and not numeric:
+                raise _FieldError(f"clean.rules[{i}]", f"min/max need a numeric column, "
+                                  f"{rule.column!r} is {self.column_types[rule.column]}")
+        if self.clean.dedup and self.clean.dedup.keys != "all":
+            if not self.clean.dedup.keys:
+                raise _FieldError("clean.dedup.keys", "must name at least one column, or be 'all'")
+            for k in self.clean.dedup.keys:
+                if k not in known:
+                    raise _FieldError("clean.dedup.keys", f"unknown column {k!r}")
+        for col in self.stratify_by:
+            if col not in known:
+                raise _FieldError("split.stratify_by", f"unknown column {col!r}")
+        if self.split.group_by is not None:
+            raise _FieldError("split.group_by", "grouped splits are not supported yet; leave it null")
+        if self.labels and self.labels.annotators:
+            raise _FieldError("labels.annotators", "consolidating several annotators is not supported yet; "
+                              "use labels.normalize on the label column")
+        if self.labels:
+            for col in self.labels.slices:
+                if col not in known:
+                    raise _FieldError("labels.slices", f"unknown column {col!r}")
+        for col, text in self.features.items():
+            where = f"features.{col}"
+            if col == "preprocessing_fn":
+                if not re.fullmatch(r"[\w.]+:\w+", text or ""):
+                    raise _FieldError(where, f"must be 'module:function', got {text!r}")
+                continue
+            if col not in known:
+                raise _FieldError(where, f"unknown column {col!r}")
+            kind, _, arg = str(text).partition(":")
+            if kind not in FEATURE_KINDS:
+                raise _FieldError(where, f"unknown feature transform {text!r}; expected one of "
+                                  "zscore, minmax, log_zscore, bucketize:N, vocabulary, "
+                                  "vocabulary:TOPK, hash:N, passthrough")
+            if kind in ("bucketize", "hash") and not arg.isdigit():
+                raise _FieldError(where, f"{kind} needs a positive count, e.g. {kind}:10")
+            if arg and (not arg.isdigit() or int(arg) < 1):
+                raise _FieldError(where, f"{kind}: the count must be a positive integer, got {arg!r}")
+            if arg and kind not in ("bucketize", "hash", "vocabulary"):
+                raise _FieldError(where, f"{kind} takes no argument")
+            if kind in NUMERIC_FEATURES and self.column_types[col] not in ("int", "float"):
+                raise _FieldError(where, f"{kind} needs a numeric column, {col!r} is "
+                                  f"{self.column_types[col]}")
+        for i, inp in enumerate(self.inputs):
+            if inp.format == "csv" and not inp.csv.header and not inp.csv.names:
+                # Header-less CSV: the declared columns in their declared order.
+                inp.csv.names = list(self.schema_.columns)
+        return self
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _format_validation_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+    loc = loc.replace("schema_", "schema").replace("in_", "in")
+    if isinstance(inner, _FieldError):
+        return f"{inner.field}: {inner}"
+    msg = str(inner) if inner is not None else err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required"
+    msg = re.sub(r"^(Value|Assertion) error, ", "", msg)
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_config(data: Any, base_dir: str = ".", raw_text: str = "") -> Config:
+    """Validates a config mapping.
+
+    Raises:
+      ConfigError: naming the first field that is wrong.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("config: must be a mapping at the top level")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+    cfg.base_dir = os.path.abspath(base_dir)
+    cfg.raw_text = raw_text
+    return cfg
+
+
+def load_config(path: str) -> Config:
+    """Reads and validates a YAML config file.
+
+    Raises:
+      ConfigError: the file is missing, is not YAML, or a field is wrong.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
+    return parse_config(data, base_dir=os.path.dirname(os.path.abspath(path)), raw_text=text)

@@ -1,0 +1,238 @@
+"""ML Metadata: the record of every run, readable with the plain `ml_metadata` API.
+
+Layout in the store:
+- contexts: `pipeline` (config name) and `pipeline_run` (run id), every artifact and
+  execution attributed/associated to both;
+- executions, one per stage (`dataprep.ingest`, `dataprep.clean`, `dataprep.split`,
+  `dataprep.transform`, `dataprep.write`), RUNNING → COMPLETE or FAILED, with INPUT and
+  OUTPUT events;
+- artifacts: `DataFile` per input file (uri, sha256, size, rows, source note), `RawData`
+  (the ingested records), `CleanData`, `Quarantine`, `Duplicates`, `Examples` per split
+  (`split`, `kind` raw|transformed), `TransformGraph`, `Schema`, `DataReport`.
+Types use TFX's names where TFX has one and are registered with `can_add_fields`, so a
+later version can add properties without breaking an older store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from urllib.parse import urlparse
+
+from ml_metadata import errors as mlmd_errors
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as pb
+
+STRING, INT = pb.STRING, pb.INT
+
+ARTIFACT_TYPES: Dict[str, Dict[str, int]] = {
+    "DataFile": {"sha256": STRING, "size_bytes": INT, "rows": INT, "source": STRING, "format": STRING},
+    "RawData": {"rows": INT},
+    "CleanData": {"rows": INT},
+    "Quarantine": {"rows": INT},
+    "Duplicates": {"rows": INT},
+    "Examples": {"span": INT, "version": INT, "split_names": STRING, "split": STRING, "kind": STRING,
+                 "rows": INT},
+    "TransformGraph": {},
+    "Schema": {},
+    "DataReport": {},
+}
+STAGES = ("ingest", "clean", "split", "transform", "write")
+EXECUTION_PROPS = {"config_hash": STRING, "code_version": STRING, "runner": STRING, "run_id": STRING,
+                   "rows_in": INT, "rows_out": INT, "error": STRING}
+RUN_PROPS = {"status": STRING, "config_hash": STRING, "config": STRING, "code_version": STRING,
+             "runner": STRING, "options": STRING, "user": STRING, "started": STRING, "ended": STRING,
+             "rows": STRING, "output": STRING, "error": STRING}
+PIPELINE_CONTEXT, RUN_CONTEXT = "pipeline", "pipeline_run"
+
+
+class StoreError(RuntimeError):
+    """The metadata store could not be opened or written."""
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where the store is: a SQLite file, or a MySQL/MariaDB database."""
+
+    sqlite: Optional[str] = None
+    mysql_host: Optional[str] = None
+    mysql_port: int = 3306
+    mysql_database: Optional[str] = None
+    mysql_user: Optional[str] = None
+    mysql_password_env: Optional[str] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "StoreLocation":
+        """A path (SQLite) or `mysql://user@host:port/db` (password from $DATAPREP_MYSQL_PASSWORD)."""
+        if text.startswith("mysql://"):
+            u = urlparse(text)
+            if u.password:
+                raise ValueError("--store: put the MySQL password in $DATAPREP_MYSQL_PASSWORD, not the URL")
+            return cls(mysql_host=u.hostname or "127.0.0.1", mysql_port=u.port or 3306,
+                       mysql_database=u.path.lstrip("/"), mysql_user=u.username or "root",
+                       mysql_password_env="DATAPREP_MYSQL_PASSWORD")
+        if text.startswith("sqlite://"):
+            text = text[len("sqlite://"):]
+        return cls(sqlite=os.path.abspath(text))
+
+    def describe(self) -> str:
+        """A printable name with no secret in it."""
+        if self.sqlite:
+            return self.sqlite
+        return f"mysql://{self.mysql_user}@{self.mysql_host}:{self.mysql_port}/{self.mysql_database}"
+
+    def connection_config(self) -> pb.ConnectionConfig:
+        config = pb.ConnectionConfig()
+        if self.sqlite:
+            os.makedirs(os.path.dirname(self.sqlite) or ".", exist_ok=True)
+            config.sqlite.filename_uri = self.sqlite
+            config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        else:
+            config.mysql.host = self.mysql_host
+            config.mysql.port = self.mysql_port
+            config.mysql.database = self.mysql_database
+            config.mysql.user = self.mysql_user
+            if self.mysql_password_env:
+                config.mysql.password = os.environ.get(self.mysql_password_env, "")
+        return config
+
+
+def open_store(location: StoreLocation) -> metadata_store.MetadataStore:
+    """Connects to (and if needed creates) the store.
+
+    Raises:
+      StoreError: the store cannot be opened.
+    """
+    try:
+        return metadata_store.MetadataStore(location.connection_config())
+    except (mlmd_errors.StatusError, RuntimeError, OSError) as e:
+        raise StoreError(f"metadata store {location.describe()}: {e}") from e
+
+
+def _set(props, key: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        props[key].string_value = str(value).lower()
+    elif isinstance(value, int):
+        props[key].int_value = value
+    elif isinstance(value, float):
+        props[key].double_value = value
+    else:
+        props[key].string_value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+class Registry:
+    """Registers (once per store) and caches the type ids."""
+
+    def __init__(self, store: metadata_store.MetadataStore):
+        self.store = store
+        self._artifact: Dict[str, int] = {}
+        self._execution: Dict[str, int] = {}
+        self._context: Dict[str, int] = {}
+
+    def artifact_type(self, name: str) -> int:
+        if name not in self._artifact:
+            t = pb.ArtifactType(name=name)
+            for k, v in ARTIFACT_TYPES[name].items():
+                t.properties[k] = v
+            self._artifact[name] = self.store.put_artifact_type(t, can_add_fields=True, can_omit_fields=True)
+        return self._artifact[name]
+
+    def execution_type(self, stage: str) -> int:
+        name = f"dataprep.{stage}"
+        if name not in self._execution:
+            t = pb.ExecutionType(name=name)
+            for k, v in EXECUTION_PROPS.items():
+                t.properties[k] = v
+            self._execution[name] = self.store.put_execution_type(t, can_add_fields=True, can_omit_fields=True)
+        return self._execution[name]
+
+    def context_type(self, name: str) -> int:
+        if name not in self._context:
+            t = pb.ContextType(name=name)
+            if name == RUN_CONTEXT:
+                for k, v in RUN_PROPS.items():
+                    t.properties[k] = v
+            self._context[name] = self.store.put_context_type(t, can_add_fields=True, can_omit_fields=True)
+        return self._context[name]
+
+
+class RunRecorder:
+    """Writes one run into the store, from the launcher only (never from workers)."""
+
+    def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str, run_id: str,
+                 common: Dict[str, object]):
+        self.store = store
+        self.types = Registry(store)
+        self.run_id = run_id
+        self.common = common
+        self.pipeline_ctx = self._context(PIPELINE_CONTEXT, pipeline_name)
+        self.run_ctx = self._context(RUN_CONTEXT, run_id)
+        self.executions: Dict[str, pb.Execution] = {}
+
+    def _context(self, type_name: str, name: str) -> pb.Context:
+        type_id = self.types.context_type(type_name)
+        found = self.store.get_context_by_type_and_name(type_name, name)
+        if found is not None:
+            return found
+        ctx = pb.Context(type_id=type_id, name=name)
+        try:
+            [ctx.id] = self.store.put_contexts([ctx])
+        except mlmd_errors.AlreadyExistsError:  # a parallel run created it first
+            return self.store.get_context_by_type_and_name(type_name, name)
+        return ctx
+
+    def update_run(self, **props) -> None:
+        ctx = self.store.get_contexts_by_id([self.run_ctx.id])[0]
+        for k, v in props.items():
+            _set(ctx.properties, k, v)
+        self.store.put_contexts([ctx])
+
+    def artifact(self, type_name: str, uri: str, props: Optional[Dict] = None,
+                 custom: Optional[Dict] = None, name: Optional[str] = None) -> pb.Artifact:
+        """A LIVE artifact in both contexts; `name` (unique per type within the run)
+        defaults to the uri."""
+        a = pb.Artifact(type_id=self.types.artifact_type(type_name), uri=uri, state=pb.Artifact.LIVE)
+        a.name = f"{self.run_id}:{name or uri}"
+        for k, v in (props or {}).items():
+            _set(a.properties, k, v)
+        for k, v in (custom or {}).items():
+            _set(a.custom_properties, k, v)
+        [a.id] = self.store.put_artifacts([a])
+        self.store.put_attributions_and_associations(
+            [pb.Attribution(artifact_id=a.id, context_id=c.id) for c in (self.pipeline_ctx, self.run_ctx)], [])
+        return a
+
+    def start_stage(self, stage: str, inputs: Sequence[pb.Artifact] = ()) -> pb.Execution:
+        """A RUNNING execution; inputs known at start get their INPUT events now, so a
+        failed stage still shows what it read."""
+        e = pb.Execution(type_id=self.types.execution_type(stage), last_known_state=pb.Execution.RUNNING)
+        e.name = f"{self.run_id}:{stage}"
+        for k, v in self.common.items():
+            _set(e.properties, k, v)
+        e.id, _, _ = self.store.put_execution(
+            e, [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs], [self.pipeline_ctx, self.run_ctx])
+        self.executions[stage] = e
+        return e
+
+    def finish_stage(self, stage: str, outputs: Sequence[pb.Artifact], inputs: Sequence[pb.Artifact] = (),
+                     props: Optional[Dict] = None) -> None:
+        """COMPLETE, with OUTPUT events (and INPUT events for inputs made during the run)."""
+        e = self.executions[stage]
+        e.last_known_state = pb.Execution.COMPLETE
+        for k, v in (props or {}).items():
+            _set(e.properties, k, v)
+        events = [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs]
+        events += [(a, pb.Event(type=pb.Event.OUTPUT)) for a in outputs]
+        self.store.put_execution(e, events, [self.pipeline_ctx, self.run_ctx])
+
+    def fail_open_stages(self, message: str) -> None:
+        for e in self.executions.values():
+            current = self.store.get_executions_by_id([e.id])[0]
+            if current.last_known_state == pb.Execution.RUNNING:
+                current.last_known_state = pb.Execution.FAILED
+                _set(current.properties, "error", message[:4000])
+                self.store.put_executions([current])

@@ -1,0 +1,237 @@
+"""One run: inputs → Beam job → outputs, recorded in MLMD by this (launching) process.
+
+The launcher matches and fingerprints the inputs, opens the run in the store (stages
+RUNNING), runs the Beam job, then reads the job's `report.json`, checks the row funnel
+(`input = splits + quarantined + duplicates`) and records the outputs (stages COMPLETE).
+A failure anywhere marks the open stages FAILED with the error and re-raises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline.build import Layout, build_pipeline
+from pipeline.config import Config, ConfigError
+from pipeline.metadata import RunRecorder, StoreLocation, open_store
+from runners import check_runner_paths, sanitized_options
+
+log = logging.getLogger("dataprep")
+
+
+class PipelineFailure(RuntimeError):
+    """The Beam job or its bookkeeping failed; the run is recorded as FAILED."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    index: int         # which config input it came from
+    uri: str
+    size: int
+    sha256: str
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("beam-dataprep")
+    except PackageNotFoundError:
+        v = "unknown"
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{v}+g{commit}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return v
+
+
+def match_inputs(cfg: Config) -> List[Tuple[int, str, int]]:
+    """(input index, uri, size) of every file the config's globs match, in a stable order.
+
+    Raises:
+      ConfigError: an input matches no file.
+    """
+    out = []
+    for i, inp in enumerate(cfg.inputs):
+        pattern = cfg.resolve(inp.path)
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # Beam raises BeamIOError and friends per filesystem
+            raise ConfigError(f"inputs[{i}].path: cannot list {pattern}: {e}") from None
+        files = sorted((m.path, m.size_in_bytes) for m in matched)
+        if not files:
+            raise ConfigError(f"inputs[{i}].path: no file matches {pattern}")
+        out += [(i, path, size) for path, size in files]
+    return out
+
+
+def fingerprint(uri: str) -> str:
+    h = hashlib.sha256()
+    with FileSystems.open(uri, compression_type="uncompressed") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def store_location(cfg: Config, store_override: Optional[str], output_root: str) -> StoreLocation:
+    if store_override:
+        return StoreLocation.parse(store_override)
+    ms = cfg.metadata_store
+    if ms.mysql:
+        return StoreLocation(mysql_host=ms.mysql.host, mysql_port=ms.mysql.port, mysql_database=ms.mysql.database,
+                             mysql_user=ms.mysql.user, mysql_password_env=ms.mysql.password_env)
+    if ms.sqlite:
+        return StoreLocation(sqlite=cfg.resolve(ms.sqlite))
+    return StoreLocation(sqlite=os.path.join(output_root, "metadata.sqlite"))
+
+
+def new_run_id(now: dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
+        beam_args: Sequence[str] = ()) -> Dict:
+    """Runs the pipeline for `cfg` and returns the closing summary (the CLI's JSON line).
+
+    Raises:
+      ConfigError: bad inputs or options, found before anything runs.
+      PipelineFailure: the job failed; the run is recorded as FAILED.
+    """
+    options = PipelineOptions(list(beam_args))
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    output_root = output if output is not None else cfg.resolve(cfg.output.path)
+    if "://" not in output_root:
+        output_root = os.path.abspath(output_root)
+    check_runner_paths(runner, output_root)
+    matched = match_inputs(cfg)
+    location = store_location(cfg, store, output_root)
+
+    started = _now()
+    run_id = new_run_id(started)
+    layout = Layout(FileSystems.join(output_root, run_id))
+    version = code_version()
+    common = {"config_hash": cfg.config_hash, "code_version": version, "runner": runner, "run_id": run_id}
+    recorder = RunRecorder(open_store(location), cfg.name, run_id, common)
+    recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=cfg.raw_text, code_version=version,
+                        runner=runner, options=json.dumps(sanitized_options(options)), user=_user(),
+                        started=started.isoformat(), output=layout.root)
+    log.info("run %s: %d input file(s), output %s, store %s", run_id, len(matched), layout.root, location.describe())
+    try:
+        files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
+        file_artifacts = [recorder.artifact("DataFile", f.uri, {
+            "sha256": f.sha256, "size_bytes": f.size, "source": cfg.inputs[f.index].source,
+            "format": cfg.inputs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
+        for stage in ("ingest", "clean", "split", "transform", "write"):
+            if stage == "transform" and not cfg.features:
+                continue
+            recorder.start_stage(stage, file_artifacts if stage == "ingest" else ())
+
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, cfg, [(f.index, f.uri) for f in files], layout)
+        result = p.run()
+        state = result.wait_until_finish()
+        if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
+            raise PipelineFailure(f"the Beam job ended in state {state}")
+        report = _read_json(layout.report)
+        _check_funnel(report["rows"], list(cfg.split.fractions))
+        ended = _now()
+        report.update({"run_id": run_id, "pipeline": cfg.name, "config_hash": cfg.config_hash,
+                       "code_version": version, "runner": runner, "store": location.describe(),
+                       "started": started.isoformat(), "ended": ended.isoformat(),
+                       "seconds": round((ended - started).total_seconds(), 3)})
+        with FileSystems.create(layout.report) as f:
+            f.write(json.dumps(report, indent=2).encode())
+        _record_outputs(recorder, cfg, layout, report, file_artifacts)
+        recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]))
+        _remove_tmp(layout)
+    except BaseException as e:
+        message = f"{type(e).__name__}: {e}"
+        recorder.fail_open_stages(message)
+        recorder.update_run(status="FAILED", ended=_now().isoformat(), error=message[:4000])
+        if isinstance(e, (PipelineFailure, KeyboardInterrupt)):
+            raise
+        raise PipelineFailure(message) from e
+    return {"run_id": run_id, "rows": report["rows"], "output": layout.root, "store": location.describe()}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _read_json(path: str) -> Dict:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return json.loads(f.read().decode())
+
+
+def _remove_tmp(layout: Layout) -> None:
+    try:
+        FileSystems.delete([layout.tmp])
+    except Exception as e:  # best effort: a leftover temp folder is not a failed run
+        log.warning("could not remove %s: %s", layout.tmp, e)
+
+
+def _check_funnel(rows: Dict[str, int], splits: List[str]) -> None:
+    accounted = rows["quarantined"] + rows["duplicates"] + sum(rows[s] for s in splits)
+    if accounted != rows["input"]:
+        raise PipelineFailure(f"row funnel does not add up: input {rows['input']} != splits + quarantined + "
+                              f"duplicates {accounted}")
+
+
+def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict, files) -> None:
+    rows = report["rows"]
+    splits = list(cfg.split.fractions)
+    per_file = report.get("inputs", {})
+    for a in files:  # the rows each file gave, known once the job has read it
+        a.properties["rows"].int_value = int(per_file.get(a.uri, 0))
+    rec.store.put_artifacts(list(files))
+
+    # The ingested records are not stored as such: a logical uri under the run.
+    raw_data = rec.artifact("RawData", layout.join("ingested"), {"rows": rows["input"]})
+    rec.finish_stage("ingest", [raw_data], props={"rows_in": rows["input"], "rows_out": rows["input"]})
+
+    clean = rec.artifact("CleanData", layout.join("raw"), {"rows": rows["clean"]})
+    quarantine = rec.artifact("Quarantine", layout.quarantine, {"rows": rows["quarantined"]})
+    duplicates = rec.artifact("Duplicates", layout.duplicates, {"rows": rows["duplicates"]})
+    rec.finish_stage("clean", [clean, quarantine, duplicates], [raw_data],
+                     {"rows_in": rows["input"], "rows_out": rows["clean"]})
+
+    raw_splits = [rec.artifact("Examples", layout.raw(s), {
+        "split": s, "split_names": json.dumps([s]), "kind": "raw", "rows": rows[s], "span": 0, "version": 0})
+        for s in splits]
+    rec.finish_stage("split", raw_splits, [clean], {"rows_in": rows["clean"], "rows_out": rows["clean"]})
+
+    outputs = raw_splits + [quarantine, duplicates]
+    if cfg.features:
+        graph = rec.artifact("TransformGraph", layout.root)
+        schema = rec.artifact("Schema", layout.transformed_metadata)
+        transformed = [rec.artifact("Examples", layout.transformed(s), {
+            "split": s, "split_names": json.dumps([s]), "kind": "transformed", "rows": rows[s], "span": 0,
+            "version": 0}) for s in splits]
+        rec.finish_stage("transform", [graph, schema] + transformed, raw_splits,
+                         {"rows_in": rows["clean"], "rows_out": rows["clean"]})
+        outputs += transformed + [graph]
+    report_artifact = rec.artifact("DataReport", layout.report, custom={"rows": json.dumps(rows)})
+    rec.finish_stage("write", [report_artifact], outputs, {"rows_in": rows["input"], "rows_out": rows["clean"]})

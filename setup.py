@@ -1,0 +1,35 @@
+"""beam-dataprep: clean, label-check, split and transform data with Apache Beam, TFT and MLMD.
+
+The same file is what `--setup_file` ships to remote workers, so it installs the
+`pipeline`, `transforms` and `runners` packages and nothing else.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="beam-dataprep",
+    version="0.1.0",
+    description="Data preparation for ML: clean, consolidate labels, balanced splits, TFT features, MLMD lineage",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "runners", "runners.*"]),
+    install_requires=[
+        "apache-beam[gcp]==2.61.0",
+        "tensorflow-transform==1.16.0",
+        "tfx-bsl==1.16.1",
+        "ml-metadata==1.16.0",
+        "pyarrow==10.0.1",
+        "pydantic>=2,<3",
+        "pyyaml",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "hypothesis",
+            "scikit-learn<1.6",
+            "joblib<1.5",
+            "statsmodels",
+            "krippendorff",
+        ],
+    },
+    entry_points={"console_scripts": ["dataprep=pipeline.cli:main"]},
+)

@@ -1,0 +1,110 @@
+"""Small Arrow record-batch helpers shared by the stages (vectorised, no per-row Python)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Bookkeeping columns every row carries from the reader to the outputs.
+SOURCE = "_source"
+ROW = "_row"
+RECORD = "_record"  # the original text of the row; dropped once the row is validated
+EXAMPLE_ID = "example_id"
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("record", pa.string()),
+    ("reason", pa.string()),
+    ("stage", pa.string()),
+    (SOURCE, pa.string()),
+    (ROW, pa.int64()),
+])
+
+DUPLICATES_SCHEMA = pa.schema([
+    (EXAMPLE_ID, pa.string()),
+    ("kept_example_id", pa.string()),
+    (SOURCE, pa.string()),
+    (ROW, pa.int64()),
+])
+
+METRICS_NAMESPACE = "dataprep"
+
+
+def hash_key(seed: int | str) -> str:
+    """A 16-character key for pandas' SipHash, derived from a seed."""
+    return hashlib.sha256(str(seed).encode()).hexdigest()[:16]
+
+
+def hash_columns(table: pa.Table | pa.RecordBatch, columns: Sequence[str], seed: int | str = 0) -> np.ndarray:
+    """A stable 64-bit hash per row of `columns` (same value → same hash on any worker)."""
+    frame = pd.DataFrame({c: table.column(c).to_pandas() for c in columns})
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=hash_key(seed)).to_numpy(np.uint64)
+
+
+def split_by_key(batch: pa.RecordBatch, keys: np.ndarray) -> Iterator[Tuple[int, pa.RecordBatch]]:
+    """Yields (key, sub-batch) for each distinct integer key, rows keeping their order."""
+    if batch.num_rows == 0:
+        return
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    for s, e in zip(starts, ends):
+        yield int(sorted_keys[s]), batch.take(pa.array(order[s:e]))
+
+
+def concat_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> pa.Table:
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return (schema or pa.schema([])).empty_table()
+    return pa.Table.from_batches(batches).combine_chunks()
+
+
+def table_to_batches(table: pa.Table, max_rows: int = 65536) -> List[pa.RecordBatch]:
+    return [b for b in table.combine_chunks().to_batches(max_chunksize=max_rows) if b.num_rows]
+
+
+def drop_columns(batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:
+    names = set(names)
+    keep = [i for i, f in enumerate(batch.schema) if f.name not in names]
+    return pa.RecordBatch.from_arrays([batch.column(i) for i in keep],
+                                      schema=pa.schema([batch.schema.field(i) for i in keep]))
+
+
+def filter_batch(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
+    return batch.filter(pa.array(mask, pa.bool_()))
+
+
+def value_counts(array: pa.Array) -> Dict[str, int]:
+    if len(array) == 0:
+        return {}
+    counts = pc.value_counts(array)
+    return {str(v): int(c) for v, c in zip(counts.field("values").to_pylist(),
+                                           counts.field("counts").to_pylist())}
+
+
+def merge_counts(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def set_column(batch: pa.RecordBatch, name: str, array: pa.Array) -> pa.RecordBatch:
+    """A new batch with `name` replaced (or appended); the input batch is not modified."""
+    idx = batch.schema.get_field_index(name)
+    arrays = list(batch.columns)
+    fields = list(batch.schema)
+    if idx >= 0:
+        arrays[idx] = array
+        fields[idx] = pa.field(name, array.type)
+    else:
+        arrays.append(array)
+        fields.append(pa.field(name, array.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

@@ -1,0 +1,307 @@
+"""Clean: type coercion, rules, missing labels (→ quarantine) and deduplication (→ duplicates).
+
+Every row leaves `ValidateRows` through exactly one output (typed rows, or quarantine
+with the first reason that applies, in this order: type errors in column order,
+missing id, missing label, rules in config order) and leaves `Deduplicate` through
+exactly one output (kept, or duplicates with the kept copy's example_id).
+Rules pass a null value (SQL/pandas semantics) except `not_null`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
+                                RECORD, ROW, SOURCE, concat_batches, hash_columns, split_by_key,
+                                table_to_batches)
+
+ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+_INT_RE = r"^[+-]?\d{1,18}$"
+_FLOAT_RE = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+
+
+def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
+    """Converts a column to the declared type: (typed array, bad mask).
+
+    A value is bad when it is present but does not parse as `kind`; it becomes null in
+    the typed array. Surrounding whitespace is allowed around numbers and booleans.
+    """
+    target = ARROW_TYPES[kind]
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type == target:
+        return array, np.zeros(len(array), bool)
+    if kind == "float" and (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
+        return pc.cast(array, target), np.zeros(len(array), bool)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = pc.cast(array, pa.string())
+    if kind == "string":
+        return array, np.zeros(len(array), bool)
+    text = pc.utf8_trim_whitespace(array)
+    if kind == "bool":
+        lower = pc.utf8_lower(text)
+        is_true = pc.is_in(lower, value_set=pa.array(_TRUE))
+        is_false = pc.is_in(lower, value_set=pa.array(_FALSE))
+        ok = pc.or_(is_true, is_false)
+        typed = pc.if_else(ok, is_true, pa.scalar(None, pa.bool_()))
+    else:
+        ok = pc.match_substring_regex(text, _INT_RE if kind == "int" else _FLOAT_RE)
+        unsigned = pc.replace_substring_regex(text, r"^\+", "")
+        typed = pc.cast(pc.if_else(ok, unsigned, pa.scalar(None, pa.string())), target)
+    bad = np.asarray(pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False))))
+    return typed, bad
+
+
+def rule_failures(array: pa.Array, rule) -> List[Tuple[str, np.ndarray]]:
+    """(check name, failing mask) for each check of a rule, in a fixed order."""
+    out = []
+    valid = pc.is_valid(array)
+
+    def fails(cond) -> np.ndarray:
+        # A null value passes every check but not_null.
+        return np.asarray(pc.and_(valid, pc.invert(pc.fill_null(cond, True))))
+
+    if rule.not_null:
+        out.append(("not_null", ~np.asarray(valid)))
+    if rule.min is not None:
+        out.append(("min", fails(pc.greater_equal(array, pa.scalar(rule.min, pa.float64())))))
+    if rule.max is not None:
+        out.append(("max", fails(pc.less_equal(array, pa.scalar(rule.max, pa.float64())))))
+    if rule.in_ is not None:
+        out.append(("in", fails(pc.is_in(array, value_set=_value_set(rule.in_, array.type)))))
+    if rule.not_in is not None:
+        out.append(("not_in", fails(pc.invert(pc.is_in(array, value_set=_value_set(rule.not_in, array.type))))))
+    as_text = array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
+    if rule.matches is not None:
+        out.append(("matches", fails(pc.match_substring_regex(as_text, _anchored(rule.matches)))))
+    if rule.not_matches is not None:
+        out.append(("not_matches", fails(pc.invert(pc.match_substring_regex(as_text, rule.not_matches)))))
+    if rule.max_length is not None:
+        out.append(("max_length", fails(pc.less_equal(pc.utf8_length(as_text), rule.max_length))))
+    return out
+
+
+def _anchored(pattern: str) -> str:
+    # `matches` means the whole value matches (like re.fullmatch); `not_matches` searches.
+    return f"^(?:{pattern})$"
+
+
+def _value_set(values: Sequence, arrow_type: pa.DataType) -> pa.Array:
+    return pa.array([None if v is None else (str(v) if pa.types.is_string(arrow_type) else v)
+                     for v in values]).cast(arrow_type)
+
+
+@dataclass(frozen=True)
+class ValidateSpec:
+    """What validation needs of the config (kept free of the config models)."""
+
+    column_types: Dict[str, str]   # every column carried, in output order
+    label: str
+    id_column: Optional[str]
+    rules: Tuple = ()
+    label_map: Tuple[Tuple[str, str], ...] = ()   # labels.normalize, applied after trim/case-fold
+    label_trim: bool = False
+    label_case_fold: bool = False
+
+
+def normalize_labels(array: pa.Array, mapping: Dict[str, str], trim: bool = False,
+                     case_fold: bool = False) -> pa.Array:
+    """Label spelling variants → one spelling: optional trim and case-fold, then the map."""
+    if trim:
+        array = pc.utf8_trim_whitespace(array)
+    if case_fold:
+        array = pc.utf8_lower(array)
+    if mapping:
+        keys = pa.array(list(mapping), pa.string())
+        idx = pc.index_in(array, value_set=keys)
+        array = pc.if_else(pc.is_valid(idx), pa.array(list(mapping.values()), pa.string()).take(idx), array)
+    return array
+
+
+def example_ids(batch: pa.RecordBatch, id_column: Optional[str]) -> pa.Array:
+    """The id column as text, or `<sha1(source)[:12]>-<row>` (stable for a file and line)."""
+    if id_column:
+        return pc.cast(batch.column(id_column), pa.string())
+    sources = pc.dictionary_encode(batch.column(SOURCE))
+    prefixes = pa.array([hashlib.sha1(s.encode()).hexdigest()[:12] for s in sources.dictionary.to_pylist()])
+    return pc.binary_join_element_wise(prefixes.take(sources.indices), pc.cast(batch.column(ROW), pa.string()), "-")
+
+
+def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Splits a raw batch into (typed clean rows, quarantine rows)."""
+    n = batch.num_rows
+    reason_names: List[str] = []
+    codes = np.full(n, -1, np.int32)
+
+    def mark(mask: np.ndarray, reason: str) -> None:
+        hit = mask & (codes < 0)
+        if hit.any():
+            if reason not in reason_names:
+                reason_names.append(reason)
+            codes[hit] = reason_names.index(reason)
+
+    typed: Dict[str, pa.Array] = {}
+    for col, kind in spec.column_types.items():
+        typed[col], bad = coerce(batch.column(col), kind)
+        mark(bad, f"type:{col}")
+    if spec.label_map or spec.label_trim or spec.label_case_fold:
+        typed[spec.label] = normalize_labels(typed[spec.label], dict(spec.label_map), spec.label_trim,
+                                             spec.label_case_fold)
+    ids = example_ids(batch, spec.id_column)
+    if spec.id_column:
+        mark(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False)), "missing_id")
+    mark(~np.asarray(pc.is_valid(typed[spec.label])), "missing_label")
+    for rule in spec.rules:
+        for check, failing in rule_failures(typed[rule.column], rule):
+            mark(failing, rule.reason or f"{check}:{rule.column}")
+
+    keep = codes < 0
+    names = list(spec.column_types) + [EXAMPLE_ID, SOURCE, ROW]
+    arrays = [typed[c] for c in spec.column_types] + [ids, batch.column(SOURCE), batch.column(ROW)]
+    clean = pa.RecordBatch.from_arrays(arrays, names=names).filter(pa.array(keep))
+    bad_idx = np.flatnonzero(~keep)
+    if not len(bad_idx):
+        return clean, _empty_quarantine()
+    take = pa.array(bad_idx)
+    records = record_texts(batch.take(take), list(spec.column_types))
+    quarantine = pa.RecordBatch.from_arrays([
+        records,
+        pa.array(np.asarray(reason_names, dtype=object)[codes[bad_idx]], pa.string()),
+        pa.array(["clean"] * len(bad_idx), pa.string()),
+        batch.column(SOURCE).take(take),
+        batch.column(ROW).take(take),
+    ], schema=QUARANTINE_SCHEMA)
+    return clean, quarantine
+
+
+def _empty_quarantine() -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in QUARANTINE_SCHEMA], schema=QUARANTINE_SCHEMA)
+
+
+def record_texts(batch: pa.RecordBatch, columns: List[str]) -> pa.Array:
+    """The original text of each row: its raw line, or JSON of its values (Parquet input)."""
+    if RECORD in batch.schema.names:
+        raw = batch.column(RECORD)
+        if raw.null_count == 0:
+            return pa.array([r.decode("utf-8", "backslashreplace") for r in raw.to_pylist()], pa.string())
+    rows = pa.Table.from_batches([batch]).select(columns).to_pylist()
+    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows], pa.string())
+
+
+class _ValidateFn(beam.DoFn):
+    QUARANTINE = "quarantine"
+
+    def __init__(self, spec: ValidateSpec):
+        self._spec = spec
+        self._kept = Metrics.counter(METRICS_NAMESPACE, "clean.rows")
+        self._quarantined = Metrics.counter(METRICS_NAMESPACE, "clean.quarantined")
+
+    def process(self, batch: pa.RecordBatch):
+        clean, quarantine = validate_batch(batch, self._spec)
+        if clean.num_rows:
+            self._kept.inc(clean.num_rows)
+            yield clean
+        if quarantine.num_rows:
+            self._quarantined.inc(quarantine.num_rows)
+            yield pvalue.TaggedOutput(self.QUARANTINE, quarantine)
+
+
+class ValidateRows(beam.PTransform):
+    """Raw record batches → typed batches (declared columns + example_id, _source, _row).
+
+    Outputs: `rows` (typed, valid) and `quarantine` (QUARANTINE_SCHEMA, stage "clean").
+    """
+
+    def __init__(self, spec: ValidateSpec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, batches):
+        return batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_outputs(
+            _ValidateFn.QUARANTINE, main="rows")
+
+
+# ---- deduplication ----------------------------------------------------------------------
+
+def dedup_table(table: pa.Table, keys: Sequence[str]) -> Tuple[pa.Table, pa.Table]:
+    """(kept rows, duplicates) of a table; the kept copy is the lowest (_source, _row)."""
+    if table.num_rows == 0:
+        return table, DUPLICATES_SCHEMA.empty_table()
+    order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
+    table = table.take(order)
+    frame = pd.DataFrame({f"k{i}": table.column(k).to_pandas() for i, k in enumerate(keys)})
+    dup = frame.duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return table, DUPLICATES_SCHEMA.empty_table()
+    ids = table.column(EXAMPLE_ID).to_numpy()
+    frame["_id"] = ids
+    kept_ids = frame.groupby(list(frame.columns[:-1]), dropna=False, sort=False)["_id"].transform("first")
+    dup_idx = pa.array(np.flatnonzero(dup))
+    duplicates = pa.Table.from_arrays([
+        table.column(EXAMPLE_ID).take(dup_idx),
+        pa.array(kept_ids.to_numpy()[dup], pa.string()),
+        table.column(SOURCE).take(dup_idx),
+        table.column(ROW).take(dup_idx),
+    ], schema=DUPLICATES_SCHEMA)
+    return table.filter(pa.array(~dup)), duplicates
+
+
+class _BucketFn(beam.DoFn):
+    def __init__(self, keys: Sequence[str], buckets: int):
+        self._keys = list(keys)
+        self._buckets = buckets
+
+    def process(self, batch: pa.RecordBatch):
+        buckets = hash_columns(batch, self._keys) % np.uint64(self._buckets)
+        yield from split_by_key(batch, buckets.astype(np.int64))
+
+
+class _DedupBucketFn(beam.DoFn):
+    DUPLICATES = "duplicates"
+
+    def __init__(self, keys: Sequence[str]):
+        self._keys = list(keys)
+        self._dups = Metrics.counter(METRICS_NAMESPACE, "clean.duplicates")
+
+    def process(self, element):
+        _, batches = element
+        kept, dups = dedup_table(concat_batches(batches), self._keys)
+        yield from table_to_batches(kept)
+        if dups.num_rows:
+            self._dups.inc(dups.num_rows)
+            for b in table_to_batches(dups):
+                yield pvalue.TaggedOutput(self.DUPLICATES, b)
+
+
+class Deduplicate(beam.PTransform):
+    """Typed batches → (`rows`: first copy of each key, `duplicates`: DUPLICATES_SCHEMA).
+
+    Batches are shuffled by a hash bucket of the key columns (whole sub-batches, never
+    one element per row); inside a bucket, keys are compared by value, so hash
+    collisions cannot merge distinct rows.
+    """
+
+    def __init__(self, keys: Sequence[str], buckets: int = 16):
+        super().__init__()
+        self._keys = list(keys)
+        self._buckets = max(1, buckets)
+
+    def expand(self, batches):
+        return (batches
+                | "Bucket" >> beam.ParDo(_BucketFn(self._keys, self._buckets))
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._keys)).with_outputs(
+                    _DedupBucketFn.DUPLICATES, main="rows"))

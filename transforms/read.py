@@ -1,0 +1,380 @@
+"""Ingest: input files → Arrow record batches of raw columns, reader faults → quarantine.
+
+A record is one physical line of a CSV/JSONL file (or one row of a Parquet file);
+`_row` is its 1-based line number (for CSV with a header, the first record is line 2),
+so a quarantined row can be found with `sed -n 'Np'`. Files are read in blocks of whole
+lines: pyarrow parses a block in one call (the fast path); a block that pyarrow rejects
+or that does not come out as one row per line is re-read line by line, so one broken
+line costs one block of slow parsing and never the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from apache_beam import pvalue
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.batches import METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE
+
+BLOCK_BYTES = 8 << 20
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """What the reader needs of one config input (kept free of the config models)."""
+
+    format: str
+    header: bool = True
+    delimiter: str = ","
+    quote_char: Optional[str] = '"'
+    na_values: Tuple[str, ...] = ("",)
+    trim: bool = False
+    names: Optional[Tuple[str, ...]] = None
+
+
+@dataclass
+class BadRows:
+    """Reader faults of one block: line numbers, the raw bytes, and a reason code each."""
+
+    rows: List[int] = field(default_factory=list)
+    raw: List[bytes] = field(default_factory=list)
+    reasons: List[str] = field(default_factory=list)
+
+    def add(self, row: int, raw: bytes, reason: str) -> None:
+        self.rows.append(row)
+        self.raw.append(raw)
+        self.reasons.append(reason)
+
+    def to_batch(self, source: str, stage: str = "ingest") -> Optional[pa.RecordBatch]:
+        if not self.rows:
+            return None
+        n = len(self.rows)
+        return pa.RecordBatch.from_arrays([
+            pa.array([escape_bytes(r) for r in self.raw], pa.string()),
+            pa.array(self.reasons, pa.string()),
+            pa.array([stage] * n, pa.string()),
+            pa.array([source] * n, pa.string()),
+            pa.array(self.rows, pa.int64()),
+        ], schema=QUARANTINE_SCHEMA)
+
+
+def escape_bytes(raw: bytes) -> str:
+    """Text of a raw record; bytes that are not UTF-8 become `\\xNN` escapes."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _line_lengths(lines: Sequence[bytes]) -> np.ndarray:
+    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+
+
+def _blank_mask(lines: Sequence[bytes]) -> np.ndarray:
+    lens = _line_lengths(lines)
+    blank = lens == 0
+    for i in np.flatnonzero(lens <= 2):  # "\r" or " " alone: rare, checked one by one
+        blank[i] = not lines[i].strip()
+    return blank
+
+
+def _finish_strings(columns: Dict[str, pa.Array], spec: ReaderSpec) -> Dict[str, pa.Array]:
+    """Applies the reader's `trim` and `na_values` to raw string columns."""
+    na = pa.array(list(spec.na_values), pa.string())
+    out = {}
+    for name, arr in columns.items():
+        if spec.trim:
+            arr = pc.utf8_trim_whitespace(arr)
+        if len(na):
+            arr = pc.if_else(pc.is_in(arr, value_set=na), pa.scalar(None, pa.string()), arr)
+        out[name] = arr
+    return out
+
+
+def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted: Sequence[str],
+                    spec: ReaderSpec) -> Tuple[Optional[pa.RecordBatch], BadRows]:
+    """Parses whole CSV lines into a batch of `wanted` string columns + `_row` + `_record`.
+
+    `block` holds complete lines without the final newline; `first_line` is the
+    1-based line number of its first line. Blank lines are not records.
+    """
+    lines = block.split(b"\n")
+    blank = _blank_mask(lines)
+    line_numbers = first_line + np.flatnonzero(~blank)
+    bad = BadRows()
+    if not len(line_numbers):
+        return None, bad
+    table = _parse_csv_fast(block, names, wanted, spec, expected_rows=len(line_numbers))
+    if table is not None:
+        records = [lines[i] for i in np.flatnonzero(~blank)]
+        rows = line_numbers
+    else:
+        table, rows, records = _parse_csv_slow(lines, blank, first_line, names, wanted, spec, bad)
+        if table is None:
+            return None, bad
+    columns = _finish_strings({c: table.column(c).combine_chunks() for c in wanted}, spec)
+    arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), pa.array(records, pa.binary())]
+    return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
+
+
+def _parse_csv_fast(block: bytes, names: Sequence[str], wanted: Sequence[str], spec: ReaderSpec,
+                    expected_rows: int) -> Optional[pa.Table]:
+    invalid = []
+
+    def on_invalid(row) -> str:
+        invalid.append(row)
+        return "skip"
+
+    try:
+        table = pa_csv.read_csv(
+            pa.py_buffer(block),
+            read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False,
+                                            block_size=max(len(block) + 1, 1 << 20)),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=spec.delimiter,
+                quote_char=spec.quote_char if spec.quote_char else False,
+                ignore_empty_lines=True, invalid_row_handler=on_invalid),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=list(wanted), column_types={c: pa.string() for c in wanted},
+                strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[]),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None
+    if invalid or table.num_rows != expected_rows:
+        return None
+    return table
+
+
+def _parse_csv_slow(lines: Sequence[bytes], blank: np.ndarray, first_line: int, names: Sequence[str],
+                    wanted: Sequence[str], spec: ReaderSpec, bad: BadRows):
+    index = {n: i for i, n in enumerate(names)}
+    picks = [index[c] for c in wanted]
+    kw = _csv_module_options(spec, strict=True)
+    values: List[List[str]] = []
+    rows: List[int] = []
+    records: List[bytes] = []
+    for i in np.flatnonzero(~blank):
+        line = lines[i]
+        n = first_line + int(i)
+        raw = line[:-1] if line.endswith(b"\r") else line
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.add(n, raw, "invalid_utf8")
+            continue
+        try:
+            fields = next(csv.reader([text], **kw))
+        except csv.Error:
+            bad.add(n, raw, "csv_malformed")
+            continue
+        if len(fields) != len(names):
+            bad.add(n, raw, "csv_field_count")
+            continue
+        values.append([fields[p] for p in picks])
+        rows.append(n)
+        records.append(line)
+    if not values:
+        return None, rows, records
+    cols = list(zip(*values))
+    table = pa.table({c: pa.array(cols[j], pa.string()) for j, c in enumerate(wanted)})
+    return table, rows, records
+
+
+def _csv_module_options(spec: ReaderSpec, strict: bool) -> dict:
+    kw = dict(delimiter=spec.delimiter, strict=strict)
+    if spec.quote_char:
+        kw["quotechar"] = spec.quote_char
+    else:
+        kw["quoting"] = csv.QUOTE_NONE
+    return kw
+
+
+def _json_text(value) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
+                      spec: ReaderSpec) -> Tuple[Optional[pa.RecordBatch], BadRows]:
+    """Parses JSON-lines into `wanted` string columns; a missing key is a null value."""
+    lines = block.split(b"\n")
+    blank = _blank_mask(lines)
+    bad = BadRows()
+    values: Dict[str, List[Optional[str]]] = {c: [] for c in wanted}
+    rows: List[int] = []
+    records: List[bytes] = []
+    for i in np.flatnonzero(~blank):
+        line = lines[i]
+        n = first_line + int(i)
+        try:
+            obj = json.loads(line)
+        except UnicodeDecodeError:
+            bad.add(n, line, "invalid_utf8")
+            continue
+        except ValueError:
+            bad.add(n, line, "json_invalid")
+            continue
+        if not isinstance(obj, dict):
+            bad.add(n, line, "json_not_object")
+            continue
+        for c in wanted:
+            values[c].append(_json_text(obj.get(c)))
+        rows.append(n)
+        records.append(line)
+    if not rows:
+        return None, bad
+    columns = _finish_strings({c: pa.array(values[c], pa.string()) for c in wanted}, spec)
+    arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), pa.array(records, pa.binary())]
+    return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
+
+
+def iter_line_blocks(f, block_bytes: int = BLOCK_BYTES) -> Iterator[Tuple[bytes, int]]:
+    """Yields (block of whole lines without the last newline, first line number)."""
+    pending = b""
+    line_no = 1
+    first = True
+    while True:
+        chunk = f.read(block_bytes)
+        if first:
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM):]
+            first = False
+        if not chunk:
+            if pending:
+                yield pending, line_no
+            return
+        pending += chunk
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue
+        block, pending = pending[:cut], pending[cut + 1:]
+        yield block, line_no
+        line_no += block.count(b"\n") + 1
+
+
+def split_header(blocks: Iterator[Tuple[bytes, int]]) -> Tuple[Optional[bytes], Iterator[Tuple[bytes, int]]]:
+    """Takes the first line off a stream of line blocks: (header line or None, the rest)."""
+    for block, first_line in blocks:
+        head, sep, rest = block.partition(b"\n")
+
+        def remaining(rest=rest, sep=sep, first=first_line + 1):
+            if sep:
+                yield rest, first
+            yield from blocks
+        return head.rstrip(b"\r"), remaining()
+    return None, iter(())
+
+
+def parse_header(head: bytes, spec: ReaderSpec) -> List[str]:
+    kw = _csv_module_options(spec, strict=False)
+    return [n.strip() for n in next(csv.reader([head.decode("utf-8", "replace")], **kw))]
+
+
+class _ReadFileFn(beam.DoFn):
+    """(input index, file path) → raw record batches; reader faults on the `quarantine` tag."""
+
+    QUARANTINE = "quarantine"
+
+    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int):
+        self._specs = list(specs)
+        self._wanted = list(wanted)
+        self._block_bytes = block_bytes
+        self._rows = Metrics.counter(METRICS_NAMESPACE, "ingest.rows")
+        self._faults = Metrics.counter(METRICS_NAMESPACE, "ingest.quarantined")
+
+    def process(self, element: Tuple[int, str]):
+        index, path = element
+        spec = self._specs[index]
+        with FileSystems.open(path) as f:
+            if spec.format == "parquet":
+                yield from self._parquet(f, path)
+                return
+            blocks = iter_line_blocks(f, self._block_bytes)
+            names = None
+            if spec.format == "csv":
+                names = list(spec.names) if spec.names else None
+                if spec.header:
+                    head, blocks = split_header(blocks)
+                    if head is None:
+                        logging.warning("%s: empty file, no rows", path)
+                        return
+                    names = parse_header(head, spec)
+                missing = [c for c in self._wanted if c not in names]
+                if missing:
+                    raise ValueError(f"{path}: the file has no column(s) {missing}; it has {names}")
+            for block, first_line in blocks:
+                if spec.format == "csv":
+                    batch, bad = parse_csv_block(block, first_line, names, self._wanted, spec)
+                else:
+                    batch, bad = parse_jsonl_block(block, first_line, self._wanted, spec)
+                yield from self._emit(batch, bad, path)
+
+    def _emit(self, batch: Optional[pa.RecordBatch], bad: BadRows, path: str):
+        if batch is not None and batch.num_rows:
+            self._rows.inc(batch.num_rows)
+            yield _with_source(batch, path)
+        qbatch = bad.to_batch(path)
+        if qbatch is not None:
+            self._faults.inc(qbatch.num_rows)
+            yield pvalue.TaggedOutput(self.QUARANTINE, qbatch)
+
+    def _parquet(self, f, path: str):
+        pf = pq.ParquetFile(f)
+        present = set(pf.schema_arrow.names)
+        missing = [c for c in self._wanted if c not in present]
+        if missing:
+            raise ValueError(f"{path}: the file has no column(s) {missing}; it has {sorted(present)}")
+        first = 1
+        for batch in pf.iter_batches(batch_size=65536, columns=self._wanted):
+            n = batch.num_rows
+            arrays = list(batch.columns) + [pa.array(np.arange(first, first + n), pa.int64()),
+                                            pa.nulls(n, pa.binary())]
+            first += n
+            self._rows.inc(n)
+            yield _with_source(pa.RecordBatch.from_arrays(arrays, names=self._wanted + [ROW, RECORD]), path)
+
+
+def _with_source(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
+    source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(batch.num_rows, np.int32)),
+                                            pa.array([path])).cast(pa.string())
+    return pa.RecordBatch.from_arrays(list(batch.columns) + [source],
+                                      schema=batch.schema.append(pa.field(SOURCE, pa.string())))
+
+
+class ReadInputs(beam.PTransform):
+    """Reads the listed files into raw record batches.
+
+    Input: a PCollection of (input index, file path), the files already matched by the launcher.
+    Outputs: `rows` — record batches of the `wanted` columns (raw, untyped strings for
+    CSV/JSONL; the file's own types for Parquet) + `_source`, `_row`, `_record`;
+    `quarantine` — reader faults (QUARANTINE_SCHEMA).
+    """
+
+    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int = BLOCK_BYTES):
+        super().__init__()
+        self._specs = specs
+        self._wanted = wanted
+        self._block_bytes = block_bytes
+
+    def expand(self, files):
+        return (files
+                | "Spread" >> beam.Reshuffle()
+                | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
+                .with_outputs(_ReadFileFn.QUARANTINE, main="rows"))
