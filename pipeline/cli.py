@@ -90,9 +90,12 @@ def _existing_store(text: str):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command != "run" and extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if args.command != "run" and extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # argparse's --help and usage errors, as a return code
+        return int(e.code or 0)
     _quiet_libraries(getattr(args, "verbose", False))
 
     from pipeline.config import ConfigError, load_config

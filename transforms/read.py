@@ -129,30 +129,26 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
 
 def _parse_csv_fast(block: bytes, names: Sequence[str], wanted: Sequence[str], spec: ReaderSpec,
                     expected_rows: int) -> Optional[pa.Table]:
-    invalid = []
+    """pyarrow's parse of a whole block, or None when any line needs the slow path.
 
-    def on_invalid(row) -> str:
-        invalid.append(row)
-        return "skip"
-
+    No invalid-row handler: pyarrow raises on the first bad row, and a row count that
+    differs from the line count catches a quote that swallowed a newline.
+    """
     try:
         table = pa_csv.read_csv(
             pa.py_buffer(block),
             read_options=pa_csv.ReadOptions(column_names=list(names), use_threads=False,
                                             block_size=max(len(block) + 1, 1 << 20)),
             parse_options=pa_csv.ParseOptions(
-                delimiter=spec.delimiter,
-                quote_char=spec.quote_char if spec.quote_char else False,
-                ignore_empty_lines=True, invalid_row_handler=on_invalid),
+                delimiter=spec.delimiter, quote_char=spec.quote_char if spec.quote_char else False,
+                ignore_empty_lines=True),
             convert_options=pa_csv.ConvertOptions(
                 include_columns=list(wanted), column_types={c: pa.string() for c in wanted},
                 strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[]),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError):
+    except pa.ArrowInvalid:
         return None
-    if invalid or table.num_rows != expected_rows:
-        return None
-    return table
+    return table if table.num_rows == expected_rows else None
 
 
 def _parse_csv_slow(lines: Sequence[bytes], blank: np.ndarray, first_line: int, names: Sequence[str],

@@ -1,0 +1,117 @@
+"""Config validation: a bad config exits 2 with one line naming the field."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, parse_config
+from tests.conftest import TESTS, run_cli
+
+GOOD = {
+    "name": "t",
+    "inputs": [{"path": "data.csv", "format": "csv"}],
+    "schema": {"label": "y", "columns": {"x": "float", "y": "string"}},
+    "split": {"fractions": {"train": 0.6, "dev": 0.2, "test": 0.2}},
+    "features": {"x": "zscore"},
+}
+
+
+def _with(path, value):
+    import copy
+
+    cfg = copy.deepcopy(GOOD)
+    node = cfg
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize("mutation, expected", [
+    ((("bogus",), 1), "bogus: unknown key"),
+    ((("schema", "bogus"), 1), "schema.bogus: unknown key"),
+    ((("split", "fractions"), {"train": 0.6, "dev": 0.2, "test": 0.1}), "split.fractions: must sum to 1, got 0.9"),
+    ((("schema", "label"), "nope"), "schema.label: column 'nope' is not in schema.columns"),
+    ((("features",), {"x": "sqrt"}), "features.x: unknown feature transform 'sqrt'"),
+    ((("features",), {"y": "zscore"}), "features.y: zscore needs a numeric column"),
+    ((("features",), {"x": "bucketize"}), "features.x: bucketize needs a positive count"),
+    ((("clean",), {"rules": [{"column": "z", "min": 0}]}), "clean.rules[0].column: unknown column 'z'"),
+    ((("clean",), {"rules": [{"column": "x"}]}), "clean.rules.0: a rule needs at least one check"),
+    ((("clean",), {"dedup": {"keys": ["q"]}}), "clean.dedup.keys: unknown column 'q'"),
+    ((("split", "stratify_by"), ["q"]), "split.stratify_by: unknown column 'q'"),
+    ((("output", "shards"), 0), "output.shards: Input should be greater than or equal to 1"),
+    ((("inputs",), [{"path": "a.csv", "format": "xls"}]), "inputs.0.format: Input should be 'csv', 'jsonl' or 'parquet'"),
+])
+def test_bad_config_names_the_field(mutation, expected):
+    with pytest.raises(ConfigError) as e:
+        parse_config(_with(*mutation))
+    assert str(e.value).startswith(expected), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_good_config_parses_with_defaults():
+    cfg = parse_config(GOOD, base_dir="/data")
+    assert cfg.stratify_by == ["y"]
+    assert cfg.split.seed == 42
+    assert cfg.resolve("data.csv") == "/data/data.csv"
+    assert cfg.resolve("gs://b/x.csv") == "gs://b/x.csv"
+    assert [s.output_name for s in cfg.feature_specs] == ["x_xf"]
+    assert len(cfg.config_hash) == 64
+
+
+def test_metadata_columns_default_to_string():
+    cfg = parse_config(_with(("schema", "metadata"), ["camera"]))
+    assert cfg.column_types == {"x": "float", "y": "string", "camera": "string"}
+
+
+def _write(tmp_path, cfg) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_cli_validate_exit_2_one_line(tmp_path, capsys):
+    path = _write(tmp_path, _with(("split", "fractions"), {"train": 0.5, "test": 0.2}))
+    code, out, err = run_cli(["validate", path], capsys)
+    assert code == 2
+    assert err.strip() == "dataprep: error: split.fractions: must sum to 1, got 0.7"
+    assert "Traceback" not in err
+
+
+def test_cli_missing_input_files_exit_2(tmp_path, capsys):
+    path = _write(tmp_path, GOOD)  # data.csv does not exist next to it
+    for command in (["validate", path], ["run", path, "--output", str(tmp_path / "o")]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2
+        assert err.strip().startswith("dataprep: error: inputs[0].path: no file matches ")
+
+
+def test_cli_validate_ok(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("x,y\n1,a\n")
+    code, out, _ = run_cli(["validate", _write(tmp_path, GOOD)], capsys)
+    assert code == 0 and "ok (1 input file(s))" in out
+
+
+def test_cli_bad_yaml_and_missing_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    code, _, err = run_cli(["validate", str(bad)], capsys)
+    assert code == 2 and "not valid YAML" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["validate", str(tmp_path / "none.yaml")], capsys)
+    assert code == 2 and "cannot read config" in err
+
+
+def test_cli_unknown_argument_exit_2(capsys):
+    code, _, err = run_cli(["lineage", "x", "--bogus"], capsys)
+    assert code == 2 and "unrecognized arguments: --bogus" in err
+
+
+def test_example_configs_are_valid():
+    from pipeline.config import load_config
+
+    for path in [os.path.join(TESTS, "configs", "adult.yaml"),
+                 os.path.join(os.path.dirname(TESTS), "examples", "visual_inspection", "config.yaml")]:
+        assert load_config(path).name

@@ -1,0 +1,98 @@
+"""The reader: line numbers, blank lines, fast and slow CSV paths, JSONL, Parquet."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.read import (ReaderSpec, ReadInputs, iter_line_blocks, parse_csv_block, parse_jsonl_block,
+                             parse_header, split_header)
+
+CSV = ReaderSpec(format="csv", header=True, na_values=("", "?"))
+NAMES = ["a", "b", "c"]
+
+
+def test_fast_path_keeps_line_numbers_and_records():
+    block = b"1,x,2.5\n\n3,y,4\r\n5,?,6"
+    batch, bad = parse_csv_block(block, 10, NAMES, ["a", "b"], CSV)
+    assert not bad.rows
+    assert batch.column("_row").to_pylist() == [10, 12, 13]          # the blank line 11 is not a record
+    assert batch.column("a").to_pylist() == ["1", "3", "5"]
+    assert batch.column("b").to_pylist() == ["x", "y", None]          # "?" is a missing value
+    assert batch.column("_record").to_pylist()[0] == b"1,x,2.5"
+
+
+def test_broken_lines_go_to_quarantine_with_their_text():
+    block = (b"1,x,2\n"
+             b"2,y\n"                      # too few fields
+             b'3,"z,4\n'                   # unbalanced quote
+             b"4,\xff\xfe,5\n"             # invalid UTF-8
+             b"5,w,6,7\n"                  # too many fields
+             b'6,"q,q",7')
+    batch, bad = parse_csv_block(block, 2, NAMES, NAMES, CSV)
+    assert batch.column("_row").to_pylist() == [2, 7]
+    assert batch.column("b").to_pylist() == ["x", "q,q"]
+    assert dict(zip(bad.rows, bad.reasons)) == {3: "csv_field_count", 4: "csv_malformed", 5: "invalid_utf8",
+                                                6: "csv_field_count"}
+    q = bad.to_batch("file.csv")
+    texts = dict(zip(q.column("_row").to_pylist(), q.column("record").to_pylist()))
+    assert texts[4] == '3,"z,4'
+    assert texts[5] == "4,\\xff\\xfe,5"                           # escaped, never lost
+    assert set(q.column("stage").to_pylist()) == {"ingest"}
+
+
+def test_trim_then_na_values():
+    spec = ReaderSpec(format="csv", header=False, na_values=("?",), trim=True)
+    batch, _ = parse_csv_block(b"1, ?, x\n2, b ,?", 1, NAMES, NAMES, spec)
+    assert batch.column("b").to_pylist() == [None, "b"]
+    assert batch.column("c").to_pylist() == ["x", None]
+
+
+def test_blocks_cover_every_line_once():
+    text = b"".join(b"line%d\n" % i for i in range(1, 1001)) + b"tail-without-newline"
+    seen = []
+    for block, first in iter_line_blocks(io.BytesIO(text), block_bytes=97):
+        for offset, line in enumerate(block.split(b"\n")):
+            seen.append((first + offset, line))
+    assert seen[0] == (1, b"line1") and seen[999] == (1000, b"line1000") and seen[-1] == (1001, b"tail-without-newline")
+    assert [n for n, _ in seen] == list(range(1, 1002))
+
+
+def test_header_split_and_bom():
+    blocks = iter_line_blocks(io.BytesIO(b"\xef\xbb\xbfa,b\n1,2\n3,4\n"), block_bytes=4)
+    head, rest = split_header(blocks)
+    assert parse_header(head, CSV) == ["a", "b"]
+    assert [(b, n) for b, n in rest][0][1] == 2
+
+
+def test_jsonl_faults_and_types():
+    block = b'{"a": 1, "b": "x"}\nnot json\n[1,2]\n{"a": true}\n{"a": 2.5, "b": null}'
+    batch, bad = parse_jsonl_block(block, 1, ["a", "b"], ReaderSpec(format="jsonl", na_values=()))
+    assert batch.column("a").to_pylist() == ["1", "true", "2.5"]
+    assert batch.column("b").to_pylist() == ["x", None, None]
+    assert dict(zip(bad.rows, bad.reasons)) == {2: "json_invalid", 3: "json_not_object"}
+
+
+def test_read_inputs_pipeline_all_formats(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"a,b,c\n1,x,2\n2,y\n3,z,4\n")
+    (tmp_path / "b.jsonl").write_bytes(b'{"a": 5, "b": "v", "c": 1}\n{oops\n')
+    pq.write_table(pa.table({"a": [7, 8], "b": ["p", "q"], "c": [1.5, None], "extra": [0, 0]}),
+                   str(tmp_path / "c.parquet"))
+    specs = [CSV, ReaderSpec(format="jsonl"), ReaderSpec(format="parquet")]
+    files = [(0, str(tmp_path / "a.csv")), (1, str(tmp_path / "b.jsonl")), (2, str(tmp_path / "c.parquet"))]
+    with TestPipeline() as p:
+        out = p | beam.Create(files) | ReadInputs(specs, ["a", "b"])
+        rows = out.rows | "R" >> beam.FlatMap(
+            lambda b: [(s.rsplit("/", 1)[1], r, str(a)) for s, r, a in
+                       zip(b.column("_source").to_pylist(), b.column("_row").to_pylist(), b.column("a").to_pylist())])
+        faults = out.quarantine | "Q" >> beam.FlatMap(
+            lambda b: list(zip(b.column("_row").to_pylist(), b.column("reason").to_pylist())))
+        assert_that(rows, equal_to([("a.csv", 2, "1"), ("a.csv", 4, "3"), ("b.jsonl", 1, "5"),
+                                    ("c.parquet", 1, "7"), ("c.parquet", 2, "8")]), label="rows")
+        assert_that(faults, equal_to([(3, "csv_field_count"), (2, "json_invalid")]), label="faults")
