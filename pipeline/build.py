@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.config import Config
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, merge_counts,
                                 value_counts)
-from transforms.clean import ARROW_TYPES, Deduplicate, ValidateRows, ValidateSpec
+from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec
 from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn, load_user_fn
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
@@ -89,14 +89,16 @@ def validate_spec(cfg: Config) -> ValidateSpec:
         column_types=dict(cfg.column_types), label=cfg.schema.label, id_column=cfg.schema.id,
         rules=tuple(cfg.clean.rules),
         label_map=tuple(labels.normalize.items()) if labels else (),
-        label_trim=bool(labels and labels.trim), label_case_fold=bool(labels and labels.case_fold))
+        label_trim=bool(labels and labels.trim), label_case_fold=bool(labels and labels.case_fold),
+        filters=tuple(cfg.clean.filters))
 
 
-def dedup_keys(cfg: Config) -> List[str]:
-    keys = cfg.clean.dedup.keys
-    if keys == "all":
-        return [c for c in cfg.column_types if c != cfg.schema.id]
-    return list(keys)
+def dedup_spec(cfg: Config) -> DedupSpec:
+    d = cfg.clean.dedup
+    keys = [c for c in cfg.column_types if c != cfg.schema.id] if d.keys == "all" else list(d.keys)
+    return DedupSpec(keys=tuple(keys), label=None if cfg.schema.label in keys else cfg.schema.label,
+                     trim=d.normalize.trim, case_fold=d.normalize.case_fold,
+                     collapse_whitespace=d.normalize.collapse_whitespace, on_conflict=d.on_conflict)
 
 
 def _count(pcoll, label: str):
@@ -159,16 +161,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
     clean = validated.rows
     duplicates = None
+    quarantines = [read.quarantine, validated.quarantine]
     if cfg.clean.dedup:
-        deduped = clean | "Dedup" >> Deduplicate(dedup_keys(cfg), dedup_buckets)
+        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), dedup_buckets)
         clean, duplicates = deduped.rows, deduped.duplicates
+        quarantines.append(deduped.quarantine)
 
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed)
     raw_schema = clean_schema(cfg)
     for name in splits:
         split[name] | f"WriteRaw[{name}]" >> WriteShards(layout.raw(name), shards, raw_schema)
 
-    quarantine = (read.quarantine, validated.quarantine) | "AllQuarantine" >> beam.Flatten()
+    quarantine = quarantines | "AllQuarantine" >> beam.Flatten()
     quarantine | "WriteQuarantine" >> WriteShards(layout.quarantine, shards, QUARANTINE_SCHEMA)
     if duplicates is None:
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)

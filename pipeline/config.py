@@ -71,15 +71,21 @@ class Rule(_Strict):
     not_matches: Optional[str] = None
     not_null: Optional[bool] = None
     max_length: Optional[int] = None
+    # Cross-column, still declarative: `{column: dropoff, op: ">=", other: pickup}`.
+    op: Optional[Literal["<", "<=", ">", ">=", "==", "!="]] = None
+    other: Optional[str] = None
     reason: Optional[str] = None
 
-    CHECKS: ClassVar[Tuple[str, ...]] = ("not_null", "min", "max", "in_", "not_in", "matches", "not_matches", "max_length")
+    CHECKS: ClassVar[Tuple[str, ...]] = ("not_null", "min", "max", "in_", "not_in", "matches", "not_matches",
+                                         "max_length", "op")
 
     @model_validator(mode="after")
     def _has_a_check(self) -> "Rule":
         if all(getattr(self, c) is None for c in self.CHECKS):
             raise ValueError("a rule needs at least one check (min, max, in, not_in, matches, "
                              "not_matches, not_null, max_length)")
+        if (self.op is None) != (self.other is None):
+            raise ValueError("a cross-column rule needs both op and other")
         for pattern in (self.matches, self.not_matches):
             if pattern is not None:
                 try:
@@ -89,13 +95,25 @@ class Rule(_Strict):
         return self
 
 
+class DedupNormalize(_Strict):
+    trim: bool = False
+    case_fold: bool = False
+    collapse_whitespace: bool = False
+
+
 class DedupSpec(_Strict):
     keys: Union[Literal["all"], List[str]] = "all"
+    # Text keys compared after normalising (the kept row keeps its original text).
+    normalize: DedupNormalize = Field(default_factory=DedupNormalize)
+    # Copies of one key with different labels are a labelling problem, not copies:
+    # quarantine them all (reason label_conflict), or keep the first like any duplicate.
+    on_conflict: Literal["quarantine", "keep_first"] = "quarantine"
 
 
 class CleanSpec(_Strict):
     dedup: Optional[DedupSpec] = None
     rules: List[Rule] = Field(default_factory=list)
+    filters: List[str] = Field(default_factory=list)   # "module:function", f(RecordBatch) -> bool mask, True = drop
     on_missing_label: Literal["quarantine"] = "quarantine"
 
 
@@ -251,6 +269,8 @@ class Config(_Strict):
         for i, rule in enumerate(self.clean.rules):
             if rule.column not in known:
                 raise _FieldError(f"clean.rules[{i}].column", f"unknown column {rule.column!r}")
+            if rule.other is not None and rule.other not in known:
+                raise _FieldError(f"clean.rules[{i}].other", f"unknown column {rule.other!r}")
             numeric = self.column_types[rule.column] in ("int", "float")
             if (rule.min is not None or rule.max is not None) and not numeric:
                 raise _FieldError(f"clean.rules[{i}]", f"min/max need a numeric column, "
@@ -261,6 +281,9 @@ class Config(_Strict):
             for k in self.clean.dedup.keys:
                 if k not in known:
                     raise _FieldError("clean.dedup.keys", f"unknown column {k!r}")
+        for i, f in enumerate(self.clean.filters):
+            if not re.fullmatch(r"[\w.]+:\w+", f):
+                raise _FieldError(f"clean.filters[{i}]", f"must be 'module:function', got {f!r}")
         for col in self.stratify_by:
             if col not in known:
                 raise _FieldError("split.stratify_by", f"unknown column {col!r}")

@@ -30,7 +30,13 @@ PID_DIR="${CACHE_DIR}/pids"
 FLINK_HOME_DIR="${CACHE_DIR}/flink-${FLINK_VERSION}"
 FLINK_CONF="${FLINK_HOME_DIR}/conf"
 STAMP="${FLINK_HOME_DIR}/.assembled"
-JOB_SERVER_JAR="${CACHE_DIR}/beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar"
+OFFICIAL_JOB_SERVER_JAR="${CACHE_DIR}/beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar"
+# If the official job-server jar cannot be fetched, build an equivalent one from the plain runner
+# artifact (FLINK_JOB_SERVER_FALLBACK=0 disables this: setup then fails after printing maven's error).
+JOB_SERVER_FALLBACK="${FLINK_JOB_SERVER_FALLBACK:-1}"
+FALLBACK_BEAM_VERSION="${FLINK_FALLBACK_BEAM_VERSION:-2.62.0}"
+FALLBACK_DIR="${CACHE_DIR}/beam-flink-1.19-job-server-${FALLBACK_BEAM_VERSION}"
+FALLBACK_LAUNCHER_JAR="${FALLBACK_DIR}/beam-flink-1.19-job-server-${FALLBACK_BEAM_VERSION}-launcher.jar"
 
 REST_PORT=8081
 REST_URL="http://localhost:${REST_PORT}"
@@ -151,25 +157,118 @@ EOF
   printf 'localhost\n' > "${FLINK_CONF}/workers"
 }
 
-fetch_job_server_jar() {
-  if [[ -s "$JOB_SERVER_JAR" ]]; then
-    return 0
-  fi
-  command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed to fetch ${JOB_SERVER_ARTIFACT})"
-  log "fetching ${JOB_SERVER_ARTIFACT} from Maven Central ..."
-  mkdir -p "$CACHE_DIR"
-  local out rc=0
-  out="$(mvn -B -q "${DEP_PLUGIN}:copy" \
-           -Dartifact="${JOB_SERVER_ARTIFACT}" \
-           -DoutputDirectory="${CACHE_DIR}" 2>&1)" || rc=$?
-  if [[ $rc -ne 0 || ! -s "$JOB_SERVER_JAR" ]]; then
-    echo "$out" >&2
-    die "maven could not fetch ${JOB_SERVER_ARTIFACT} (exit ${rc})"
+official_jar_present() { [[ -s "$OFFICIAL_JOB_SERVER_JAR" ]]; }
+fallback_jar_present()  { [[ -s "$FALLBACK_LAUNCHER_JAR" && -f "${FALLBACK_DIR}/.complete" ]]; }
+
+# Path of the job-server jar in use: the official shaded jar if we have it, else the fallback.
+job_server_jar() {
+  if official_jar_present; then echo "$OFFICIAL_JOB_SERVER_JAR"
+  elif fallback_jar_present; then echo "$FALLBACK_LAUNCHER_JAR"
   fi
 }
 
+fetch_official_job_server_jar() {
+  log "fetching ${JOB_SERVER_ARTIFACT} from Maven Central ..."
+  mkdir -p "$CACHE_DIR"
+  local out rc=0
+  # -U: do not trust a 'not found' cached in ~/.m2 by an earlier attempt.
+  out="$(mvn -B -q -U "${DEP_PLUGIN}:copy" \
+           -Dartifact="${JOB_SERVER_ARTIFACT}" \
+           -DoutputDirectory="${CACHE_DIR}" 2>&1)" || rc=$?
+  if [[ $rc -ne 0 || ! -s "$OFFICIAL_JOB_SERVER_JAR" ]]; then
+    log "maven could not fetch ${JOB_SERVER_ARTIFACT} (exit ${rc}); maven said:"
+    echo "$out" >&2
+    return 1
+  fi
+}
+
+# Fallback: the registry serves beam-runners-flink-1.19 (which contains FlinkJobServerDriver)
+# but not the shaded *-job-server jar. Resolve the runner's dependencies into lib/ and write a
+# small launcher jar whose manifest has Main-Class + Class-Path, so `java -jar launcher.jar`
+# (what Beam's Python FlinkRunner runs) behaves like the official job-server jar.
+build_fallback_job_server() {
+  log "building fallback job server from org.apache.beam:beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} ..."
+  rm -rf "$FALLBACK_DIR"
+  mkdir -p "$FALLBACK_DIR"
+  cat > "${FALLBACK_DIR}/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.flinksh</groupId>
+  <artifactId>beam-flink-job-server-classpath</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.beam</groupId>
+      <artifactId>beam-runners-flink-1.19</artifactId>
+      <version>${FALLBACK_BEAM_VERSION}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-simple</artifactId>
+      <version>1.7.30</version>
+    </dependency>
+  </dependencies>
+</project>
+EOF
+  local out rc=0
+  out="$(cd "$FALLBACK_DIR" && mvn -B -q "${DEP_PLUGIN}:copy-dependencies" \
+           -DincludeScope=runtime -DoutputDirectory="${FALLBACK_DIR}/lib" 2>&1)" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "$out" >&2
+    die "maven could not resolve org.apache.beam:beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} (exit ${rc})"
+  fi
+  python_cmd - "$FALLBACK_DIR/lib" "$FALLBACK_LAUNCHER_JAR" <<'EOF'
+import os, sys, zipfile
+lib, out = sys.argv[1], sys.argv[2]
+jars = sorted(j for j in os.listdir(lib) if j.endswith(".jar"))
+def attr(name, value):  # manifest lines are at most 72 bytes; continuation lines start with a space
+    data = (name + ": " + value).encode()
+    lines, first = [], True
+    while data:
+        n = 72 if first else 71
+        lines.append((b"" if first else b" ") + data[:n])
+        data, first = data[n:], False
+    return b"\r\n".join(lines) + b"\r\n"
+opens = " ".join("java.base/" + p for p in (
+    "java.lang", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.text", "java.time",
+    "java.util", "java.util.concurrent", "java.util.concurrent.atomic", "java.util.concurrent.locks",
+    "sun.nio.ch"))
+mf = (attr("Manifest-Version", "1.0")
+      + attr("Main-Class", "org.apache.beam.runners.flink.FlinkJobServerDriver")
+      + attr("Class-Path", " ".join("lib/" + j for j in jars))
+      + attr("Add-Opens", opens)
+      + b"\r\n")
+with zipfile.ZipFile(out + ".tmp", "w") as z:
+    z.writestr("META-INF/MANIFEST.MF", mf)
+os.replace(out + ".tmp", out)
+EOF
+  [[ -s "$FALLBACK_LAUNCHER_JAR" ]] || die "could not write ${FALLBACK_LAUNCHER_JAR}"
+  touch "${FALLBACK_DIR}/.complete"
+}
+
+fetch_job_server_jar() {
+  if official_jar_present; then
+    return 0
+  fi
+  if fallback_jar_present; then
+    log "note: using fallback job server (Beam ${FALLBACK_BEAM_VERSION} runner): ${FALLBACK_LAUNCHER_JAR}"
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed to fetch ${JOB_SERVER_ARTIFACT})"
+  if fetch_official_job_server_jar; then
+    return 0
+  fi
+  if [[ "$JOB_SERVER_FALLBACK" != 1 ]]; then
+    die "no job-server jar (FLINK_JOB_SERVER_FALLBACK=${JOB_SERVER_FALLBACK}, fallback disabled)"
+  fi
+  build_fallback_job_server
+  log "WARNING: ${JOB_SERVER_ARTIFACT} is not available; using a job server built from" \
+      "beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} (Java runner ${FALLBACK_BEAM_VERSION}, Python SDK ${BEAM_VERSION})"
+}
+
 is_set_up() {
-  [[ -f "$STAMP" && -s "$JOB_SERVER_JAR" ]]
+  [[ -f "$STAMP" && -n "$(job_server_jar)" ]]
 }
 
 cmd_setup() {
@@ -178,7 +277,7 @@ cmd_setup() {
   write_config
   fetch_job_server_jar
   log "setup done: FLINK_HOME=${FLINK_HOME_DIR}"
-  log "job server jar: ${JOB_SERVER_JAR}"
+  log "job server jar: $(job_server_jar)"
 }
 
 # ---------------------------------------------------------------- runtime
@@ -196,8 +295,8 @@ our_pids() {
   pgrep -f -- "java.*${FLINK_HOME_DIR}/" 2>/dev/null | grep -vx "$$" || true
 }
 
-job_server_pids() {
-  pgrep -f -- "java.*${JOB_SERVER_JAR}" 2>/dev/null | grep -vx "$$" || true
+job_server_pids() {  # leftover Beam job servers started (by a pipeline) from our cache
+  pgrep -f -- "java.*-jar ${CACHE_DIR}/.*job-server" 2>/dev/null | grep -vx "$$" || true
 }
 
 pidfile_pids() {
@@ -310,10 +409,10 @@ cmd_stop() {
 }
 
 cmd_jar() {
-  if [[ ! -s "$JOB_SERVER_JAR" ]]; then
-    die "job-server jar not present yet (${JOB_SERVER_JAR}); run: scripts/flink.sh setup"
-  fi
-  echo "$JOB_SERVER_JAR"
+  local jar
+  jar="$(job_server_jar)"
+  [[ -n "$jar" ]] || die "job-server jar not present yet; run: scripts/flink.sh setup"
+  echo "$jar"
 }
 
 cmd_status() {

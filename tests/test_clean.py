@@ -11,8 +11,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.config import Rule
-from transforms.clean import (Deduplicate, ValidateSpec, coerce, dedup_table, normalize_labels, rule_failures,
-                              validate_batch)
+from transforms.clean import (DedupSpec, Deduplicate, ValidateSpec, coerce, dedup_table, normalize_labels,
+                              rule_failures, validate_batch)
 
 
 def test_coerce_numbers_and_bools():
@@ -88,7 +88,8 @@ def test_dedup_keeps_lowest_source_and_row_like_pandas():
     frame = pd.DataFrame({"k": rng.integers(0, 60, n).astype(str), "v": rng.integers(0, 2, n),
                           "_source": rng.choice(["a.csv", "b.csv"], n), "_row": rng.permutation(n) + 1})
     frame["example_id"] = frame["_source"] + ":" + frame["_row"].astype(str)
-    kept, dups = dedup_table(pa.Table.from_pandas(frame, preserve_index=False), ["k", "v"])
+    kept, dups, conflicts = dedup_table(pa.Table.from_pandas(frame, preserve_index=False), DedupSpec(keys=("k", "v")))
+    assert conflicts.num_rows == 0
     ref = frame.sort_values(["_source", "_row"])
     ref_kept = ref[~ref.duplicated(["k", "v"], keep="first")]
     assert sorted(kept.column("example_id").to_pylist()) == sorted(ref_kept["example_id"])
@@ -104,9 +105,41 @@ def test_deduplicate_pipeline_is_independent_of_batching():
     table = pa.Table.from_pylist(rows)
     batches = table.to_batches(max_chunksize=6)
     with TestPipeline() as p:
-        out = p | beam.Create(batches[::-1]) | Deduplicate(["k"], buckets=3)
+        out = p | beam.Create(batches[::-1]) | Deduplicate(DedupSpec(keys=("k",)), buckets=3)
         kept = out.rows | "K" >> beam.FlatMap(lambda b: b.column("example_id").to_pylist())
         dups = out.duplicates | "D" >> beam.FlatMap(
             lambda b: list(zip(b.column("example_id").to_pylist(), b.column("kept_example_id").to_pylist())))
         assert_that(kept, equal_to([f"e{i}" for i in range(7)]), label="kept")
         assert_that(dups, equal_to([(f"e{i}", f"e{i % 7}") for i in range(7, 40)]), label="dups")
+
+
+def test_cross_column_rule_and_filter():
+    spec = ValidateSpec(column_types={"start": "int", "end": "int", "y": "string"}, label="y", id_column=None,
+                        rules=(Rule(column="end", op=">=", other="start"),), filters=("tests.test_clean:_odd_start",))
+    clean, q = validate_batch(_raw(start=["1", "5", "3", None], end=["2", "4", "9", "1"], y=["a"] * 4), spec,
+                              [_odd_start])
+    assert dict(zip(q.column("_row").to_pylist(), q.column("reason").to_pylist())) == {3: ">=start:end",
+                                                                                    4: "filter:_odd_start"}
+    assert clean.column("_row").to_pylist() == [2, 5]
+
+
+def _odd_start(batch):
+    start = batch.column("start").to_numpy(zero_copy_only=False)
+    return np.nan_to_num(start.astype(float)) == 3
+
+
+def test_dedup_normalised_text_and_label_conflicts():
+    table = pa.Table.from_pydict({
+        "text": ["Hello  World", "hello world ", "Other", "other", "x"],
+        "y": ["ham", "ham", "ham", "spam", "ham"],
+        "example_id": ["a", "b", "c", "d", "e"], "_source": ["s"] * 5, "_row": [1, 2, 3, 4, 5]})
+    spec = DedupSpec(keys=("text",), label="y", trim=True, case_fold=True, collapse_whitespace=True)
+    kept, dups, conflicts = dedup_table(table, spec)
+    assert kept.column("example_id").to_pylist() == ["a", "e"]
+    assert dups.column("example_id").to_pylist() == ["b"] and dups.column("kept_example_id").to_pylist() == ["a"]
+    assert conflicts.column("reason").to_pylist() == ["label_conflict"] * 2
+    assert conflicts.column("_row").to_pylist() == [3, 4]
+    kept, dups, conflicts = dedup_table(table, DedupSpec(keys=("text",), label="y", case_fold=True,
+                                                         on_conflict="keep_first"))
+    assert conflicts.num_rows == 0
+    assert dict(zip(dups.column("example_id").to_pylist(), dups.column("label_conflict").to_pylist())) == {"d": True}

@@ -29,6 +29,7 @@ DUPLICATES_SCHEMA = pa.schema([
     ("kept_example_id", pa.string()),
     (SOURCE, pa.string()),
     (ROW, pa.int64()),
+    ("label_conflict", pa.bool_()),
 ])
 
 METRICS_NAMESPACE = "dataprep"
@@ -108,3 +109,12 @@ def set_column(batch: pa.RecordBatch, name: str, array: pa.Array) -> pa.RecordBa
         arrays.append(array)
         fields.append(pa.field(name, array.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def count_reasons(quarantine: pa.RecordBatch) -> None:
+    """Beam counters `<stage>.quarantined.<reason>` in the dataprep namespace."""
+    from apache_beam.metrics import Metrics
+
+    keys = pc.binary_join_element_wise(quarantine.column("stage"), quarantine.column("reason"), ".quarantined.")
+    for key, n in value_counts(keys).items():
+        Metrics.counter(METRICS_NAMESPACE, key).inc(n)

@@ -24,7 +24,8 @@ from apache_beam.metrics import Metrics
 
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
                                 RECORD, ROW, SOURCE, concat_batches, hash_columns, split_by_key,
-                                table_to_batches)
+                                table_to_batches, count_reasons)
+from transforms.read import escape_bytes
 
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
 _INT_RE = r"^[+-]?\d{1,18}$"
@@ -65,8 +66,15 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
     return typed, bad
 
 
-def rule_failures(array: pa.Array, rule) -> List[Tuple[str, np.ndarray]]:
-    """(check name, failing mask) for each check of a rule, in a fixed order."""
+_OPS = {"<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal, "==": pc.equal,
+        "!=": pc.not_equal}
+
+
+def rule_failures(array: pa.Array, rule, other: Optional[pa.Array] = None) -> List[Tuple[str, np.ndarray]]:
+    """(check name, failing mask) for each check of a rule, in a fixed order.
+
+    `other` is the typed `rule.other` column of a cross-column rule.
+    """
     out = []
     valid = pc.is_valid(array)
 
@@ -91,6 +99,9 @@ def rule_failures(array: pa.Array, rule) -> List[Tuple[str, np.ndarray]]:
         out.append(("not_matches", fails(pc.invert(pc.match_substring_regex(as_text, rule.not_matches)))))
     if rule.max_length is not None:
         out.append(("max_length", fails(pc.less_equal(pc.utf8_length(as_text), rule.max_length))))
+    if rule.op is not None:
+        # Null on either side passes, like the single-column checks.
+        out.append((f"{rule.op}{rule.other}", fails(_OPS[rule.op](array, other))))
     return out
 
 
@@ -115,6 +126,18 @@ class ValidateSpec:
     label_map: Tuple[Tuple[str, str], ...] = ()   # labels.normalize, applied after trim/case-fold
     label_trim: bool = False
     label_case_fold: bool = False
+    filters: Tuple[str, ...] = ()                  # "module:function", True = quarantine
+
+
+def load_function(path: str):
+    """`module:function` → the function (the module must be importable on workers too)."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    fn = getattr(importlib.import_module(module_name), name, None)
+    if fn is None:
+        raise ValueError(f"{module_name} has no function {name!r}")
+    return fn
 
 
 def normalize_labels(array: pa.Array, mapping: Dict[str, str], trim: bool = False,
@@ -140,8 +163,13 @@ def example_ids(batch: pa.RecordBatch, id_column: Optional[str]) -> pa.Array:
     return pc.binary_join_element_wise(prefixes.take(sources.indices), pc.cast(batch.column(ROW), pa.string()), "-")
 
 
-def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Splits a raw batch into (typed clean rows, quarantine rows)."""
+def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
+                   filters: Sequence = ()) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Splits a raw batch into (typed clean rows, quarantine rows).
+
+    `filters` are the loaded `spec.filters` functions: each gets the typed batch and
+    returns a boolean mask, True for a row to quarantine (reason `filter:<name>`).
+    """
     n = batch.num_rows
     reason_names: List[str] = []
     codes = np.full(n, -1, np.int32)
@@ -165,13 +193,22 @@ def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec) -> Tuple[pa.Record
         mark(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False)), "missing_id")
     mark(~np.asarray(pc.is_valid(typed[spec.label])), "missing_label")
     for rule in spec.rules:
-        for check, failing in rule_failures(typed[rule.column], rule):
+        other = typed[rule.other] if rule.other else None
+        for check, failing in rule_failures(typed[rule.column], rule, other):
             mark(failing, rule.reason or f"{check}:{rule.column}")
 
-    keep = codes < 0
     names = list(spec.column_types) + [EXAMPLE_ID, SOURCE, ROW]
     arrays = [typed[c] for c in spec.column_types] + [ids, batch.column(SOURCE), batch.column(ROW)]
-    clean = pa.RecordBatch.from_arrays(arrays, names=names).filter(pa.array(keep))
+    typed_batch = pa.RecordBatch.from_arrays(arrays, names=names)
+    for path, fn in zip(spec.filters, filters):
+        mask = np.asarray(fn(typed_batch), dtype=bool)
+        if mask.shape != (n,):
+            raise ValueError(f"clean.filters: {path} returned {mask.shape[0] if mask.ndim else 'a scalar'} "
+                             f"values for {n} rows")
+        mark(mask, f"filter:{path.partition(':')[2]}")
+
+    keep = codes < 0
+    clean = typed_batch.filter(pa.array(keep))
     bad_idx = np.flatnonzero(~keep)
     if not len(bad_idx):
         return clean, _empty_quarantine()
@@ -196,7 +233,7 @@ def record_texts(batch: pa.RecordBatch, columns: List[str]) -> pa.Array:
     if RECORD in batch.schema.names:
         raw = batch.column(RECORD)
         if raw.null_count == 0:
-            return pa.array([r.decode("utf-8", "backslashreplace") for r in raw.to_pylist()], pa.string())
+            return pa.array([escape_bytes(r) for r in raw.to_pylist()], pa.string())
     rows = pa.Table.from_batches([batch]).select(columns).to_pylist()
     return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows], pa.string())
 
@@ -206,17 +243,21 @@ class _ValidateFn(beam.DoFn):
 
     def __init__(self, spec: ValidateSpec):
         self._spec = spec
+        self._filters: List = []
         self._kept = Metrics.counter(METRICS_NAMESPACE, "clean.rows")
-        self._quarantined = Metrics.counter(METRICS_NAMESPACE, "clean.quarantined")
+
+    def setup(self):
+        self._filters = [load_function(f) for f in self._spec.filters]
 
     def process(self, batch: pa.RecordBatch):
-        clean, quarantine = validate_batch(batch, self._spec)
+        clean, quarantine = validate_batch(batch, self._spec, self._filters)
         if clean.num_rows:
             self._kept.inc(clean.num_rows)
             yield clean
         if quarantine.num_rows:
-            self._quarantined.inc(quarantine.num_rows)
+            count_reasons(quarantine)
             yield pvalue.TaggedOutput(self.QUARANTINE, quarantine)
+
 
 
 class ValidateRows(beam.PTransform):
@@ -236,72 +277,138 @@ class ValidateRows(beam.PTransform):
 
 # ---- deduplication ----------------------------------------------------------------------
 
-def dedup_table(table: pa.Table, keys: Sequence[str]) -> Tuple[pa.Table, pa.Table]:
-    """(kept rows, duplicates) of a table; the kept copy is the lowest (_source, _row)."""
+@dataclass(frozen=True)
+class DedupSpec:
+    """What deduplication needs of the config."""
+
+    keys: Tuple[str, ...]
+    label: Optional[str] = None          # copies with different labels are label conflicts
+    trim: bool = False
+    case_fold: bool = False
+    collapse_whitespace: bool = False
+    on_conflict: str = "quarantine"      # or "keep_first"
+
+
+def dedup_key_columns(table: pa.Table | pa.RecordBatch, spec: DedupSpec) -> Dict[str, pa.Array]:
+    """The key columns as compared: text keys normalised as configured."""
+    out = {}
+    for k in spec.keys:
+        col = table.column(k)
+        if pa.types.is_string(col.type) and (spec.trim or spec.case_fold or spec.collapse_whitespace):
+            if spec.collapse_whitespace:
+                col = pc.replace_substring_regex(col, r"\s+", " ")
+            if spec.trim or spec.collapse_whitespace:
+                col = pc.utf8_trim_whitespace(col)
+            if spec.case_fold:
+                col = pc.utf8_lower(col)
+        out[k] = col
+    return out
+
+
+def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, pa.Table]:
+    """(kept rows, duplicates, label-conflict quarantine) of a table.
+
+    The kept copy of a key is its lowest (_source, _row). When copies of a key carry
+    different labels and `on_conflict` is "quarantine", every copy goes to quarantine
+    (reason `label_conflict`); with "keep_first" they are deduplicated like any other
+    and flagged `label_conflict` in duplicates.
+    """
+    empty_q = QUARANTINE_SCHEMA.empty_table()
     if table.num_rows == 0:
-        return table, DUPLICATES_SCHEMA.empty_table()
+        return table, DUPLICATES_SCHEMA.empty_table(), empty_q
     order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
     table = table.take(order)
-    frame = pd.DataFrame({f"k{i}": table.column(k).to_pandas() for i, k in enumerate(keys)})
+    keys = dedup_key_columns(table, spec)
+    frame = pd.DataFrame({f"k{i}": keys[k].to_pandas() for i, k in enumerate(spec.keys)})
+    key_cols = list(frame.columns)
     dup = frame.duplicated(keep="first").to_numpy()
     if not dup.any():
-        return table, DUPLICATES_SCHEMA.empty_table()
-    ids = table.column(EXAMPLE_ID).to_numpy()
-    frame["_id"] = ids
-    kept_ids = frame.groupby(list(frame.columns[:-1]), dropna=False, sort=False)["_id"].transform("first")
+        return table, DUPLICATES_SCHEMA.empty_table(), empty_q
+    conflict = np.zeros(len(frame), bool)
+    if spec.label:
+        frame["_label"] = table.column(spec.label).to_pandas()
+        conflict = (frame.groupby(key_cols, dropna=False, sort=False)["_label"].transform("nunique") > 1).to_numpy()
+    quarantine = empty_q
+    if spec.on_conflict == "quarantine" and conflict.any():
+        bad = pa.array(np.flatnonzero(conflict))
+        rows = table.take(bad)
+        quarantine = pa.Table.from_arrays([
+            record_texts_from_table(rows, [c for c in table.schema.names if c not in (EXAMPLE_ID, SOURCE, ROW)]),
+            pa.array(["label_conflict"] * len(rows), pa.string()),
+            pa.array(["clean"] * len(rows), pa.string()),
+            rows.column(SOURCE), rows.column(ROW)], schema=QUARANTINE_SCHEMA)
+        keep_mask = ~conflict
+        table, frame, dup = table.filter(pa.array(keep_mask)), frame[keep_mask].reset_index(drop=True), dup[keep_mask]
+        conflict = conflict[keep_mask]
+    frame["_id"] = table.column(EXAMPLE_ID).to_numpy()
+    kept_ids = frame.groupby(key_cols, dropna=False, sort=False)["_id"].transform("first")
     dup_idx = pa.array(np.flatnonzero(dup))
     duplicates = pa.Table.from_arrays([
         table.column(EXAMPLE_ID).take(dup_idx),
         pa.array(kept_ids.to_numpy()[dup], pa.string()),
         table.column(SOURCE).take(dup_idx),
         table.column(ROW).take(dup_idx),
+        pa.array(conflict[dup], pa.bool_()),
     ], schema=DUPLICATES_SCHEMA)
-    return table.filter(pa.array(~dup)), duplicates
+    return table.filter(pa.array(~dup)), duplicates, quarantine
+
+
+def record_texts_from_table(table: pa.Table, columns: List[str]) -> pa.Array:
+    """JSON text of each row's values (rows that no longer have their raw line)."""
+    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in table.select(columns).to_pylist()],
+                    pa.string())
 
 
 class _BucketFn(beam.DoFn):
-    def __init__(self, keys: Sequence[str], buckets: int):
-        self._keys = list(keys)
+    def __init__(self, spec: DedupSpec, buckets: int):
+        self._spec = spec
         self._buckets = buckets
 
     def process(self, batch: pa.RecordBatch):
-        buckets = hash_columns(batch, self._keys) % np.uint64(self._buckets)
+        keys = dedup_key_columns(batch, self._spec)
+        table = pa.table(keys)
+        buckets = hash_columns(table, list(keys)) % np.uint64(self._buckets)
         yield from split_by_key(batch, buckets.astype(np.int64))
 
 
 class _DedupBucketFn(beam.DoFn):
     DUPLICATES = "duplicates"
+    QUARANTINE = "quarantine"
 
-    def __init__(self, keys: Sequence[str]):
-        self._keys = list(keys)
+    def __init__(self, spec: DedupSpec):
+        self._spec = spec
         self._dups = Metrics.counter(METRICS_NAMESPACE, "clean.duplicates")
 
     def process(self, element):
         _, batches = element
-        kept, dups = dedup_table(concat_batches(batches), self._keys)
+        kept, dups, conflicts = dedup_table(concat_batches(batches), self._spec)
         yield from table_to_batches(kept)
         if dups.num_rows:
             self._dups.inc(dups.num_rows)
             for b in table_to_batches(dups):
                 yield pvalue.TaggedOutput(self.DUPLICATES, b)
+        for b in table_to_batches(conflicts):
+            count_reasons(b)
+            yield pvalue.TaggedOutput(self.QUARANTINE, b)
 
 
 class Deduplicate(beam.PTransform):
-    """Typed batches → (`rows`: first copy of each key, `duplicates`: DUPLICATES_SCHEMA).
+    """Typed batches → `rows` (first copy of each key), `duplicates` (DUPLICATES_SCHEMA)
+    and `quarantine` (label conflicts, QUARANTINE_SCHEMA).
 
-    Batches are shuffled by a hash bucket of the key columns (whole sub-batches, never
-    one element per row); inside a bucket, keys are compared by value, so hash
-    collisions cannot merge distinct rows.
+    Batches are shuffled by a hash bucket of the (normalised) key columns, as whole
+    sub-batches, never one element per row; inside a bucket keys are compared by value,
+    so hash collisions cannot merge distinct rows.
     """
 
-    def __init__(self, keys: Sequence[str], buckets: int = 16):
+    def __init__(self, spec: DedupSpec, buckets: int = 16):
         super().__init__()
-        self._keys = list(keys)
+        self._spec = spec
         self._buckets = max(1, buckets)
 
     def expand(self, batches):
         return (batches
-                | "Bucket" >> beam.ParDo(_BucketFn(self._keys, self._buckets))
+                | "Bucket" >> beam.ParDo(_BucketFn(self._spec, self._buckets))
                 | "GroupBuckets" >> beam.GroupByKey()
-                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._keys)).with_outputs(
-                    _DedupBucketFn.DUPLICATES, main="rows"))
+                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_outputs(
+                    _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"))

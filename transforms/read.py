@@ -26,7 +26,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.batches import METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE
+from transforms.batches import METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, count_reasons
 
 BLOCK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -72,8 +72,37 @@ class BadRows:
 
 
 def escape_bytes(raw: bytes) -> str:
-    """Text of a raw record; bytes that are not UTF-8 become `\\xNN` escapes."""
-    return raw.decode("utf-8", errors="backslashreplace")
+    """The text of a raw record (line terminator removed).
+
+    Valid UTF-8 comes back as it is. Otherwise (reason `invalid_utf8`) backslashes are
+    doubled and every undecodable byte becomes `\\xNN`, which `unescape_record` reverses.
+    """
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+
+
+def unescape_record(text: str) -> bytes:
+    """The original bytes of an `invalid_utf8` record from its escaped text."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            j = i
+            while j < len(text) and text[j] != "\\":
+                j += 1
+            out += text[i:j].encode("utf-8")
+            i = j
+    return bytes(out)
 
 
 def _line_lengths(lines: Sequence[bytes]) -> np.ndarray:
@@ -81,10 +110,11 @@ def _line_lengths(lines: Sequence[bytes]) -> np.ndarray:
 
 
 def _blank_mask(lines: Sequence[bytes]) -> np.ndarray:
+    """Empty lines (or a lone "\\r") are not records; a line of spaces is one (and is broken)."""
     lens = _line_lengths(lines)
     blank = lens == 0
-    for i in np.flatnonzero(lens <= 2):  # "\r" or " " alone: rare, checked one by one
-        blank[i] = not lines[i].strip()
+    for i in np.flatnonzero(lens == 1):
+        blank[i] = lines[i] == b"\r"
     return blank
 
 
@@ -293,7 +323,6 @@ class _ReadFileFn(beam.DoFn):
         self._wanted = list(wanted)
         self._block_bytes = block_bytes
         self._rows = Metrics.counter(METRICS_NAMESPACE, "ingest.rows")
-        self._faults = Metrics.counter(METRICS_NAMESPACE, "ingest.quarantined")
 
     def process(self, element: Tuple[int, str]):
         index, path = element
@@ -328,7 +357,7 @@ class _ReadFileFn(beam.DoFn):
             yield _with_source(batch, path)
         qbatch = bad.to_batch(path)
         if qbatch is not None:
-            self._faults.inc(qbatch.num_rows)
+            count_reasons(qbatch)
             yield pvalue.TaggedOutput(self.QUARANTINE, qbatch)
 
     def _parquet(self, f, path: str):

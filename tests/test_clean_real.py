@@ -1,0 +1,104 @@
+"""Cleaning on real files: SMS duplicates and spam, Chicago taxi missing values, a broken line in ten."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.config import load_config, parse_config
+from pipeline.run import run
+from tests.conftest import TESTS, shared
+
+SPAM_RULES = [
+    {"column": "text", "not_matches": r"(?i)https?://|www\.|\.com\b|£|\$", "reason": "spam"},
+    {"column": "text", "not_matches": r"(?i)\b(free|win|won|winner|prize|claim|urgent|cash|award|txt|reply|"
+                                      r"stop|ringtone|mobile|offer|guaranteed)\b", "reason": "spam"},
+    {"column": "text", "not_matches": r"\b\d{5,}\b", "reason": "spam"},
+]
+
+
+def _run(config_path, tmp_path, edit=None):
+    cfg = load_config(config_path)
+    if edit:
+        data = yaml.safe_load(open(config_path))
+        edit(data)
+        cfg = parse_config(data, base_dir=os.path.dirname(config_path))
+    summary = run(cfg, output=str(tmp_path), store=str(tmp_path / "m.sqlite"))
+    return summary, summary["output"]
+
+
+def _sms_frame():
+    return pd.read_csv(shared("sms_spam_collection.tsv"), sep="\t", header=None, quoting=csv.QUOTE_NONE,
+                       names=["label", "text"], keep_default_na=False)
+
+
+def test_sms_duplicates_with_normalisation(tmp_path):
+    summary, out = _run(os.path.join(TESTS, "configs", "sms.yaml"), tmp_path)
+    sms = _sms_frame()
+    exact = int(sms["text"].duplicated().sum())
+    normalised = sms["text"].str.replace(r"\s+", " ", regex=True).str.strip().str.lower()
+    expected = int(normalised.duplicated().sum())
+    assert exact == 328
+    assert summary["rows"]["duplicates"] == expected >= exact
+    conflicts = normalised[normalised.duplicated(keep=False)]
+    n_conflicting_keys = int(sms.assign(n=normalised).loc[conflicts.index].groupby("n")["label"].nunique().gt(1).sum())
+    q = pq.read_table(os.path.join(out, "quarantine")).to_pandas()
+    listed = q[q["reason"] == "label_conflict"]
+    print(f"\nSMS: {summary['rows']['duplicates']} duplicates with normalisation ({exact} exact); "
+          f"{n_conflicting_keys} texts with conflicting labels, {len(listed)} rows quarantined for it")
+    assert (len(listed) > 0) == (n_conflicting_keys > 0)
+    rows = summary["rows"]
+    assert rows["input"] == len(sms) == rows["train"] + rows["test"] + rows["quarantined"] + rows["duplicates"]
+
+
+def test_sms_spam_rules_precision_recall(tmp_path):
+    summary, out = _run(os.path.join(TESTS, "configs", "sms.yaml"), tmp_path,
+                        edit=lambda d: d["clean"].update(rules=SPAM_RULES, dedup=None))
+    q = pq.read_table(os.path.join(out, "quarantine")).to_pandas()
+    flagged = q[q["reason"] == "spam"]
+    labels = flagged["record"].str.split("\t", n=1).str[0]
+    sms = _sms_frame()
+    tp = int((labels == "spam").sum())
+    precision = tp / max(len(flagged), 1)
+    recall = tp / int((sms["label"] == "spam").sum())
+    print(f"\nSMS keyword/URL rules: flagged {len(flagged)}, precision {precision:.3f}, recall {recall:.3f}")
+    assert len(flagged) == summary["rows"]["quarantined"] > 0
+    assert set(q["stage"]) == {"clean"}
+
+
+def test_chicago_taxi_missing_values(tmp_path):
+    summary, out = _run(os.path.join(TESTS, "configs", "chicago.yaml"), tmp_path)
+    rows = summary["rows"]
+    assert rows["input"] == 15002
+    assert rows["input"] == rows["train"] + rows["dev"] + rows["test"] + rows["quarantined"] + rows["duplicates"]
+    train = pq.read_table(os.path.join(out, "transformed", "train")).to_pandas()
+    raw = pq.read_table(os.path.join(out, "raw", "train")).to_pandas()
+    assert raw["company"].isna().sum() > 1000                        # missing metadata rides along as null
+    for col in ["fare_xf", "trip_miles_xf", "trip_seconds_xf", "dropoff_latitude_xf"]:
+        assert np.isfinite(train[col]).all(), col                     # filled with the train mean, then scaled
+    filled = train.merge(raw[["example_id", "dropoff_latitude"]], on="example_id")
+    assert np.allclose(filled.loc[filled["dropoff_latitude"].isna(), "dropoff_latitude_xf"], 0, atol=1e-5)
+
+
+def test_one_broken_line_in_ten(tmp_path):
+    lines = open(shared("adult.data")).read().splitlines()[:2000]
+    broken = [("garbage line without fields" if i % 10 == 9 else line) for i, line in enumerate(lines)]
+    (tmp_path / "broken.csv").write_text("\n".join(broken) + "\n")
+    cfg_path = os.path.join(TESTS, "configs", "adult.yaml")
+
+    def edit(d):
+        d["inputs"] = [dict(d["inputs"][0], path=str(tmp_path / "broken.csv"))]
+        d.pop("features")
+
+    summary, out = _run(cfg_path, tmp_path, edit=edit)
+    q = pq.read_table(os.path.join(out, "quarantine")).to_pandas()
+    assert summary["rows"]["input"] == 2000
+    assert summary["rows"]["quarantined"] == 200 == len(q)
+    assert sorted(q["_row"]) == list(range(10, 2001, 10))
+    assert set(q["record"]) == {"garbage line without fields"}
