@@ -21,6 +21,7 @@ from pipeline.config import Config
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, merge_counts,
                                 value_counts)
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec
+from transforms.labels import AGREEMENT, N_LABELS, ConsolidateLabels, LabelsSpec
 from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn, load_user_fn
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
@@ -78,25 +79,40 @@ def reader_specs(cfg: Config) -> List[ReaderSpec]:
 
 
 def clean_schema(cfg: Config) -> pa.Schema:
-    fields = [pa.field(c, ARROW_TYPES[k]) for c, k in cfg.column_types.items()]
+    """The columns of clean rows and raw splits."""
+    fields = [pa.field(c, ARROW_TYPES[k]) for c, k in cfg.input_columns.items()]
+    if cfg.consensus_label:
+        if cfg.schema.label not in cfg.input_columns:
+            fields.append(pa.field(cfg.schema.label, pa.string()))
+        fields += [pa.field(AGREEMENT, pa.float64()), pa.field(N_LABELS, pa.int64())]
     return pa.schema(fields + [pa.field(EXAMPLE_ID, pa.string()), pa.field(SOURCE, pa.string()),
                                pa.field(ROW, pa.int64())])
+
+
+def labels_spec(cfg: Config) -> LabelsSpec:
+    lab = cfg.labels
+    return LabelsSpec(annotators=tuple(lab.annotators), label=cfg.schema.label, consensus=lab.consensus,
+                      on_tie=lab.on_tie, slices=tuple(lab.slices), classes=tuple(lab.classes),
+                      iterations=lab.iterations)
 
 
 def validate_spec(cfg: Config) -> ValidateSpec:
     labels = cfg.labels
     return ValidateSpec(
-        column_types=dict(cfg.column_types), label=cfg.schema.label, id_column=cfg.schema.id,
+        column_types=dict(cfg.input_columns), label=None if cfg.consensus_label else cfg.schema.label,
+        id_column=cfg.schema.id, annotators=tuple(labels.annotators) if labels else (),
         rules=tuple(cfg.clean.rules),
         label_map=tuple(labels.normalize.items()) if labels else (),
+        label_replace=tuple(labels.replace.items()) if labels else (),
         label_trim=bool(labels and labels.trim), label_case_fold=bool(labels and labels.case_fold),
         filters=tuple(cfg.clean.filters))
 
 
 def dedup_spec(cfg: Config) -> DedupSpec:
     d = cfg.clean.dedup
-    keys = [c for c in cfg.column_types if c != cfg.schema.id] if d.keys == "all" else list(d.keys)
-    return DedupSpec(keys=tuple(keys), label=None if cfg.schema.label in keys else cfg.schema.label,
+    keys = [c for c in cfg.input_columns if c != cfg.schema.id] if d.keys == "all" else list(d.keys)
+    label = None if cfg.consensus_label or cfg.schema.label in keys else cfg.schema.label
+    return DedupSpec(keys=tuple(keys), label=label,
                      trim=d.normalize.trim, case_fold=d.normalize.case_fold,
                      collapse_whitespace=d.normalize.collapse_whitespace, on_conflict=d.on_conflict)
 
@@ -145,6 +161,8 @@ def _write_report(_, path: str, splits: Sequence[str], **parts) -> str:
         "inputs": {uri: inputs[uri] for uri in sorted(inputs)},
         "split": parts["balance"],
     }
+    if "labels" in parts:
+        report["labels"] = parts["labels"]
     with FileSystems.create(path) as f:
         f.write(json.dumps(report, indent=2, sort_keys=False).encode())
     return path
@@ -157,7 +175,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     splits = list(cfg.split.fractions)
 
     paths = p | "InputFiles" >> beam.Create(list(files))
-    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.column_types))
+    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns))
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
     clean = validated.rows
     duplicates = None
@@ -166,6 +184,11 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), dedup_buckets)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
+    labels_report = None
+    if cfg.consensus_label:
+        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg))
+        clean, labels_report = labelled["rows"], labelled["report"]
+        quarantines.append(labelled["quarantine"])
 
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed)
     raw_schema = clean_schema(cfg)
@@ -193,6 +216,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     }
     for name in splits:
         parts[f"split:{name}"] = _count(split[name], f"split_{name}")
+    if labels_report is not None:
+        parts["labels"] = labels_report
     (p
      | "ReportSeed" >> beam.Create([None])
      | "WriteReport" >> beam.Map(_write_report, layout.report, splits,
@@ -220,6 +245,8 @@ def _passthrough_columns(cfg: Config) -> List[str]:
     cols = [cfg.schema.label, *cfg.schema.metadata]
     if cfg.schema.id:
         cols.append(cfg.schema.id)
+    if cfg.consensus_label:  # the annotations and each example's agreement ride along
+        cols += [*cfg.labels.annotators, AGREEMENT, N_LABELS]
     cols += [EXAMPLE_ID, SOURCE, ROW]
     seen = []
     for c in cols:

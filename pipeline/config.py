@@ -118,13 +118,16 @@ class CleanSpec(_Strict):
 
 
 class LabelsSpec(_Strict):
-    annotators: List[str] = Field(default_factory=list)
-    normalize: Dict[str, str] = Field(default_factory=dict)
+    annotators: List[str] = Field(default_factory=list)   # wide form: one column per annotator
+    normalize: Dict[str, str] = Field(default_factory=dict)   # whole values, like pandas' replace
+    replace: Dict[str, str] = Field(default_factory=dict)     # literal substrings, like str.replace
     trim: bool = False          # strip surrounding whitespace before comparing labels
     case_fold: bool = False     # lower-case before comparing labels
-    consensus: Literal["majority", "unanimous"] = "majority"
+    consensus: Literal["majority", "unanimous", "dawid_skene"] = "majority"
     on_tie: Literal["quarantine", "keep_first"] = "quarantine"
     slices: List[str] = Field(default_factory=list)
+    classes: List[str] = Field(default_factory=list)      # default: every label value seen
+    iterations: int = Field(default=10, ge=1, le=200)     # Dawid-Skene EM rounds
 
 
 class SplitSpec(_Strict):
@@ -233,6 +236,19 @@ class Config(_Strict):
         return types
 
     @property
+    def consensus_label(self) -> bool:
+        """True when the label column is made by consolidating annotators."""
+        return bool(self.labels and self.labels.annotators)
+
+    @property
+    def input_columns(self) -> Dict[str, str]:
+        """The columns read from the inputs (a consensus label is made, not read)."""
+        types = self.column_types
+        if self.consensus_label and self.schema_.label not in self.schema_.columns:
+            types.pop(self.schema_.label)
+        return types
+
+    @property
     def feature_specs(self) -> List[FeatureSpec]:
         specs = []
         for col, text in self.features.items():
@@ -290,8 +306,9 @@ class Config(_Strict):
         if self.split.group_by is not None:
             raise _FieldError("split.group_by", "grouped splits are not supported yet; leave it null")
         if self.labels and self.labels.annotators:
-            raise _FieldError("labels.annotators", "consolidating several annotators is not supported yet; "
-                              "use labels.normalize on the label column")
+            for col in self.labels.annotators:
+                if col == s.label:
+                    raise _FieldError("labels.annotators", f"{col!r} is the label column the consensus is written to")
         if self.labels:
             for col in self.labels.slices:
                 if col not in known:

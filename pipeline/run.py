@@ -188,7 +188,8 @@ def _read_json(path: str) -> Dict:
 
 def _remove_tmp(layout: Layout) -> None:
     try:
-        FileSystems.delete([layout.tmp])
+        if FileSystems.exists(layout.tmp):
+            FileSystems.delete([layout.tmp])
     except Exception as e:  # best effort: a leftover temp folder is not a failed run
         log.warning("could not remove %s: %s", layout.tmp, e)
 

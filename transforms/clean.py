@@ -120,13 +120,15 @@ class ValidateSpec:
     """What validation needs of the config (kept free of the config models)."""
 
     column_types: Dict[str, str]   # every column carried, in output order
-    label: str
+    label: Optional[str]           # None: made later by consensus, not checked here
     id_column: Optional[str]
     rules: Tuple = ()
     label_map: Tuple[Tuple[str, str], ...] = ()   # labels.normalize, applied after trim/case-fold
+    label_replace: Tuple[Tuple[str, str], ...] = ()  # labels.replace: substrings, before the map
     label_trim: bool = False
     label_case_fold: bool = False
     filters: Tuple[str, ...] = ()                  # "module:function", True = quarantine
+    annotators: Tuple[str, ...] = ()               # normalised like the label
 
 
 def load_function(path: str):
@@ -141,8 +143,14 @@ def load_function(path: str):
 
 
 def normalize_labels(array: pa.Array, mapping: Dict[str, str], trim: bool = False,
-                     case_fold: bool = False) -> pa.Array:
-    """Label spelling variants → one spelling: optional trim and case-fold, then the map."""
+                     case_fold: bool = False, replace: Sequence[Tuple[str, str]] = ()) -> pa.Array:
+    """Label spelling variants → one spelling.
+
+    In order: literal substring replacements (`replace`, e.g. "..." → ","), trim,
+    case-fold, then the whole-value map (`mapping`, e.g. "Scratch" → "scratch").
+    """
+    for old, new in replace:
+        array = pc.replace_substring(array, old, new)
     if trim:
         array = pc.utf8_trim_whitespace(array)
     if case_fold:
@@ -185,13 +193,15 @@ def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
     for col, kind in spec.column_types.items():
         typed[col], bad = coerce(batch.column(col), kind)
         mark(bad, f"type:{col}")
-    if spec.label_map or spec.label_trim or spec.label_case_fold:
-        typed[spec.label] = normalize_labels(typed[spec.label], dict(spec.label_map), spec.label_trim,
-                                             spec.label_case_fold)
+    if spec.label_map or spec.label_trim or spec.label_case_fold or spec.label_replace:
+        for col in ([spec.label] if spec.label else []) + list(spec.annotators):
+            typed[col] = normalize_labels(typed[col], dict(spec.label_map), spec.label_trim, spec.label_case_fold,
+                                          spec.label_replace)
     ids = example_ids(batch, spec.id_column)
     if spec.id_column:
         mark(~np.asarray(pc.fill_null(pc.greater(pc.utf8_length(ids), 0), False)), "missing_id")
-    mark(~np.asarray(pc.is_valid(typed[spec.label])), "missing_label")
+    if spec.label:
+        mark(~np.asarray(pc.is_valid(typed[spec.label])), "missing_label")
     for rule in spec.rules:
         other = typed[rule.other] if rule.other else None
         for check, failing in rule_failures(typed[rule.column], rule, other):
