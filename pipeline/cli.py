@@ -43,15 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="output root (default: output.path of the config)")
     r.add_argument("--store", help="metadata store: a SQLite path or mysql://user@host:port/db")
     r.add_argument("--verbose", action="store_true", help="show Beam/TF logs")
+    r.add_argument("--force", action="store_true", help="run even if an identical run is already in the store")
 
     v = sub.add_parser("validate", help="check a config without running it")
     v.add_argument("config")
 
     lin = sub.add_parser("lineage", help="where an output came from, or what an input became")
-    lin.add_argument("target", help="an output path, a shard file, an artifact id or a run id")
+    lin.add_argument("target", nargs="?", help="an output path, a shard file, an artifact id or a run id")
+    lin.add_argument("--example", help="follow one example id instead (in the latest run, or --run)")
+    lin.add_argument("--run", help="with --example: the run to look in")
     lin.add_argument("--store")
     lin.add_argument("--direction", choices=["upstream", "downstream", "both"], default="upstream")
     lin.add_argument("--format", choices=["tree", "json", "dot"], default="tree")
+
+    d = sub.add_parser("diff", help="what changed between two runs (config, inputs, counts)")
+    d.add_argument("run_a")
+    d.add_argument("run_b")
+    d.add_argument("--store")
+    d.add_argument("--format", choices=["text", "json"], default="text")
 
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store")
@@ -114,23 +123,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from pipeline.run import PipelineFailure, run
 
             try:
-                summary = run(cfg, output=args.output, store=args.store, beam_args=extra)
+                summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force)
             except PipelineFailure as e:
                 print(f"dataprep: run failed: {e}", file=sys.stderr)
                 return EXIT_FAILED
+            if "reused_from" in summary:
+                print(f"dataprep: identical to run {summary['reused_from']} (same config and inputs); "
+                      f"not run again, use --force to run anyway", file=sys.stderr)
             print(json.dumps(summary), flush=True)
             return EXIT_OK
         if args.command == "lineage":
             from pipeline.lineage import Lineage, TargetNotFound, format_graph
 
+            from pipeline.lineage import example_provenance
+
+            if not args.target and not args.example:
+                parser.error("lineage needs a TARGET or --example ID")
             store = _existing_store(args.store or _default_store(args.target))
             lineage = Lineage(store)
             try:
-                graph = lineage.graph(lineage.resolve(args.target), args.direction)
+                if args.example:
+                    found = example_provenance(store, args.example, args.run)
+                    if args.format == "json":
+                        print(json.dumps(found, indent=2))
+                        return EXIT_OK
+                    print(f"example {found['example_id']} (run {found['run_id']}): in {found['found_in']['uri']}, "
+                          f"from {found['source']} line {found['row']}")
+                    graph = lineage.graph(store.get_artifacts_by_id([found["found_in"]["artifact_id"]]), "upstream")
+                else:
+                    graph = lineage.graph(lineage.resolve(args.target), args.direction)
             except TargetNotFound as e:
                 print(f"dataprep: error: {e}", file=sys.stderr)
                 return EXIT_USAGE
-            print(format_graph(graph, args.direction, args.format))
+            print(format_graph(graph, "upstream" if args.example else args.direction, args.format))
+            return EXIT_OK
+        if args.command == "diff":
+            from pipeline.lineage import TargetNotFound, diff_runs, format_diff
+
+            try:
+                d = diff_runs(_existing_store(args.store or _default_store()), args.run_a, args.run_b)
+            except TargetNotFound as e:
+                print(f"dataprep: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            print(json.dumps(d, indent=2) if args.format == "json" else format_diff(d))
             return EXIT_OK
         if args.command == "runs":
             from pipeline.lineage import format_runs, list_runs

@@ -19,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 COLUMN_TYPES = ("string", "int", "float", "bool")
-FEATURE_KINDS = ("zscore", "minmax", "log_zscore", "bucketize", "vocabulary", "hash", "passthrough")
+FEATURE_KINDS = ("zscore", "minmax", "log_zscore", "bucketize", "vocabulary", "hash", "passthrough",
+                 "tokens_vocabulary", "tfidf")
 NUMERIC_FEATURES = ("zscore", "minmax", "log_zscore", "bucketize")
+TEXT_FEATURES = ("tokens_vocabulary", "tfidf")
 
 
 class ConfigError(ValueError):
@@ -197,7 +199,7 @@ class Config(_Strict):
     clean: CleanSpec = Field(default_factory=CleanSpec)
     labels: Optional[LabelsSpec] = None
     split: SplitSpec = Field(default_factory=SplitSpec)
-    features: Dict[str, str] = Field(default_factory=dict)
+    features: Dict[str, Union[str, Dict[str, Any]]] = Field(default_factory=dict)
     output: OutputSpec = Field(default_factory=OutputSpec)
     metadata_store: StoreSpec = Field(default_factory=StoreSpec)
 

@@ -213,9 +213,10 @@ def list_runs(store: metadata_store.MetadataStore) -> List[Dict]:
         if p.get("started") and p.get("ended"):
             seconds = round((dt.datetime.fromisoformat(p["ended"]) - dt.datetime.fromisoformat(p["started"]))
                             .total_seconds(), 1)
-        runs.append({"run_id": ctx.name, "status": p.get("status"), "started": p.get("started"),
-                     "seconds": seconds, "config_hash": (p.get("config_hash") or "")[:12], "rows": rows,
-                     "runner": p.get("runner"), "output": p.get("output"), "error": p.get("error")})
+        runs.append({"run_id": ctx.name, "pipeline": p.get("pipeline"), "status": p.get("status"),
+                     "started": p.get("started"), "seconds": seconds, "config_hash": (p.get("config_hash") or "")[:12],
+                     "rows": rows, "runner": p.get("runner"), "output": p.get("output"), "error": p.get("error"),
+                     "properties": {k: p.get(k) for k in ("pipeline", "config_hash", "inputs_fingerprint")}})
     return sorted(runs, key=lambda r: (r["started"] or "", r["run_id"]))
 
 
@@ -232,3 +233,114 @@ def format_runs(runs: List[Dict]) -> str:
         if r.get("error"):
             lines.append(f"    error: {r['error'][:200]}")
     return "\n".join(lines)
+
+
+# ---- comparing runs and following one example ----------------------------------------------
+
+def _run_context(store: metadata_store.MetadataStore, run_id: str) -> pb.Context:
+    ctx = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+    if ctx is None:
+        raise TargetNotFound(f"no run {run_id!r} in the store")
+    return ctx
+
+
+def _run_inputs(store: metadata_store.MetadataStore, ctx: pb.Context) -> Dict[str, str]:
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    out = {}
+    for a in store.get_artifacts_by_context(ctx.id):
+        if types.get(a.type_id) in ("DataFile", "DataManifest"):
+            out[a.uri] = a.properties["sha256"].string_value
+    return out
+
+
+def diff_runs(store: metadata_store.MetadataStore, run_a: str, run_b: str) -> Dict:
+    """What changed between two runs: config text, input files (by sha256), row counts
+    and quarantine reasons.
+
+    Raises:
+      TargetNotFound: a run id is not in the store.
+    """
+    import difflib
+
+    ca, cb = _run_context(store, run_a), _run_context(store, run_b)
+    pa_, pb_ = _props(ca), _props(cb)
+    config_diff = list(difflib.unified_diff((pa_.get("config") or "").splitlines(),
+                                            (pb_.get("config") or "").splitlines(), run_a, run_b, lineterm=""))
+    ia, ib = _run_inputs(store, ca), _run_inputs(store, cb)
+    inputs = {"only_in_a": sorted(set(ia) - set(ib)), "only_in_b": sorted(set(ib) - set(ia)),
+              "changed": sorted(u for u in set(ia) & set(ib) if ia[u] != ib[u])}
+    rows_a = json.loads(pa_.get("rows") or "{}")
+    rows_b = json.loads(pb_.get("rows") or "{}")
+    rows = {k: {"a": rows_a.get(k), "b": rows_b.get(k), "change": (rows_b.get(k) or 0) - (rows_a.get(k) or 0)}
+            for k in sorted(set(rows_a) | set(rows_b), key=list(rows_a).index if rows_a else None)
+            if rows_a.get(k) != rows_b.get(k)}
+    reasons_a = json.loads(pa_.get("quarantine_reasons") or "{}")
+    reasons_b = json.loads(pb_.get("quarantine_reasons") or "{}")
+    flat_a = {f"{s}:{r}": n for s, rs in reasons_a.items() for r, n in rs.items()}
+    flat_b = {f"{s}:{r}": n for s, rs in reasons_b.items() for r, n in rs.items()}
+    reasons = {k: {"a": flat_a.get(k, 0), "b": flat_b.get(k, 0)} for k in sorted(set(flat_a) | set(flat_b))
+               if flat_a.get(k, 0) != flat_b.get(k, 0)}
+    return {"a": run_a, "b": run_b,
+            "config_hash": {"a": pa_.get("config_hash"), "b": pb_.get("config_hash")},
+            "config_diff": config_diff, "inputs": inputs, "rows": rows, "quarantine_reasons": reasons,
+            "code_version": {"a": pa_.get("code_version"), "b": pb_.get("code_version")}}
+
+
+def format_diff(d: Dict) -> str:
+    lines = [f"runs {d['a']} → {d['b']}"]
+    same = d["config_hash"]["a"] == d["config_hash"]["b"]
+    lines.append("config: " + ("same" if same else "changed"))
+    lines += [f"  {line}" for line in d["config_diff"]]
+    changed = any(d["inputs"].values())
+    lines.append("inputs: " + ("changed" if changed else "same"))
+    for key, label in (("only_in_a", "-"), ("only_in_b", "+"), ("changed", "~")):
+        lines += [f"  {label} {u}" for u in d["inputs"][key]]
+    lines.append("rows: " + ("same" if not d["rows"] else ""))
+    lines += [f"  {k}: {v['a']} → {v['b']} ({v['change']:+d})" for k, v in d["rows"].items()]
+    if d["quarantine_reasons"]:
+        lines.append("quarantine reasons:")
+        lines += [f"  {k}: {v['a']} → {v['b']}" for k, v in d["quarantine_reasons"].items()]
+    if d["code_version"]["a"] != d["code_version"]["b"]:
+        lines.append(f"code: {d['code_version']['a']} → {d['code_version']['b']}")
+    return "\n".join(lines)
+
+
+def example_provenance(store: metadata_store.MetadataStore, example_id: str, run_id: Optional[str] = None) -> Dict:
+    """Where one example ended and where it came from: its split (or duplicates), its
+    source file and line, and that file's artifact in the store.
+
+    Raises:
+      TargetNotFound: no such run, or the example is in none of the run's outputs.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if run_id is None:
+        done = [r for r in list_runs(store) if r["status"] == "COMPLETE"]
+        if not done:
+            raise TargetNotFound("no COMPLETE run in the store")
+        run_id = done[-1]["run_id"]
+    ctx = _run_context(store, run_id)
+    out_dir = _props(ctx).get("output")
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    places = [(a, types.get(a.type_id)) for a in store.get_artifacts_by_context(ctx.id)
+              if types.get(a.type_id) in ("Examples", "Duplicates")]
+    places.sort(key=lambda x: (x[1] != "Examples", x[0].properties["kind"].string_value != "raw", x[0].uri))
+    for artifact, kind in places:
+        if not os.path.isdir(artifact.uri):
+            continue
+        table = ds.dataset(artifact.uri, format="parquet").to_table(filter=pc.field("example_id") == example_id)
+        if table.num_rows == 0:
+            continue
+        row = table.slice(0, 1).to_pylist()[0]
+        source = row.get("_source")
+        inputs = [a for a in store.get_artifacts_by_context(ctx.id)
+                  if types.get(a.type_id) == "DataFile" and a.uri == source]
+        return {"example_id": example_id, "run_id": run_id, "output": out_dir,
+                "found_in": {"artifact_id": artifact.id, "type": kind, "uri": artifact.uri,
+                             "split": artifact.properties["split"].string_value or None},
+                "source": source, "row": row.get("_row"),
+                "kept_example_id": row.get("kept_example_id"),
+                "input_artifact": ({"artifact_id": inputs[0].id, "uri": inputs[0].uri,
+                                    "sha256": inputs[0].properties["sha256"].string_value} if inputs else None)}
+    raise TargetNotFound(f"example {example_id!r} is in no split or duplicates of run {run_id}")

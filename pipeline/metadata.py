@@ -25,7 +25,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-STRING, INT = pb.STRING, pb.INT
+STRING, INT, DOUBLE = pb.STRING, pb.INT, pb.DOUBLE
 
 ARTIFACT_TYPES: Dict[str, Dict[str, int]] = {
     "DataFile": {"sha256": STRING, "size_bytes": INT, "rows": INT, "source": STRING, "format": STRING},
@@ -38,13 +38,16 @@ ARTIFACT_TYPES: Dict[str, Dict[str, int]] = {
     "TransformGraph": {},
     "Schema": {},
     "DataReport": {},
+    "DataManifest": {"files": INT, "size_bytes": INT, "sha256": STRING, "source": STRING, "rows": INT},
+    "LabelAgreement": {"hlp": DOUBLE, "fleiss_kappa": DOUBLE, "krippendorff_alpha": DOUBLE, "items": INT},
 }
-STAGES = ("ingest", "clean", "split", "transform", "write")
+STAGES = ("ingest", "clean", "labels", "split", "transform", "write")
 EXECUTION_PROPS = {"config_hash": STRING, "code_version": STRING, "runner": STRING, "run_id": STRING,
                    "rows_in": INT, "rows_out": INT, "error": STRING}
 RUN_PROPS = {"status": STRING, "config_hash": STRING, "config": STRING, "code_version": STRING,
              "runner": STRING, "options": STRING, "user": STRING, "started": STRING, "ended": STRING,
-             "rows": STRING, "output": STRING, "error": STRING}
+             "rows": STRING, "output": STRING, "error": STRING, "pipeline": STRING, "inputs_fingerprint": STRING,
+             "quarantine_reasons": STRING}
 PIPELINE_CONTEXT, RUN_CONTEXT = "pipeline", "pipeline_run"
 
 
@@ -171,6 +174,7 @@ class RunRecorder:
         self.common = common
         self.pipeline_ctx = self._context(PIPELINE_CONTEXT, pipeline_name)
         self.run_ctx = self._context(RUN_CONTEXT, run_id)
+        self.store.put_parent_contexts([pb.ParentContext(child_id=self.run_ctx.id, parent_id=self.pipeline_ctx.id)])
         self.executions: Dict[str, pb.Execution] = {}
 
     def _context(self, type_name: str, name: str) -> pb.Context:
@@ -184,6 +188,11 @@ class RunRecorder:
         except mlmd_errors.AlreadyExistsError:  # a parallel run created it first
             return self.store.get_context_by_type_and_name(type_name, name)
         return ctx
+
+    def _contexts(self) -> List[pb.Context]:
+        # put_execution writes back the contexts it is given: pass the stored ones, or
+        # properties set since they were created would be wiped.
+        return list(self.store.get_contexts_by_id([self.pipeline_ctx.id, self.run_ctx.id]))
 
     def update_run(self, **props) -> None:
         ctx = self.store.get_contexts_by_id([self.run_ctx.id])[0]
@@ -214,7 +223,7 @@ class RunRecorder:
         for k, v in self.common.items():
             _set(e.properties, k, v)
         e.id, _, _ = self.store.put_execution(
-            e, [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs], [self.pipeline_ctx, self.run_ctx])
+            e, [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs], self._contexts())
         self.executions[stage] = e
         return e
 
@@ -227,7 +236,7 @@ class RunRecorder:
             _set(e.properties, k, v)
         events = [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs]
         events += [(a, pb.Event(type=pb.Event.OUTPUT)) for a in outputs]
-        self.store.put_execution(e, events, [self.pipeline_ctx, self.run_ctx])
+        self.store.put_execution(e, events, self._contexts())
 
     def fail_open_stages(self, message: str) -> None:
         for e in self.executions.values():

@@ -109,9 +109,22 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+MANIFEST_THRESHOLD = 100   # more input files than this: one manifest artifact instead of one per file
+
+
+def inputs_fingerprint(files: Sequence[InputFile]) -> str:
+    """One hash of every input's uri and content: equal fingerprints, equal inputs."""
+    listing = json.dumps(sorted((f.uri, f.sha256) for f in files))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
-        beam_args: Sequence[str] = ()) -> Dict:
+        beam_args: Sequence[str] = (), force: bool = False) -> Dict:
     """Runs the pipeline for `cfg` and returns the closing summary (the CLI's JSON line).
+
+    A rerun of a COMPLETE run with the same config hash and input fingerprints is not
+    run again unless `force`: the summary of the earlier run comes back with
+    `"reused_from"` set.
 
     Raises:
       ConfigError: bad inputs or options, found before anything runs.
@@ -125,26 +138,31 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     check_runner_paths(runner, output_root)
     matched = match_inputs(cfg)
     location = store_location(cfg, store, output_root)
+    files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
+    fingerprint_all = inputs_fingerprint(files)
+    store_handle = open_store(location)
+    if not force:
+        earlier = find_identical_run(store_handle, cfg.name, cfg.config_hash, fingerprint_all)
+        if earlier is not None:
+            log.info("identical to run %s (same config and inputs), outputs in %s", earlier["run_id"],
+                     earlier["output"])
+            return {**earlier, "store": location.describe(), "reused_from": earlier["run_id"]}
 
     started = _now()
     run_id = new_run_id(started)
     layout = Layout(FileSystems.join(output_root, run_id))
     version = code_version()
     common = {"config_hash": cfg.config_hash, "code_version": version, "runner": runner, "run_id": run_id}
-    recorder = RunRecorder(open_store(location), cfg.name, run_id, common)
+    recorder = RunRecorder(store_handle, cfg.name, run_id, common)
     recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=cfg.raw_text, code_version=version,
                         runner=runner, options=json.dumps(sanitized_options(options)), user=_user(),
-                        started=started.isoformat(), output=layout.root)
-    log.info("run %s: %d input file(s), output %s, store %s", run_id, len(matched), layout.root, location.describe())
+                        started=started.isoformat(), output=layout.root, inputs_fingerprint=fingerprint_all,
+                        pipeline=cfg.name)
+    log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), layout.root, location.describe())
     try:
-        files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
-        file_artifacts = [recorder.artifact("DataFile", f.uri, {
-            "sha256": f.sha256, "size_bytes": f.size, "source": cfg.inputs[f.index].source,
-            "format": cfg.inputs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
-        for stage in ("ingest", "clean", "split", "transform", "write"):
-            if stage == "transform" and not cfg.features:
-                continue
-            recorder.start_stage(stage, file_artifacts if stage == "ingest" else ())
+        input_artifacts = _record_inputs(recorder, cfg, layout, files)
+        for stage in stages_of(cfg):
+            recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
 
         p = beam.Pipeline(options=options)
         build_pipeline(p, cfg, [(f.index, f.uri) for f in files], layout)
@@ -156,13 +174,14 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         _check_funnel(report["rows"], list(cfg.split.fractions))
         ended = _now()
         report.update({"run_id": run_id, "pipeline": cfg.name, "config_hash": cfg.config_hash,
-                       "code_version": version, "runner": runner, "store": location.describe(),
-                       "started": started.isoformat(), "ended": ended.isoformat(),
+                       "inputs_fingerprint": fingerprint_all, "code_version": version, "runner": runner,
+                       "store": location.describe(), "started": started.isoformat(), "ended": ended.isoformat(),
                        "seconds": round((ended - started).total_seconds(), 3)})
         with FileSystems.create(layout.report) as f:
             f.write(json.dumps(report, indent=2).encode())
-        _record_outputs(recorder, cfg, layout, report, file_artifacts)
-        recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]))
+        _record_outputs(recorder, cfg, layout, report, input_artifacts)
+        recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]),
+                            quarantine_reasons=json.dumps(report.get("quarantine_reasons", {})))
         _remove_tmp(layout)
     except BaseException as e:
         message = f"{type(e).__name__}: {e}"
@@ -172,6 +191,47 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
             raise
         raise PipelineFailure(message) from e
     return {"run_id": run_id, "rows": report["rows"], "output": layout.root, "store": location.describe()}
+
+
+def stages_of(cfg: Config) -> List[str]:
+    stages = ["ingest", "clean"]
+    if cfg.consensus_label:
+        stages.append("labels")
+    stages.append("split")
+    if cfg.features:
+        stages.append("transform")
+    return stages + ["write"]
+
+
+def find_identical_run(store, pipeline: str, config_hash: str, fingerprint_all: str) -> Optional[Dict]:
+    """The latest COMPLETE run of `pipeline` with this config and these inputs whose
+    outputs still exist, as a summary; None when there is none."""
+    from pipeline.lineage import list_runs
+
+    for r in reversed(list_runs(store)):
+        p = r.get("properties", {})
+        if (r["status"] == "COMPLETE" and p.get("pipeline") == pipeline and p.get("config_hash") == config_hash
+                and p.get("inputs_fingerprint") == fingerprint_all and r.get("output")
+                and FileSystems.exists(FileSystems.join(r["output"], "report.json"))):
+            return {"run_id": r["run_id"], "rows": r["rows"], "output": r["output"]}
+    return None
+
+
+def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequence[InputFile]):
+    """One DataFile artifact per input file; past MANIFEST_THRESHOLD files, one
+    DataManifest artifact whose uri is a JSON listing (uri, sha256, size) of them all."""
+    if len(files) <= MANIFEST_THRESHOLD:
+        return [rec.artifact("DataFile", f.uri, {
+            "sha256": f.sha256, "size_bytes": f.size, "source": cfg.inputs[f.index].source,
+            "format": cfg.inputs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
+    listing = [{"input": f.index, "uri": f.uri, "sha256": f.sha256, "size_bytes": f.size} for f in files]
+    path = layout.join("inputs.json")
+    body = json.dumps(listing, indent=1).encode()
+    with FileSystems.create(path) as f:
+        f.write(body)
+    return [rec.artifact("DataManifest", path, {
+        "files": len(files), "size_bytes": sum(f.size for f in files), "sha256": hashlib.sha256(body).hexdigest(),
+        "source": "; ".join(sorted({i.source for i in cfg.inputs if i.source}))})]
 
 
 def _user() -> str:
@@ -206,7 +266,8 @@ def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict,
     splits = list(cfg.split.fractions)
     per_file = report.get("inputs", {})
     for a in files:  # the rows each file gave, known once the job has read it
-        a.properties["rows"].int_value = int(per_file.get(a.uri, 0))
+        total = sum(per_file.values()) if a.uri.endswith("inputs.json") else per_file.get(a.uri, 0)
+        a.properties["rows"].int_value = int(total)
     rec.store.put_artifacts(list(files))
 
     # The ingested records are not stored as such: a logical uri under the run.
@@ -219,10 +280,19 @@ def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict,
     rec.finish_stage("clean", [clean, quarantine, duplicates], [raw_data],
                      {"rows_in": rows["input"], "rows_out": rows["clean"]})
 
+    split_input = clean
+    if cfg.consensus_label:
+        labels = report.get("labels", {}).get("overall", {})
+        agreement = rec.artifact("LabelAgreement", layout.report + "#labels", {
+            "hlp": (labels.get("hlp") or {}).get("value"),
+            "fleiss_kappa": (labels.get("fleiss_kappa") or {}).get("value"),
+            "krippendorff_alpha": (labels.get("krippendorff_alpha_nominal") or {}).get("value"),
+            "items": labels.get("items")}, custom={"consensus": cfg.labels.consensus})
+        rec.finish_stage("labels", [agreement], [clean], {"rows_in": rows["clean"], "rows_out": rows["clean"]})
     raw_splits = [rec.artifact("Examples", layout.raw(s), {
         "split": s, "split_names": json.dumps([s]), "kind": "raw", "rows": rows[s], "span": 0, "version": 0})
         for s in splits]
-    rec.finish_stage("split", raw_splits, [clean], {"rows_in": rows["clean"], "rows_out": rows["clean"]})
+    rec.finish_stage("split", raw_splits, [split_input], {"rows_in": rows["clean"], "rows_out": rows["clean"]})
 
     outputs = raw_splits + [quarantine, duplicates]
     if cfg.features:
