@@ -27,7 +27,10 @@ demo: $(STAMP)
 	$(BIN)/python $(DEMO_DIR)/demo.py
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --ignore=tests/integration
 
 clean:
 	rm -rf out $(DEMO_DIR)/data $(DEMO_DIR)/out .pytest_cache
+
+test-integration: $(TEST_STAMP)
+	bash scripts/integration.sh

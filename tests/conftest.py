@@ -32,6 +32,31 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+def test_store(default: str) -> str:
+    """The store the end-to-end tests use: $DATAPREP_TEST_STORE (make test-integration sets
+    a MariaDB one), else a SQLite file."""
+    return os.environ.get("DATAPREP_TEST_STORE") or default
+
+
+def plain_mlmd_store(store: str):
+    """A MetadataStore built with the plain ml_metadata API only (no code of this project)."""
+    from urllib.parse import urlparse
+
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    config = pb.ConnectionConfig()
+    if store.startswith("mysql://"):
+        u = urlparse(store)
+        config.mysql.host, config.mysql.port = u.hostname, u.port or 3306
+        config.mysql.database, config.mysql.user = u.path.lstrip("/"), u.username
+        config.mysql.password = os.environ.get("DATAPREP_MYSQL_PASSWORD", "")
+    else:
+        config.sqlite.filename_uri = store
+        config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
 @pytest.fixture(scope="session")
 def adult_run(tmp_path_factory):
     """One full run of tests/configs/adult.yaml (Adult data + test + a fault slice)."""
@@ -40,7 +65,7 @@ def adult_run(tmp_path_factory):
     import io
 
     out_dir = tmp_path_factory.mktemp("adult_out")
-    store = str(out_dir / "metadata.sqlite")
+    store = test_store(str(out_dir / "metadata.sqlite"))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = main(["run", os.path.join(TESTS, "configs", "adult.yaml"), "--output", str(out_dir),

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import TESTS, run_cli, shared
+from tests.conftest import TESTS, plain_mlmd_store, run_cli, shared
 
 SPLITS = ["train", "dev", "test"]
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
@@ -113,13 +113,9 @@ def test_transform_fn_loads_with_tft(out):
 
 def test_plain_mlmd_walks_from_a_train_shard_to_the_input_files(adult_run, out):
     """Only the ml_metadata API here: no code of this project."""
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2 as pb
 
-    config = pb.ConnectionConfig()
-    config.sqlite.filename_uri = adult_run["store"]
-    config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = plain_mlmd_store(adult_run["store"])
     shard = sorted(glob.glob(os.path.join(out, "transformed", "train", "part-*.parquet")))[0]
     [start] = store.get_artifacts_by_uri(os.path.dirname(shard))
     types = {t.id: t.name for t in store.get_artifact_types()}
@@ -149,7 +145,7 @@ def test_plain_mlmd_walks_from_a_train_shard_to_the_input_files(adult_run, out):
 
 def test_lineage_and_runs_commands(adult_run, out, capsys):
     train = os.path.join(out, "raw", "train")
-    code, text, _ = run_cli(["lineage", train], capsys)       # store found through the run's report
+    code, text, _ = run_cli(["lineage", train], capsys)       # store found through the run's report (SQLite or MySQL)
     assert code == 0
     assert text.splitlines()[0].startswith(f"Examples  {train}")
     assert "dataprep.split [COMPLETE]" in text and "DataFile" in text and "adult.data" in text

@@ -15,7 +15,7 @@ import yaml
 from pipeline.config import parse_config
 from pipeline.metadata import StoreLocation, open_store
 from pipeline.run import PipelineFailure, run
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, plain_mlmd_store, run_cli
 
 
 def _small_config(tmp_path, rows=200, name="small", **extra):
@@ -132,13 +132,9 @@ def test_large_glob_gets_a_manifest_artifact(tmp_path):
 
 
 def test_plain_mlmd_every_train_shard_upstream_and_input_downstream(adult_run):
-    from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2 as pb
 
-    config = pb.ConnectionConfig()
-    config.sqlite.filename_uri = adult_run["store"]
-    config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = plain_mlmd_store(adult_run["store"])
     types = {t.id: t.name for t in store.get_artifact_types()}
     out = adult_run["summary"]["output"]
 
