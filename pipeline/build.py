@@ -190,7 +190,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         clean, labels_report = labelled["rows"], labelled["report"]
         quarantines.append(labelled["quarantine"])
 
-    split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed)
+    split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
+                                               group_by=cfg.split.group_by, buckets=dedup_buckets)
     raw_schema = clean_schema(cfg)
     for name in splits:
         split[name] | f"WriteRaw[{name}]" >> WriteShards(layout.raw(name), shards, raw_schema)
@@ -235,10 +236,11 @@ def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layou
     raw = clean_schema(cfg)
     passthrough = {c: raw.field(c).type for c in _passthrough_columns(cfg)}
     tft_input = TftInput(feature_columns, passthrough)
-    transformed, _ = splits | "Transform" >> AnalyzeAndTransform(
-        fn, tft_input, temp_dir=layout.tmp, output_dir=layout.root)
+    transform = AnalyzeAndTransform(fn, tft_input, temp_dir=layout.tmp, output_dir=layout.root)
+    transformed, _ = splits | "Transform" >> transform
     for name, pcoll in transformed.items():
-        pcoll | f"WriteTransformed[{name}]" >> WriteShards(layout.transformed(name), shards)
+        # the schema known from the traced graph, so an empty split still gets typed shards
+        pcoll | f"WriteTransformed[{name}]" >> WriteShards(layout.transformed(name), shards, transform.output_schema)
 
 
 def _passthrough_columns(cfg: Config) -> List[str]:

@@ -137,6 +137,7 @@ class SplitSpec(_Strict):
     stratify_by: Optional[List[str]] = None
     group_by: Optional[str] = None
     seed: int = 42
+    folds: Optional[int] = Field(default=None, ge=2, le=1000)   # k-fold: splits fold-0 .. fold-(k-1)
 
     @field_validator("fractions")
     @classmethod
@@ -151,9 +152,15 @@ class SplitSpec(_Strict):
         total = sum(v.values())
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"must sum to 1, got {round(total, 12)}")
-        if "train" not in v:
-            raise ValueError("needs a 'train' split (features are analysed on it)")
         return v
+
+    @model_validator(mode="after")
+    def _folds(self) -> "SplitSpec":
+        if self.folds:
+            if "fractions" in self.model_fields_set:
+                raise ValueError("set fractions or folds, not both")
+            self.fractions = {f"fold-{i}": 1.0 / self.folds for i in range(self.folds)}
+        return self
 
 
 class OutputSpec(_Strict):
@@ -181,15 +188,119 @@ class StoreSpec(_Strict):
 
 
 class FeatureSpec(BaseModel):
-    """One declarative feature, parsed from strings such as `bucketize:10`."""
+    """One declarative feature, from a string (`bucketize:10`) or a mapping
+    (`{transform: vocabulary, top_k: 50, frequency_threshold: 5, fill: most_frequent}`).
+
+    `arg` is the transform's count: buckets (bucketize, hash), top_k (vocabulary,
+    tokens_vocabulary) or the vocabulary size (tfidf). `fill` None means the default:
+    the train mean for zscore/minmax/log_zscore/bucketize, 0 for a numeric passthrough,
+    "" otherwise (a numeric column under vocabulary/hash is stringified first).
+    """
 
     column: str
     kind: str
     arg: Optional[int] = None
+    frequency_threshold: Optional[int] = None
+    num_oov_buckets: int = 1
+    fill: Optional[Literal["value", "mean", "most_frequent"]] = None
+    fill_value: Any = None
+
+    # mapping key → where it goes; the count has a name per transform
+    COUNT_KEY: ClassVar[Dict[str, str]] = {"bucketize": "buckets", "hash": "buckets", "vocabulary": "top_k",
+                                           "tokens_vocabulary": "top_k", "tfidf": "vocab"}
+    VOCAB_KINDS: ClassVar[Tuple[str, ...]] = ("vocabulary", "tokens_vocabulary", "tfidf")
 
     @property
     def output_name(self) -> str:
         return f"{self.column}_xf"
+
+    @property
+    def output_names(self) -> List[str]:
+        """The output columns: `<col>_xf`, or `<col>_xf_ids` and `<col>_xf_weights` for tfidf."""
+        if self.kind == "tfidf":
+            return [f"{self.output_name}_ids", f"{self.output_name}_weights"]
+        return [self.output_name]
+
+    @classmethod
+    def parse(cls, column: str, value: Any, column_type: str) -> "FeatureSpec":
+        """A `features:` entry → a spec.
+
+        Raises:
+          _FieldError: naming `features.<column>` or `features.<column>.<key>`.
+        """
+        where = f"features.{column}"
+        if isinstance(value, str):
+            options: Dict[str, Any] = {}
+            text = value
+        elif isinstance(value, dict):
+            options = dict(value)
+            text = options.pop("transform", None)
+            if not isinstance(text, str):
+                raise _FieldError(f"{where}.transform", "required: the transform name, e.g. zscore")
+        else:
+            raise _FieldError(where, f"must be a transform name or a mapping, got {value!r}")
+        kind, _, arg = text.partition(":")
+        if kind not in FEATURE_KINDS:
+            raise _FieldError(where, f"unknown feature transform {text!r}; expected one of "
+                              "zscore, minmax, log_zscore, bucketize:N, vocabulary, vocabulary:TOPK, hash:N, "
+                              "passthrough, tokens_vocabulary, tfidf:VOCAB")
+        count_key = cls.COUNT_KEY.get(kind)
+        if arg and count_key is None:
+            raise _FieldError(where, f"{kind} takes no argument")
+        if arg and (not arg.isdigit() or int(arg) < 1):
+            raise _FieldError(where, f"{kind}: the count must be a positive integer, got {arg!r}")
+        allowed = {"fill", "fill_value"}
+        if count_key:
+            allowed.add(count_key)
+        if kind in cls.VOCAB_KINDS:
+            allowed.add("frequency_threshold")
+        if kind in ("vocabulary", "tokens_vocabulary"):
+            allowed.add("num_oov_buckets")
+        for key in options:
+            if key not in allowed:
+                raise _FieldError(f"{where}.{key}", f"unknown key for {kind}; expected one of "
+                                  f"{', '.join(['transform'] + sorted(allowed))}")
+        count: Optional[int] = int(arg) if arg else None
+        if count_key and count_key in options:
+            if count is not None:
+                raise _FieldError(f"{where}.{count_key}", f"given twice ({text!r} and {count_key}:)")
+            count = cls._int(options[count_key], f"{where}.{count_key}")
+        if kind in ("bucketize", "hash") and count is None:
+            raise _FieldError(where, f"{kind} needs a positive count, e.g. {kind}:10")
+        if kind == "tfidf" and count is None:
+            raise _FieldError(where, "tfidf needs a vocabulary size, e.g. tfidf:1000 or {transform: tfidf, vocab: 1000}")
+        numeric = column_type in ("int", "float", "bool")
+        if kind in NUMERIC_FEATURES and column_type not in ("int", "float"):
+            raise _FieldError(where, f"{kind} needs a numeric column, {column!r} is {column_type}")
+        if kind in TEXT_FEATURES and column_type != "string":
+            raise _FieldError(where, f"{kind} needs a string column, {column!r} is {column_type}")
+        threshold = options.get("frequency_threshold")
+        if threshold is not None:
+            threshold = cls._int(threshold, f"{where}.frequency_threshold", minimum=0)
+        oov = cls._int(options.get("num_oov_buckets", 1), f"{where}.num_oov_buckets", minimum=0)
+        fill, fill_value = options.get("fill"), options.get("fill_value")
+        if fill is None and fill_value is not None:
+            fill = "value"
+        if fill is not None and fill not in ("value", "mean", "most_frequent"):
+            raise _FieldError(f"{where}.fill", f"must be value, mean or most_frequent, got {fill!r}")
+        if fill == "mean" and not numeric:
+            raise _FieldError(f"{where}.fill", f"mean needs a numeric column, {column!r} is {column_type}")
+        if fill == "value":
+            ok = (isinstance(fill_value, (int, float)) and not isinstance(fill_value, bool)) if numeric \
+                else isinstance(fill_value, str)
+            if not ok:
+                raise _FieldError(f"{where}.fill_value", f"fill: value needs a {'number' if numeric else 'string'} "
+                                  f"fill_value for the {column_type} column {column!r}, got {fill_value!r}")
+        elif fill_value is not None:
+            raise _FieldError(f"{where}.fill_value", f"only used with fill: value, not fill: {fill}")
+        return cls(column=column, kind=kind, arg=count, frequency_threshold=threshold, num_oov_buckets=oov,
+                   fill=fill, fill_value=fill_value)
+
+    @staticmethod
+    def _int(value: Any, where: str, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _FieldError(where, f"must be an integer >= {minimum}, got {value!r}")
+        return value
 
 
 class Config(_Strict):
@@ -199,7 +310,7 @@ class Config(_Strict):
     clean: CleanSpec = Field(default_factory=CleanSpec)
     labels: Optional[LabelsSpec] = None
     split: SplitSpec = Field(default_factory=SplitSpec)
-    features: Dict[str, Union[str, Dict[str, Any]]] = Field(default_factory=dict)
+    features: Dict[str, Any] = Field(default_factory=dict)   # column: "zscore" or {transform: ..., ...}
     output: OutputSpec = Field(default_factory=OutputSpec)
     metadata_store: StoreSpec = Field(default_factory=StoreSpec)
 
@@ -252,13 +363,9 @@ class Config(_Strict):
 
     @property
     def feature_specs(self) -> List[FeatureSpec]:
-        specs = []
-        for col, text in self.features.items():
-            if col == "preprocessing_fn":
-                continue
-            kind, _, arg = text.partition(":")
-            specs.append(FeatureSpec(column=col, kind=kind, arg=int(arg) if arg else None))
-        return specs
+        types = self.column_types
+        return [FeatureSpec.parse(col, value, types[col]) for col, value in self.features.items()
+                if col != "preprocessing_fn"]
 
     @property
     def preprocessing_fn(self) -> Optional[str]:
@@ -305,8 +412,11 @@ class Config(_Strict):
         for col in self.stratify_by:
             if col not in known:
                 raise _FieldError("split.stratify_by", f"unknown column {col!r}")
-        if self.split.group_by is not None:
-            raise _FieldError("split.group_by", "grouped splits are not supported yet; leave it null")
+        if self.split.group_by is not None and self.split.group_by not in known:
+            raise _FieldError("split.group_by", f"unknown column {self.split.group_by!r}")
+        if self.features and "train" not in self.split.fractions:
+            raise _FieldError("split.fractions", "features are analysed on the train split: name one 'train'"
+                              + (" (k-fold splits have no train split; drop features)" if self.split.folds else ""))
         if self.labels and self.labels.annotators:
             for col in self.labels.annotators:
                 if col == s.label:
@@ -318,25 +428,15 @@ class Config(_Strict):
         for col, text in self.features.items():
             where = f"features.{col}"
             if col == "preprocessing_fn":
-                if not re.fullmatch(r"[\w.]+:\w+", text or ""):
+                if not isinstance(text, str) or not re.fullmatch(r"[\w.]+:\w+", text):
                     raise _FieldError(where, f"must be 'module:function', got {text!r}")
+                if len(self.features) > 1:
+                    # Silently ignoring the per-column entries would surprise; the user fn sees every column.
+                    raise _FieldError(where, "set either preprocessing_fn or per-column transforms, not both")
                 continue
             if col not in known:
                 raise _FieldError(where, f"unknown column {col!r}")
-            kind, _, arg = str(text).partition(":")
-            if kind not in FEATURE_KINDS:
-                raise _FieldError(where, f"unknown feature transform {text!r}; expected one of "
-                                  "zscore, minmax, log_zscore, bucketize:N, vocabulary, "
-                                  "vocabulary:TOPK, hash:N, passthrough")
-            if kind in ("bucketize", "hash") and not arg.isdigit():
-                raise _FieldError(where, f"{kind} needs a positive count, e.g. {kind}:10")
-            if arg and (not arg.isdigit() or int(arg) < 1):
-                raise _FieldError(where, f"{kind}: the count must be a positive integer, got {arg!r}")
-            if arg and kind not in ("bucketize", "hash", "vocabulary"):
-                raise _FieldError(where, f"{kind} takes no argument")
-            if kind in NUMERIC_FEATURES and self.column_types[col] not in ("int", "float"):
-                raise _FieldError(where, f"{kind} needs a numeric column, {col!r} is "
-                                  f"{self.column_types[col]}")
+            FeatureSpec.parse(col, text, self.column_types[col])
         for i, inp in enumerate(self.inputs):
             if inp.format == "csv" and not inp.csv.header and not inp.csv.names:
                 # Header-less CSV: the declared columns in their declared order.

@@ -43,6 +43,8 @@ def _with(path, value):
     ((("clean",), {"dedup": {"keys": ["q"]}}), "clean.dedup.keys: unknown column 'q'"),
     ((("split", "stratify_by"), ["q"]), "split.stratify_by: unknown column 'q'"),
     ((("output", "shards"), 0), "output.shards: Input should be greater than or equal to 1"),
+    ((("split", "fractions"), {"a": 0.5, "b": 0.5}), "split.fractions: features are analysed on the train split"),
+    ((("split", "group_by"), "nope"), "split.group_by: unknown column 'nope'"),
     ((("inputs",), [{"path": "a.csv", "format": "xls"}]), "inputs.0.format: Input should be 'csv', 'jsonl' or 'parquet'"),
 ])
 def test_bad_config_names_the_field(mutation, expected):

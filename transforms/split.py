@@ -25,17 +25,22 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, drop_columns, hash_columns,
-                                merge_counts, set_column, split_by_key, value_counts)
+from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
+                                merge_counts, set_column, split_by_key, table_to_batches, value_counts)
 
-STRATUM = "_stratum"
-HASH = "_u"
+STRATUM = "_stratum"          # the stratum the allocation uses (a group's majority stratum with groups)
+ROW_STRATUM = "_row_stratum"   # with groups: each row's own stratum, for the example-level report
+HASH = "_u"                    # seeded 64-bit hash of the unit (example or group)
+UNIT = "_unit"                 # with groups: True on one representative row per group
+INTERNAL = (STRATUM, ROW_STRATUM, HASH, UNIT)
 NULL_TOKEN = "<null>"
+OTHER = "<other>"
 _TWO64 = float(2 ** 64)
 _BAND_SIGMAS = 10.0
 
@@ -147,8 +152,31 @@ def band(k: int, n: int) -> Tuple[int, int]:
     return lo_i, hi_i
 
 
-def plan_split(counts: Dict[str, int], fractions: Sequence[float]) -> Dict:
-    """Targets and cut ranks per stratum, with the search band of each cut."""
+def merge_small_strata(counts: Dict[str, int], min_size: int) -> Dict[str, str]:
+    """{stratum: stratum it is allocated as}. A multi-column stratum with fewer than
+    `min_size` units joins the "<other>" stratum of its first column's value (its label);
+    single-column strata are never merged (they are the label itself)."""
+    mapping = {}
+    for key, n in counts.items():
+        if n < min_size and key.startswith("["):
+            first = json.loads(key)[0]
+            mapping[key] = json.dumps([first, OTHER])
+        else:
+            mapping[key] = key
+    return mapping
+
+
+def plan_split(counts: Dict[str, int], fractions: Sequence[float], merge_below: int = 0) -> Dict:
+    """Targets and cut ranks per stratum, with the search band of each cut.
+
+    Strata smaller than `merge_below` are merged first (`merge_small_strata`); the plan
+    keeps the mapping so rows are looked up by their own stratum key.
+    """
+    mapping = merge_small_strata(counts, merge_below)
+    merged: Dict[str, int] = {}
+    for key, n in counts.items():
+        merged[mapping[key]] = merged.get(mapping[key], 0) + n
+    counts = merged
     targets = allocate(counts, fractions)
     strata = sorted(counts)
     cuts, bands = [], []
@@ -156,14 +184,21 @@ def plan_split(counts: Dict[str, int], fractions: Sequence[float]) -> Dict:
         ranks = list(np.cumsum(targets[s])[:-1])
         cuts.append([int(k) for k in ranks])
         bands.append([band(int(k), counts[s]) if 0 < k < counts[s] else (0, 0) for k in ranks])
+    position = {s: i for i, s in enumerate(strata)}
     return {"strata": strata, "counts": [counts[s] for s in strata], "targets": [targets[s] for s in strata],
-            "cuts": cuts, "bands": bands}
+            "cuts": cuts, "bands": bands, "index": {k: position[v] for k, v in mapping.items()},
+            "merged": {k: v for k, v in sorted(mapping.items()) if k != v}}
+
+
+def _units(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The rows that stand for a unit (all rows, unless grouped)."""
+    return batch.filter(batch.column(UNIT)) if UNIT in batch.schema.names else batch
 
 
 def band_stats(batch: pa.RecordBatch, plan: Dict) -> Dict[Tuple[int, int], Tuple[int, np.ndarray]]:
-    """{(stratum index, cut index): (hashes below the band, hashes inside it)} for a batch."""
-    index = {s: i for i, s in enumerate(plan["strata"])}
-    codes = _stratum_codes(batch, index)
+    """{(stratum index, cut index): (unit hashes below the band, those inside it)} for a batch."""
+    batch = _units(batch)
+    codes = _stratum_codes(batch, plan["index"])
     u = batch.column(HASH).to_numpy()
     out = {}
     for code, positions in _group_positions(codes):
@@ -203,8 +238,7 @@ def thresholds_from(stats: Dict[Tuple[int, int], Tuple[int, np.ndarray]], plan: 
 
 def assign_splits(batch: pa.RecordBatch, plan: Dict, thresholds: List[List[Optional[int]]]) -> np.ndarray:
     """The split index of every row: the number of cuts at or below its hash."""
-    index = {s: i for i, s in enumerate(plan["strata"])}
-    codes = _stratum_codes(batch, index)
+    codes = _stratum_codes(batch, plan["index"])
     u = batch.column(HASH).to_numpy()
     width = max((len(t) for t in thresholds), default=0)
     t = np.zeros((len(thresholds), max(width, 1)), np.uint64)
@@ -295,21 +329,89 @@ def _with_keys(batch: pa.RecordBatch, columns: Sequence[str], seed: int) -> pa.R
     return set_column(batch, HASH, pa.array(hash_columns(batch, [EXAMPLE_ID], seed), pa.uint64()))
 
 
+def group_units(table: pa.Table, group_by: str, columns: Sequence[str], seed: int) -> pa.Table:
+    """Rows of whole groups → the same rows with the group's majority stratum, the
+    group's hash and a representative-row flag.
+
+    The majority stratum breaks ties by the smallest key; the representative row is the
+    group's lowest (_source, _row). A null group value is a group of its own.
+    """
+    from transforms.batches import ROW, SOURCE
+
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
+    table = table.take(order)
+    batch = table.combine_chunks().to_batches()[0] if table.num_rows else None
+    row_stratum = stratum_keys(batch, columns)
+    groups = pc.fill_null(pc.cast(table.column(group_by), pa.string()), NULL_TOKEN).combine_chunks()
+    frame = pd.DataFrame({"g": groups.to_pandas(), "s": row_stratum.to_pandas()})
+    sizes = frame.groupby(["g", "s"], sort=True).size().rename("n").reset_index()
+    sizes = sizes.sort_values(["g", "n", "s"], ascending=[True, False, True])
+    majority = sizes.drop_duplicates("g").set_index("g")["s"]
+    unit_stratum = frame["g"].map(majority)
+    first = ~frame["g"].duplicated(keep="first")
+    u = hash_columns(pa.table({"g": groups}), ["g"], seed)
+    out = table
+    for name, arr in ((ROW_STRATUM, row_stratum), (STRATUM, pa.array(unit_stratum.to_numpy(), pa.string())),
+                      (HASH, pa.array(u, pa.uint64())), (UNIT, pa.array(first.to_numpy(), pa.bool_()))):
+        idx = out.schema.get_field_index(name)
+        out = out.set_column(idx, name, arr) if idx >= 0 else out.append_column(name, arr)
+    return out
+
+
+class _GroupBucketFn(beam.DoFn):
+    def __init__(self, group_by: str, buckets: int):
+        self._group_by = group_by
+        self._buckets = buckets
+
+    def process(self, batch: pa.RecordBatch):
+        groups = pa.table({"g": pc.fill_null(pc.cast(batch.column(self._group_by), pa.string()), NULL_TOKEN)})
+        yield from split_by_key(batch, (hash_columns(groups, ["g"]) % np.uint64(self._buckets)).astype(np.int64))
+
+
 def _actual(batch: pa.RecordBatch, name: str) -> Dict[str, int]:
-    return {json.dumps([name, k]): v for k, v in value_counts(batch.column(STRATUM)).items()}
+    """Units per (split, allocation stratum) and, with groups, rows per (split, row stratum)."""
+    units = _units(batch)
+    out = {json.dumps([name, k]): v for k, v in value_counts(units.column(STRATUM)).items()}
+    if ROW_STRATUM in batch.schema.names:
+        out.update({json.dumps(["rows", name, k]): v for k, v in value_counts(batch.column(ROW_STRATUM)).items()})
+    return out
 
 
-def balance_table(plan: Dict, actual: Dict[str, int], names: Sequence[str]) -> Dict:
-    """The reviewer's table: per stratum and split, target vs actual count and proportion."""
+def balance_table(plan: Dict, actual: Dict[str, int], names: Sequence[str], fractions: Sequence[float] = (),
+                  unit: str = "examples") -> Dict:
+    """The reviewer's table: per stratum and split, target vs actual count and proportion.
+
+    With groups the table counts groups (the unit allocated), and `examples` adds the
+    row-level balance: per split and row stratum, rows vs their share of the total.
+    """
+    index_of = {}
+    for key, i in plan["index"].items():
+        index_of.setdefault(plan["strata"][i], []).append(key)
     rows, worst = [], 0.0
     for s, n, targets in zip(plan["strata"], plan["counts"], plan["targets"]):
         for name, target in zip(names, targets):
-            got = actual.get(json.dumps([name, s]), 0)
+            got = sum(actual.get(json.dumps([name, k]), 0) for k in index_of.get(s, [s]))
             worst = max(worst, abs(got - target))
             rows.append({"stratum": s, "split": name, "n": n, "target": target, "actual": got,
                          "proportion": round(got / n, 6) if n else 0.0})
     totals = {name: sum(t[j] for t in plan["targets"]) for j, name in enumerate(names)}
-    return {"strata": rows, "targets": totals, "largest_deviation": worst}
+    out = {"unit": unit, "strata": rows, "targets": totals, "largest_deviation": worst, "merged_strata": plan["merged"]}
+    row_counts = {tuple(json.loads(k)[1:]): v for k, v in actual.items() if k.startswith('["rows"')}
+    if row_counts:
+        by_stratum: Dict[str, int] = {}
+        for (_, s), v in row_counts.items():
+            by_stratum[s] = by_stratum.get(s, 0) + v
+        examples = []
+        for s, total in sorted(by_stratum.items()):
+            for name, f in zip(names, fractions):
+                got = row_counts.get((name, s), 0)
+                examples.append({"stratum": s, "split": name, "n": total, "target": round(total * f, 3),
+                                 "actual": got, "proportion": round(got / total, 6)})
+        out["examples"] = examples
+        out["examples_largest_deviation"] = max((abs(e["actual"] - e["target"]) for e in examples), default=0.0)
+    return out
 
 
 class StratifiedSplit(beam.PTransform):
@@ -317,22 +419,39 @@ class StratifiedSplit(beam.PTransform):
 
     Returns a dict: {split name: PCollection[RecordBatch], "_report": PCollection[dict]}
     where the report (one element) is `balance_table(...)`. Output batches have the
-    input's columns; the internal `_stratum` and `_u` columns are removed.
+    input's columns (the internal ones are removed).
+
+    With `group_by`, the unit is a group: rows are shuffled by a hash bucket of the group
+    (whole sub-batches), every group is stratified by its majority stratum and lands
+    wholly in one split, and the exact counts hold for groups. Multi-column strata with
+    fewer units than there are splits are merged into an "<other>" stratum per label.
     """
 
-    def __init__(self, fractions: Dict[str, float], stratify_by: Sequence[str], seed: int):
+    def __init__(self, fractions: Dict[str, float], stratify_by: Sequence[str], seed: int,
+                 group_by: Optional[str] = None, buckets: int = 16):
         super().__init__()
         self._names = list(fractions)
         self._fractions = [fractions[n] for n in self._names]
         self._stratify_by = list(stratify_by)
         self._seed = seed
+        self._group_by = group_by
+        self._buckets = max(1, buckets)
 
     def expand(self, batches):
-        keyed = batches | "HashAndStratum" >> beam.Map(_with_keys, self._stratify_by, self._seed)
+        if self._group_by:
+            keyed = (batches
+                     | "GroupBucket" >> beam.ParDo(_GroupBucketFn(self._group_by, self._buckets))
+                     | "GatherGroups" >> beam.GroupByKey()
+                     | "GroupUnits" >> beam.FlatMap(
+                         lambda kv, g, cols, seed: table_to_batches(group_units(concat_batches(kv[1]), g, cols, seed)),
+                         self._group_by, self._stratify_by, self._seed))
+        else:
+            keyed = batches | "HashAndStratum" >> beam.Map(_with_keys, self._stratify_by, self._seed)
+        merge_below = sum(1 for f in self._fractions if f > 0)
         counts = (keyed
-                  | "StratumCounts" >> beam.Map(lambda b: value_counts(b.column(STRATUM)))
+                  | "StratumCounts" >> beam.Map(lambda b: value_counts(_units(b).column(STRATUM)))
                   | "SumCounts" >> beam.CombineGlobally(_MergeCounts()))
-        plan = counts | "Allocate" >> beam.Map(plan_split, self._fractions)
+        plan = counts | "Allocate" >> beam.Map(plan_split, self._fractions, merge_below)
         stats = (keyed
                  | "BandStats" >> beam.Map(band_stats, pvalue.AsSingleton(plan))
                  | "MergeBands" >> beam.CombineGlobally(_MergeBands()))
@@ -343,8 +462,9 @@ class StratifiedSplit(beam.PTransform):
         out = {}
         actuals = []
         for name in self._names:
-            out[name] = parts[name] | f"DropKeys[{name}]" >> beam.Map(drop_columns, [STRATUM, HASH])
+            out[name] = parts[name] | f"DropKeys[{name}]" >> beam.Map(drop_columns, INTERNAL)
             actuals.append(parts[name] | f"Actual[{name}]" >> beam.Map(_actual, name))
         actual = actuals | "FlattenActual" >> beam.Flatten() | "SumActual" >> beam.CombineGlobally(_MergeCounts())
-        out["_report"] = plan | "Balance" >> beam.Map(balance_table, pvalue.AsSingleton(actual), self._names)
+        out["_report"] = plan | "Balance" >> beam.Map(balance_table, pvalue.AsSingleton(actual), self._names,
+                                                      self._fractions, "groups" if self._group_by else "examples")
         return out
