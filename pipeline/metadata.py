@@ -238,10 +238,16 @@ class RunRecorder:
         events += [(a, pb.Event(type=pb.Event.OUTPUT)) for a in outputs]
         self.store.put_execution(e, events, self._contexts())
 
+    def cancel_open_stages(self, message: str) -> None:
+        self._close_open_stages(pb.Execution.CANCELED, message)
+
     def fail_open_stages(self, message: str) -> None:
+        self._close_open_stages(pb.Execution.FAILED, message)
+
+    def _close_open_stages(self, state, message: str) -> None:
         for e in self.executions.values():
             current = self.store.get_executions_by_id([e.id])[0]
             if current.last_known_state == pb.Execution.RUNNING:
-                current.last_known_state = pb.Execution.FAILED
+                current.last_known_state = state
                 _set(current.properties, "error", message[:4000])
                 self.store.put_executions([current])

@@ -21,12 +21,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from pipeline.build import Layout, build_pipeline
 from pipeline.config import Config, ConfigError
 from pipeline.metadata import RunRecorder, StoreLocation, open_store
-from runners import check_runner_paths, sanitized_options
+from runners import check_runner_paths, runner_args, sanitized_options
 
 log = logging.getLogger("dataprep")
 
@@ -98,6 +98,8 @@ def store_location(cfg: Config, store_override: Optional[str], output_root: str)
                              mysql_user=ms.mysql.user, mysql_password_env=ms.mysql.password_env)
     if ms.sqlite:
         return StoreLocation(sqlite=cfg.resolve(ms.sqlite))
+    if "://" in output_root:  # SQLite needs a local file: beside the config, as in the contract's default
+        return StoreLocation(sqlite=cfg.resolve(os.path.join("out", "metadata.sqlite")))
     return StoreLocation(sqlite=os.path.join(output_root, "metadata.sqlite"))
 
 
@@ -130,18 +132,19 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
       ConfigError: bad inputs or options, found before anything runs.
       PipelineFailure: the job failed; the run is recorded as FAILED.
     """
-    options = PipelineOptions(list(beam_args))
-    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+    options = PipelineOptions(runner_args(runner, beam_args))
+    dry_run = options.view_as(TestOptions).dry_run
     output_root = output if output is not None else cfg.resolve(cfg.output.path)
     if "://" not in output_root:
         output_root = os.path.abspath(output_root)
-    check_runner_paths(runner, output_root)
+    check_runner_paths(runner, output_root, [cfg.resolve(i.path) for i in cfg.inputs], dry_run)
     matched = match_inputs(cfg)
     location = store_location(cfg, store, output_root)
     files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
     fingerprint_all = inputs_fingerprint(files)
     store_handle = open_store(location)
-    if not force:
+    if not force and not dry_run:
         earlier = find_identical_run(store_handle, cfg.name, cfg.config_hash, fingerprint_all)
         if earlier is not None:
             log.info("identical to run %s (same config and inputs), outputs in %s", earlier["run_id"],
@@ -168,6 +171,13 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         build_pipeline(p, cfg, [(f.index, f.uri) for f in files], layout)
         result = p.run()
         state = result.wait_until_finish()
+        if dry_run:  # the job was built (and its files listed for staging) but not submitted
+            recorder.cancel_open_stages("dry run: the job was built, not run")
+            recorder.update_run(status="DRY_RUN", ended=_now().isoformat())
+            from runners.dataflow import staged_files
+
+            return {"run_id": run_id, "dry_run": True, "output": layout.root, "store": location.describe(),
+                    "staged": staged_files(result)}
         if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
             raise PipelineFailure(f"the Beam job ended in state {state}")
         report = _read_json(layout.report)

@@ -1,32 +1,43 @@
-"""What differs per runner: path rules and the options recorded for a run."""
+"""What differs per runner: path rules, extra options, and the options recorded for a run."""
 
 from __future__ import annotations
 
 import re
-from typing import Dict
+from typing import Dict, List, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.config import ConfigError
 
-LOCAL_RUNNERS = {"DirectRunner", "direct", "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner",
-                 "PrismRunner"}
 _SECRET = re.compile(r"(?i)(password|passwd|secret|token|credential|key)")
 
 
-def is_local(runner: str) -> bool:
-    return runner.split(".")[-1] in LOCAL_RUNNERS
+def check_runner_paths(runner: str, output: str, inputs: Sequence[str] = (), dry_run: bool = False) -> None:
+    """A remote runner's workers cannot see this machine's disk: refuse local paths.
 
-
-def check_runner_paths(runner: str, output: str) -> None:
-    """A remote runner's workers cannot see this machine's disk: refuse a local output.
+    Flink and Direct runners here run on this machine, so local paths are fine for them.
 
     Raises:
-      ConfigError: output is a local path and the runner is not local.
+      ConfigError: output (or, for a real submission, an input) is a local path on Dataflow.
     """
-    if not is_local(runner) and "://" not in output and runner.split(".")[-1] == "DataflowRunner":
+    from runners.dataflow import is_dataflow
+
+    if not is_dataflow(runner):
+        return
+    if "://" not in output:
         raise ConfigError(f"output.path: {runner} workers cannot write the local path {output}; "
                           "use a gs:// path (--output gs://bucket/dir)")
+    for i, path in enumerate(inputs):
+        if "://" not in path and not dry_run:
+            raise ConfigError(f"inputs[{i}].path: {runner} workers cannot read the local path {path}; "
+                              "copy it to gs:// first")
+
+
+def runner_args(runner: str, beam_args: Sequence[str]) -> List[str]:
+    """The Beam arguments with what this runner needs added (e.g. --setup_file for Dataflow)."""
+    from runners.dataflow import dataflow_args, is_dataflow
+
+    return dataflow_args(beam_args) if is_dataflow(runner) else list(beam_args)
 
 
 def sanitized_options(options: PipelineOptions) -> Dict[str, object]:
