@@ -14,14 +14,16 @@ from typing import Dict, List, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
-from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, merge_counts,
-                                value_counts)
-from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec
-from transforms.labels import AGREEMENT, N_LABELS, ConsolidateLabels, LabelsSpec
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns,
+                                merge_counts, value_counts)
+from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec, normalize_labels
+from transforms.labels import (AGREEMENT, ANNOTATIONS, MATRIX, N_LABELS, AttachAnnotations, ConsolidateLabels,
+                              LabelsSpec)
 from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn, load_user_fn
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
@@ -68,14 +70,14 @@ class Layout:
         return self.join("tmp")
 
 
+def reader_spec(inp) -> ReaderSpec:
+    c = inp.csv
+    return ReaderSpec(format=inp.format, header=c.header, delimiter=c.delimiter, quote_char=c.quote_char,
+                      na_values=tuple(c.na_values), trim=c.trim, names=tuple(c.names) if c.names else None)
+
+
 def reader_specs(cfg: Config) -> List[ReaderSpec]:
-    out = []
-    for inp in cfg.inputs:
-        c = inp.csv
-        out.append(ReaderSpec(format=inp.format, header=c.header, delimiter=c.delimiter, quote_char=c.quote_char,
-                              na_values=tuple(c.na_values), trim=c.trim,
-                              names=tuple(c.names) if c.names else None))
-    return out
+    return [reader_spec(inp) for inp in cfg.inputs]
 
 
 def clean_schema(cfg: Config) -> pa.Schema:
@@ -84,6 +86,8 @@ def clean_schema(cfg: Config) -> pa.Schema:
     if cfg.consensus_label:
         if cfg.schema.label not in cfg.input_columns:
             fields.append(pa.field(cfg.schema.label, pa.string()))
+        if cfg.labels.annotations:
+            fields.append(pa.field(ANNOTATIONS, pa.string()))
         fields += [pa.field(AGREEMENT, pa.float64()), pa.field(N_LABELS, pa.int64())]
     return pa.schema(fields + [pa.field(EXAMPLE_ID, pa.string()), pa.field(SOURCE, pa.string()),
                                pa.field(ROW, pa.int64())])
@@ -93,7 +97,41 @@ def labels_spec(cfg: Config) -> LabelsSpec:
     lab = cfg.labels
     return LabelsSpec(annotators=tuple(lab.annotators), label=cfg.schema.label, consensus=lab.consensus,
                       on_tie=lab.on_tie, slices=tuple(lab.slices), classes=tuple(lab.classes),
-                      iterations=lab.iterations)
+                      iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None)
+
+
+def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str]], layout: Layout, shards: int):
+    """The long-form annotation files → batches of (id, annotator, label, _source, _row),
+    labels normalised like the wide form. Broken lines and rows missing a field are
+    written to `annotation_faults/` (they are not examples, so not in the row funnel)."""
+    ann = cfg.labels.annotations
+    lab = cfg.labels
+    wanted = [ann.id, ann.annotator, ann.label]
+    read = (p | "AnnotationFiles" >> beam.Create([(0, uri) for _, uri in files])
+            | "ReadAnnotations" >> ReadInputs([reader_spec(ann)], wanted))
+
+    def tidy(batch: pa.RecordBatch):
+        ids = pc.cast(batch.column(ann.id), pa.string())
+        who = pc.cast(batch.column(ann.annotator), pa.string())
+        label = normalize_labels(pc.cast(batch.column(ann.label), pa.string()), dict(lab.normalize), lab.trim,
+                                 lab.case_fold, tuple(lab.replace.items()))
+        out = pa.RecordBatch.from_arrays([ids, who, label, batch.column(SOURCE), batch.column(ROW)],
+                                         names=["id", "annotator", "label", SOURCE, ROW])
+        ok = pc.and_(pc.and_(pc.is_valid(ids), pc.is_valid(who)), pc.is_valid(label))
+        yield out.filter(ok)
+        bad = out.filter(pc.invert(ok))
+        if bad.num_rows:
+            yield pvalue.TaggedOutput("faults", pa.RecordBatch.from_arrays([
+                pa.array([json.dumps(r) for r in pa.Table.from_batches([bad]).select(["id", "annotator", "label"])
+                          .to_pylist()], pa.string()),
+                pa.array(["annotation_missing_field"] * bad.num_rows, pa.string()),
+                pa.array(["labels"] * bad.num_rows, pa.string()), bad.column(SOURCE), bad.column(ROW)],
+                schema=QUARANTINE_SCHEMA))
+
+    tidied = read.rows | "TidyAnnotations" >> beam.FlatMap(tidy).with_outputs("faults", main="rows")
+    faults = (read.quarantine, tidied.faults) | "AnnotationFaults" >> beam.Flatten()
+    faults | "WriteAnnotationFaults" >> WriteShards(layout.join("annotation_faults"), 1, QUARANTINE_SCHEMA)
+    return tidied.rows, _count(faults, "annotation_faults")
 
 
 def validate_spec(cfg: Config) -> ValidateSpec:
@@ -163,6 +201,8 @@ def _write_report(_, path: str, splits: Sequence[str], **parts) -> str:
     }
     if "labels" in parts:
         report["labels"] = parts["labels"]
+    if "annotations" in parts:
+        report["labels"]["annotations"] = dict(parts["annotations"], faults=parts["annotation_faults"])
     with FileSystems.create(path) as f:
         f.write(json.dumps(report, indent=2, sort_keys=False).encode())
     return path
@@ -174,6 +214,9 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
 
+    n_inputs = len(cfg.inputs)
+    annotation_files = [f for f in files if f[0] >= n_inputs]
+    files = [f for f in files if f[0] < n_inputs]
     paths = p | "InputFiles" >> beam.Create(list(files))
     read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns))
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
@@ -184,11 +227,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), dedup_buckets)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
-    labels_report = None
+    labels_report = join_stats = annotation_faults = None
     if cfg.consensus_label:
-        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg))
+        names = None
+        if cfg.labels.annotations:
+            annotations, annotation_faults = read_annotations(p, cfg, annotation_files, layout, shards)
+            joined = (clean, annotations) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id, dedup_buckets)
+            clean, names, join_stats = joined["rows"], joined["annotators"], joined["stats"]
+        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names)
         clean, labels_report = labelled["rows"], labelled["report"]
         quarantines.append(labelled["quarantine"])
+        if cfg.labels.annotations:
+            clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX])
 
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
                                                group_by=cfg.split.group_by, buckets=dedup_buckets)
@@ -219,6 +269,9 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         parts[f"split:{name}"] = _count(split[name], f"split_{name}")
     if labels_report is not None:
         parts["labels"] = labels_report
+    if join_stats is not None:
+        parts["annotations"] = join_stats
+        parts["annotation_faults"] = annotation_faults
     (p
      | "ReportSeed" >> beam.Create([None])
      | "WriteReport" >> beam.Map(_write_report, layout.report, splits,
@@ -248,7 +301,7 @@ def _passthrough_columns(cfg: Config) -> List[str]:
     if cfg.schema.id:
         cols.append(cfg.schema.id)
     if cfg.consensus_label:  # the annotations and each example's agreement ride along
-        cols += [*cfg.labels.annotators, AGREEMENT, N_LABELS]
+        cols += [*cfg.labels.annotators, *([ANNOTATIONS] if cfg.labels.annotations else []), AGREEMENT, N_LABELS]
     cols += [EXAMPLE_ID, SOURCE, ROW]
     seen = []
     for c in cols:

@@ -119,8 +119,21 @@ class CleanSpec(_Strict):
     on_missing_label: Literal["quarantine"] = "quarantine"
 
 
+class AnnotationsSpec(_Strict):
+    """Long form: a file of (example id, annotator, label) rows, joined to the examples by id."""
+
+    path: str
+    format: Literal["csv", "jsonl", "parquet"] = "csv"
+    id: str = "example_id"
+    annotator: str = "annotator"
+    label: str = "label"
+    source: str = ""
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+
 class LabelsSpec(_Strict):
     annotators: List[str] = Field(default_factory=list)   # wide form: one column per annotator
+    annotations: Optional[AnnotationsSpec] = None         # long form
     normalize: Dict[str, str] = Field(default_factory=dict)   # whole values, like pandas' replace
     replace: Dict[str, str] = Field(default_factory=dict)     # literal substrings, like str.replace
     trim: bool = False          # strip surrounding whitespace before comparing labels
@@ -351,7 +364,7 @@ class Config(_Strict):
     @property
     def consensus_label(self) -> bool:
         """True when the label column is made by consolidating annotators."""
-        return bool(self.labels and self.labels.annotators)
+        return bool(self.labels and (self.labels.annotators or self.labels.annotations))
 
     @property
     def input_columns(self) -> Dict[str, str]:
@@ -417,6 +430,12 @@ class Config(_Strict):
         if self.features and "train" not in self.split.fractions:
             raise _FieldError("split.fractions", "features are analysed on the train split: name one 'train'"
                               + (" (k-fold splits have no train split; drop features)" if self.split.folds else ""))
+        if self.labels and self.labels.annotations:
+            if self.labels.annotators:
+                raise _FieldError("labels.annotations", "use annotators (wide form) or annotations (long form), "
+                                  "not both")
+            if not s.id:
+                raise _FieldError("labels.annotations", "joining annotations to examples needs schema.id")
         if self.labels and self.labels.annotators:
             for col in self.labels.annotators:
                 if col == s.label:
@@ -437,6 +456,9 @@ class Config(_Strict):
             if col not in known:
                 raise _FieldError(where, f"unknown column {col!r}")
             FeatureSpec.parse(col, text, self.column_types[col])
+        ann = self.labels.annotations if self.labels else None
+        if ann and ann.format == "csv" and not ann.csv.header and not ann.csv.names:
+            ann.csv.names = [ann.id, ann.annotator, ann.label]
         for i, inp in enumerate(self.inputs):
             if inp.format == "csv" and not inp.csv.header and not inp.csv.names:
                 # Header-less CSV: the declared columns in their declared order.

@@ -68,7 +68,7 @@ def match_inputs(cfg: Config) -> List[Tuple[int, str, int]]:
       ConfigError: an input matches no file.
     """
     out = []
-    for i, inp in enumerate(cfg.inputs):
+    for i, inp in enumerate(all_inputs(cfg)):
         pattern = cfg.resolve(inp.path)
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
@@ -79,6 +79,12 @@ def match_inputs(cfg: Config) -> List[Tuple[int, str, int]]:
             raise ConfigError(f"inputs[{i}].path: no file matches {pattern}")
         out += [(i, path, size) for path, size in files]
     return out
+
+
+def all_inputs(cfg: Config) -> List:
+    """The config's inputs, then the long-form annotations file(s) as one more input."""
+    extra = [cfg.labels.annotations] if cfg.labels and cfg.labels.annotations else []
+    return list(cfg.inputs) + extra
 
 
 def fingerprint(uri: str) -> str:
@@ -230,10 +236,11 @@ def find_identical_run(store, pipeline: str, config_hash: str, fingerprint_all: 
 def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequence[InputFile]):
     """One DataFile artifact per input file; past MANIFEST_THRESHOLD files, one
     DataManifest artifact whose uri is a JSON listing (uri, sha256, size) of them all."""
+    specs = all_inputs(cfg)
     if len(files) <= MANIFEST_THRESHOLD:
         return [rec.artifact("DataFile", f.uri, {
-            "sha256": f.sha256, "size_bytes": f.size, "source": cfg.inputs[f.index].source,
-            "format": cfg.inputs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
+            "sha256": f.sha256, "size_bytes": f.size, "source": specs[f.index].source,
+            "format": specs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
     listing = [{"input": f.index, "uri": f.uri, "sha256": f.sha256, "size_bytes": f.size} for f in files]
     path = layout.join("inputs.json")
     body = json.dumps(listing, indent=1).encode()
@@ -241,7 +248,7 @@ def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequenc
         f.write(body)
     return [rec.artifact("DataManifest", path, {
         "files": len(files), "size_bytes": sum(f.size for f in files), "sha256": hashlib.sha256(body).hexdigest(),
-        "source": "; ".join(sorted({i.source for i in cfg.inputs if i.source}))})]
+        "source": "; ".join(sorted({i.source for i in specs if i.source}))})]
 
 
 def _user() -> str:

@@ -146,3 +146,36 @@ def test_normalising_punctuation_raises_hlp_on_transcripts(tmp_path):
     assert hlp_before < 0.8 and hlp_after == 1.0
     slices = before["labels"]["slices_by_agreement"]["slice"]
     assert [r["hlp"] for r in slices] == sorted(r["hlp"] for r in slices) and {r["items"] for r in slices} == {60}
+
+
+def test_long_form_annotations_joined_by_id(tmp_path):
+    """The Rzhetsky matrix as a long annotations file (item, annotator, label) plus an
+    examples file: the same figures as the wide form, plus orphans and repeats counted."""
+    m = pd.read_csv(shared("annotations_rzhetsky2009_e2.txt"), header=None, skipinitialspace=True).iloc[:3000, :8]
+    items = pd.DataFrame({"item": [f"i{k}" for k in range(len(m))], "block": [f"b{k % 3}" for k in range(len(m))]})
+    items.to_csv(tmp_path / "items.csv", index=False)
+    long = m.assign(item=items["item"]).melt(id_vars="item", var_name="annotator", value_name="label")
+    long = long[long["label"] >= 0].sample(frac=1.0, random_state=0)          # any order
+    long["annotator"] = "a" + long["annotator"].astype(str)
+    extra = pd.DataFrame({"item": ["i0", "ghost"], "annotator": [long[long["item"] == "i0"]["annotator"].iloc[0], "a1"],
+                          "label": [9, 3]})                                  # a repeat, and an orphan
+    pd.concat([long, extra]).to_csv(tmp_path / "ann.csv", index=False)
+    cfg = {"name": "long", "inputs": [{"path": str(tmp_path / "items.csv"), "format": "csv"}],
+           "schema": {"id": "item", "label": "label", "columns": {"item": "string"}, "metadata": ["block"]},
+           "labels": {"annotations": {"path": str(tmp_path / "ann.csv"), "id": "item", "annotator": "annotator",
+                                      "label": "label", "source": "long form"}, "slices": ["block"]},
+           "split": {"fractions": {"train": 0.8, "test": 0.2}}, "output": {"shards": 1}}
+    summary, report = _run(parse_config(cfg), tmp_path / "o")
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    mm = m.to_numpy()
+    table = np.stack([(mm == k).sum(axis=1) for k in range(1, 6)], axis=1)
+    overall = report["labels"]["overall"]
+    assert abs(overall["fleiss_kappa"]["value"] - fleiss_kappa(table)) < 1e-9
+    assert report["labels"]["annotations"]["orphan"] == 1 and report["labels"]["annotations"]["repeated"] == 1
+    rows = summary["rows"]
+    assert rows["input"] == 3000 == rows["train"] + rows["test"] + rows["quarantined"]
+    out = pq.read_table(os.path.join(summary["output"], "raw", "train")).to_pandas()
+    first = json.loads(out["annotations"].iloc[0])
+    assert 2 <= len(first) <= 3 and set(out.columns) >= {"label", "label_agreement", "annotations", "block"}
+    assert "_label_matrix" not in out.columns

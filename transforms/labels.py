@@ -27,11 +27,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.batches import QUARANTINE_SCHEMA, ROW, SOURCE, count_reasons
+from transforms.batches import (QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
+                                merge_counts, split_by_key, table_to_batches)
 
 MISSING = -1
 
@@ -656,12 +658,26 @@ class LabelsSpec:
     slices: Tuple[str, ...] = ()
     classes: Tuple[str, ...] = ()            # fixed class list; empty: found in the data
     iterations: int = 10                     # Dawid-Skene EM rounds (each one pass over the data)
+    matrix_column: Optional[str] = None      # long form: one list column, a label per known annotator
 
 
-def _class_values(batch: pa.RecordBatch, annotators: Sequence[str]) -> set:
+def label_matrix(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str]) -> np.ndarray:
+    """The batch's (n, A) label matrix: from the annotator columns (wide form) or from
+    the fixed-width list column of the long form."""
+    if spec.matrix_column:
+        lists = batch.column(spec.matrix_column)
+        n = batch.num_rows
+        flat = encode_labels([pc.list_flatten(lists)], list(classes))
+        return flat.reshape(n, -1) if n else np.zeros((0, 0), np.int64)
+    return encode_labels([batch.column(a) for a in spec.annotators], list(classes))
+
+
+def _class_values(batch: pa.RecordBatch, spec: LabelsSpec) -> set:
+    columns = ([pc.list_flatten(batch.column(spec.matrix_column))] if spec.matrix_column
+               else [batch.column(a) for a in spec.annotators])
     values = set()
-    for a in annotators:
-        values.update(v for v in pc.unique(batch.column(a)).to_pylist() if v is not None)
+    for col in columns:
+        values.update(v for v in pc.unique(col).to_pylist() if v is not None)
     return values
 
 
@@ -690,7 +706,7 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     equal to it) and `label_count` ride along with the annotators' own columns.
     """
     K = len(classes)
-    L = encode_labels([batch.column(a) for a in spec.annotators], list(classes))
+    L = label_matrix(batch, spec, classes)
     result = _consensus_for(L, K, spec, ds)
     names = pa.array(list(classes) + [None], pa.string())
     label = names.take(pa.array(np.where(result.codes >= 0, result.codes, K)))
@@ -708,7 +724,8 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     reasons = np.char.add("label_", result.reasons().astype(str))
     bad = np.flatnonzero(~keep)
     rows = pa.Table.from_batches([out.take(pa.array(bad))])
-    data_cols = [c for c in rows.schema.names if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, "example_id")]
+    data_cols = [c for c in rows.schema.names
+                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, "example_id", spec.matrix_column)]
     quarantine = pa.RecordBatch.from_arrays([
         pa.array([_json.dumps(r, default=str, ensure_ascii=False) for r in rows.select(data_cols).to_pylist()],
                  pa.string()),
@@ -735,20 +752,20 @@ class _ConsensusFn(beam.DoFn):
             yield pvalue.TaggedOutput(self.QUARANTINE, quarantine)
 
 
-def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str],
+def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str], names: Sequence[str],
                      ds=None) -> Dict[str, AgreementStats]:
     """{"": overall, "<slice column>=<value>": ...} agreement counts of one batch."""
-    K, A = len(classes), len(spec.annotators)
-    L = encode_labels([batch.column(a) for a in spec.annotators], list(classes))
+    K, A = len(classes), len(names)
+    L = label_matrix(batch, spec, classes)
     codes = _consensus_for(L, K, spec, ds).codes
-    out = {"": AgreementStats(K, A, list(spec.annotators), list(classes)).add(L, codes)}
+    out = {"": AgreementStats(K, A, list(names), list(classes)).add(L, codes)}
     for col in spec.slices:
         values = pc.fill_null(pc.cast(batch.column(col), pa.string()), "<null>")
         enc = pc.dictionary_encode(values)
         idx = enc.indices.to_numpy(zero_copy_only=False)
         for j, value in enumerate(enc.dictionary.to_pylist()):
             sel = idx == j
-            out[_json.dumps([col, value])] = AgreementStats(K, A, list(spec.annotators), list(classes)).add(
+            out[_json.dumps([col, value])] = AgreementStats(K, A, list(names), list(classes)).add(
                 L[sel], codes[sel])
     return out
 
@@ -827,24 +844,31 @@ class ConsolidateLabels(beam.PTransform):
     EM rounds, each an E-step per batch and a small combine of M-step statistics.
     """
 
-    def __init__(self, spec: LabelsSpec):
+    def __init__(self, spec: LabelsSpec, annotator_names=None):
+        """`annotator_names`: for the long form, a one-element PCollection with the list of
+        annotators, in the order of the matrix column."""
         super().__init__()
         self._spec = spec
+        self._names = annotator_names
 
     def expand(self, batches):
         spec = self._spec
+        if self._names is None:
+            names = batches.pipeline | "AnnotatorNames" >> beam.Create([list(spec.annotators)])
+        else:
+            names = self._names
         if spec.classes:
             classes = batches.pipeline | "Classes" >> beam.Create([list(spec.classes)])
         else:
             classes = (batches
-                       | "LabelValues" >> beam.Map(_class_values, spec.annotators)
+                       | "LabelValues" >> beam.Map(_class_values, spec)
                        | "UnionValues" >> beam.CombineGlobally(lambda sets: set().union(*sets))
                        | "SortClasses" >> beam.Map(sorted))
         classes_si = pvalue.AsSingleton(classes)
         ds_si = None
         if spec.consensus == "dawid_skene":
             def encode(b, cls):
-                return encode_labels([b.column(a) for a in spec.annotators], list(cls))
+                return label_matrix(b, spec, cls)
 
             stats = (batches
                      | "DSInit" >> beam.Map(lambda b, cls: ds_init_stats(encode(b, cls), len(cls)), classes_si)
@@ -864,7 +888,99 @@ class ConsolidateLabels(beam.PTransform):
         parts = batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_outputs(
             _ConsensusFn.QUARANTINE, main="rows")
         report = (batches
-                  | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, *extra)
+                  | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
+                                                 *extra)
                   | "MergeAgreement" >> beam.CombineGlobally(_MergeAgreement())
                   | "AgreementReport" >> beam.Map(agreement_report, spec))
         return {"rows": parts.rows, "quarantine": parts.quarantine, "report": report}
+
+
+# --------------------------------------------------------------------------- long form
+
+ANNOTATIONS = "annotations"        # per example: JSON {annotator: label}, riding along in outputs
+MATRIX = "_label_matrix"           # per example: a label per known annotator (internal)
+
+
+def attach_annotations(examples: pa.Table, annotations: pa.Table, id_column: str,
+                       annotators: Sequence[str]) -> Tuple[pa.Table, Dict[str, int]]:
+    """Examples of one id bucket + their annotations → examples with the label matrix
+    column (one entry per known annotator, null where missing) and a JSON `annotations`
+    column. An annotator's second label for the same example is ignored (the first by
+    source and row counts). Returns the joined table and counts for the report.
+    """
+    stats = {"annotations": annotations.num_rows, "orphan": 0, "repeated": 0}
+    n = examples.num_rows
+    if annotations.num_rows:
+        order = pc.sort_indices(annotations, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
+        frame = annotations.take(order).select(["id", "annotator", "label"]).to_pandas()
+        repeated = frame.duplicated(["id", "annotator"], keep="first")
+        stats["repeated"] = int(repeated.sum())
+        frame = frame[~repeated]
+    else:
+        frame = pd.DataFrame({"id": [], "annotator": [], "label": []})
+    ids = examples.column(id_column).to_pandas().astype(object) if n else pd.Series([], dtype=object)
+    stats["orphan"] = int((~frame["id"].isin(set(ids))).sum())
+    wide = frame.pivot(index="id", columns="annotator", values="label") if len(frame) else pd.DataFrame()
+    wide = wide.reindex(index=ids, columns=list(annotators))
+    values = wide.to_numpy(dtype=object).reshape(-1) if n else np.array([], dtype=object)
+    offsets = np.arange(0, n * len(annotators) + 1, max(len(annotators), 1), dtype=np.int32)[: n + 1]
+    flat = pa.array(values, pa.string(), from_pandas=True)
+    matrix = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat)
+    texts = pa.array([_json.dumps({a: v for a, v in zip(annotators, row) if isinstance(v, str)}, sort_keys=True)
+                      for row in wide.to_numpy(dtype=object)] if n else [], pa.string())
+    return examples.append_column(MATRIX, matrix).append_column(ANNOTATIONS, texts), stats
+
+
+class _JoinBucketFn(beam.DoFn):
+    STATS = "stats"
+
+    def __init__(self, id_column: str):
+        self._id = id_column
+
+    def process(self, element, annotators):
+        _, grouped = element
+        examples = [b for b in grouped["examples"]]
+        if not examples:
+            _, stats = attach_annotations(pa.table({self._id: pa.array([], pa.string())}),
+                                          concat_batches(grouped["annotations"]), self._id, annotators)
+            yield pvalue.TaggedOutput(self.STATS, stats)
+            return
+        table, stats = attach_annotations(concat_batches(examples), concat_batches(grouped["annotations"]),
+                                          self._id, annotators)
+        yield from table_to_batches(table)
+        yield pvalue.TaggedOutput(self.STATS, stats)
+
+
+class AttachAnnotations(beam.PTransform):
+    """(examples, annotations) → examples carrying their annotations, for ConsolidateLabels.
+
+    `annotations` batches have columns id, annotator, label, _source, _row. Both sides are
+    shuffled by a hash bucket of the example id (whole sub-batches). Outputs a dict:
+    "rows", "annotators" (one element: the sorted annotator list), "stats" (one dict).
+    """
+
+    def __init__(self, id_column: str, buckets: int = 16):
+        super().__init__()
+        self._id = id_column
+        self._buckets = max(1, buckets)
+
+    def expand(self, pcolls):
+        examples, annotations = pcolls
+        buckets, id_column = self._buckets, self._id
+
+        def by_bucket(batch, column):
+            keys = hash_columns(pa.table({"k": pc.cast(batch.column(column), pa.string())}), ["k"])
+            yield from split_by_key(batch, (keys % np.uint64(buckets)).astype(np.int64))
+
+        annotators = (annotations
+                      | "AnnotatorValues" >> beam.Map(lambda b: set(v for v in pc.unique(b.column("annotator"))
+                                                                    .to_pylist() if v is not None))
+                      | "UnionAnnotators" >> beam.CombineGlobally(lambda sets: set().union(*sets))
+                      | "SortAnnotators" >> beam.Map(sorted))
+        joined = ({"examples": examples | "ExampleBuckets" >> beam.FlatMap(by_bucket, id_column),
+                   "annotations": annotations | "AnnotationBuckets" >> beam.FlatMap(by_bucket, "id")}
+                  | "JoinById" >> beam.CoGroupByKey()
+                  | "Attach" >> beam.ParDo(_JoinBucketFn(id_column), pvalue.AsSingleton(annotators))
+                  .with_outputs(_JoinBucketFn.STATS, main="rows"))
+        stats = joined[_JoinBucketFn.STATS] | "SumJoinStats" >> beam.CombineGlobally(merge_counts)
+        return {"rows": joined.rows, "annotators": annotators, "stats": stats}
