@@ -27,12 +27,19 @@ else
 fi
 bash scripts/mariadb.sh stop >/dev/null 2>&1 || true
 
-if [ -f tests/integration/test_flink.py ]; then
-  echo "== Flink: the example on a real Flink 1.19 session cluster"
+echo "== Flink: the example on a real Flink 1.19 session cluster"
+# The Beam 2.61.0 Flink job-server jar must come from Maven Central. Where Maven refuses it,
+# this part is blocked (reported, not faked); DATAPREP_FLINK_STANDIN=1 opts in to a stand-in
+# built from the Beam 2.62.0 runner (see scripts/flink.sh), which is not the pinned stack.
+if [ "${DATAPREP_FLINK_STANDIN:-0}" = 1 ]; then export FLINK_JOB_SERVER_FALLBACK=1; fi
+if setup_log="$(bash scripts/flink.sh setup 2>&1)"; then
   if bash scripts/flink.sh start; then
     DATAPREP_FLINK_JAR="$(bash scripts/flink.sh jar)" "$PY" -m pytest -q -s tests/integration/test_flink.py || status=1
   else
     echo "Flink did not start"; status=1
   fi
+else
+  echo "Flink: BLOCKED, not run: the job-server jar could not be fetched. Maven said:"
+  printf '%s\n' "$setup_log" | grep -E "ERROR|Could not|refus" | head -5
 fi
 exit $status
