@@ -96,3 +96,33 @@ def test_read_inputs_pipeline_all_formats(tmp_path):
         assert_that(rows, equal_to([("a.csv", 2, "1"), ("a.csv", 4, "3"), ("b.jsonl", 1, "5"),
                                     ("c.parquet", 1, "7"), ("c.parquet", 2, "8")]), label="rows")
         assert_that(faults, equal_to([(3, "csv_field_count"), (2, "json_invalid")]), label="faults")
+
+
+def test_empty_files_give_zero_rows(tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header_only.csv").write_bytes(b"a,b,c\n")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    files = [(0, str(tmp_path / "empty.csv")), (0, str(tmp_path / "header_only.csv")), (1, str(tmp_path / "empty.jsonl"))]
+    with TestPipeline() as p:
+        out = p | beam.Create(files) | ReadInputs([CSV, ReaderSpec(format="jsonl")], ["a"])
+        n = (out.rows, out.quarantine) | beam.Flatten() | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
+        assert_that(n, equal_to([0]))
+
+
+def test_counters_per_stage_and_reason(tmp_path):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.clean import ValidateRows, ValidateSpec
+
+    (tmp_path / "a.csv").write_bytes(b"a,b,c\n1,x,2\nbroken\n2,,3\nq,y,4\n")
+    p = TestPipeline()
+    read = p | beam.Create([(0, str(tmp_path / "a.csv"))]) | ReadInputs([CSV], ["a", "b"])
+    read.rows | ValidateRows(ValidateSpec(column_types={"a": "int", "b": "string"}, label="b", id_column=None))
+    result = p.run()
+    result.wait_until_finish()
+    counters = {m.key.metric.name: m.committed for m in
+                result.metrics().query(MetricsFilter().with_namespace("dataprep"))["counters"]}
+    assert counters["ingest.quarantined.csv_field_count"] == 1
+    assert counters["clean.quarantined.missing_label"] == 1
+    assert counters["clean.quarantined.type:a"] == 1
+    assert counters["ingest.rows"] == 3 and counters["clean.rows"] == 1
