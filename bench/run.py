@@ -59,7 +59,7 @@ def main() -> None:
     cfg["inputs"][0]["path"] = data
     cfg_path = os.path.join(work, "config.yaml")
     with open(cfg_path, "w") as f:
-        yaml.safe_dump(cfg, f)
+        yaml.safe_dump(cfg, f, sort_keys=False)
     tools = {
         "pandas": lambda k: [sys.executable, os.path.join(HERE, "pandas_reference.py"), "--input", data,
                              "--output", os.path.join(work, f"pandas-{k}")],

@@ -62,7 +62,7 @@ def main() -> None:
            "output": {"path": os.path.join(work, "out"), "shards": 8}}
     cfg_path = os.path.join(work, "config.yaml")
     with open(cfg_path, "w") as f:
-        yaml.safe_dump(cfg, f)
+        yaml.safe_dump(cfg, f, sort_keys=False)
     start = time.time()
     done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "pipeline.cli", "run", cfg_path],
                           cwd=ROOT, capture_output=True, text=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -161,38 +161,39 @@ def _count(pcoll, label: str):
             | f"Sum[{label}]" >> beam.CombineGlobally(sum))
 
 
-def _counts_by(pcoll, label: str, column: str):
-    return (pcoll
-            | f"CountBy[{label}]" >> beam.Map(lambda b: value_counts(b.column(column)))
-            | f"MergeBy[{label}]" >> beam.CombineGlobally(merge_counts))
-
-
-def _reasons(pcoll, label: str):
-    def by_stage_reason(b: pa.RecordBatch) -> Dict[str, int]:
-        stages, reasons = b.column("stage").to_pylist(), b.column("reason").to_pylist()
-        out: Dict[str, int] = {}
-        for s, r in zip(stages, reasons):  # quarantined rows only: small by construction
-            key = json.dumps([s, r])
-            out[key] = out.get(key, 0) + 1
+def _tally(pcoll, label: str, key: str, by: Optional[str] = None):
+    """Counts of a PCollection of batches as {key: rows} (and {key:value: rows} per value
+    of column `by`), to be merged with the other tallies in one combine."""
+    def tally(b: pa.RecordBatch) -> Dict[str, int]:
+        out = {key: b.num_rows}
+        if by:
+            out.update({f"{key}:{v}": n for v, n in value_counts(b.column(by)).items()})
         return out
 
-    return (pcoll
-            | f"Reasons[{label}]" >> beam.Map(by_stage_reason)
-            | f"MergeReasons[{label}]" >> beam.CombineGlobally(merge_counts))
+    return pcoll | f"Tally[{label}]" >> beam.Map(tally)
 
 
-def _write_report(_, path: str, splits: Sequence[str], **parts) -> str:
+def _reason_tally(b: pa.RecordBatch) -> Dict[str, int]:
+    keys = pc.binary_join_element_wise(b.column("stage"), b.column("reason"), "\t")
+    return {f"reason:{k}": n for k, n in value_counts(keys).items()}
+
+
+def _write_report(_, path: str, splits: Sequence[str], totals: Dict[str, int], **parts) -> str:
     reasons: Dict[str, Dict[str, int]] = {}
-    for key, n in sorted(parts["reasons"].items()):
-        stage, reason = json.loads(key)
-        reasons.setdefault(stage, {})[reason] = n
-    rows = {"input": parts["read"] + parts["ingest_quarantined"],
-            "clean": sum(parts[f"split:{s}"] for s in splits),
-            "quarantined": parts["quarantined"],
-            "duplicates": parts["duplicates"]}
+    inputs: Dict[str, int] = {}
+    for key, n in sorted(totals.items()):
+        if key.startswith("reason:"):
+            stage, reason = key[len("reason:"):].split("\t", 1)
+            reasons.setdefault(stage, {})[reason] = n
+        elif key.startswith(("read:", "ingest_quarantined:")):
+            uri = key.split(":", 1)[1]
+            inputs[uri] = inputs.get(uri, 0) + n
+    rows = {"input": totals.get("read", 0) + totals.get("ingest_quarantined", 0),
+            "clean": sum(totals.get(f"split:{s}", 0) for s in splits),
+            "quarantined": totals.get("quarantined", 0),
+            "duplicates": totals.get("duplicates", 0)}
     for s in splits:
-        rows[s] = parts[f"split:{s}"]
-    inputs = merge_counts([parts["input_rows"], parts["input_faults"]])
+        rows[s] = totals.get(f"split:{s}", 0)
     report = {
         "rows": rows,
         "quarantine_reasons": reasons,
@@ -255,18 +256,15 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     if cfg.features:
         add_features(cfg, {n: split[n] for n in splits}, layout, shards)
 
-    parts = {
-        "read": _count(read.rows, "read"),
-        "ingest_quarantined": _count(read.quarantine, "ingest_quarantine"),
-        "quarantined": _count(quarantine, "quarantine"),
-        "duplicates": _count(duplicates, "duplicates"),
-        "reasons": _reasons(quarantine, "quarantine"),
-        "input_rows": _counts_by(read.rows, "input_rows", SOURCE),
-        "input_faults": _counts_by(read.quarantine, "input_faults", SOURCE),
-        "balance": split["_report"],
-    }
-    for name in splits:
-        parts[f"split:{name}"] = _count(split[name], f"split_{name}")
+    # Every count of the funnel in one combine (one stage, whatever the number of counts).
+    tallies = [_tally(read.rows, "read", "read", by=SOURCE),
+               _tally(read.quarantine, "ingest_quarantined", "ingest_quarantined", by=SOURCE),
+               _tally(quarantine, "quarantined", "quarantined"),
+               quarantine | "Tally[reasons]" >> beam.Map(_reason_tally),
+               _tally(duplicates, "duplicates", "duplicates")]
+    tallies += [_tally(split[name], f"split_{name}", f"split:{name}") for name in splits]
+    totals = tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(merge_counts)
+    parts = {"balance": split["_report"]}
     if labels_report is not None:
         parts["labels"] = labels_report
     if join_stats is not None:
@@ -274,7 +272,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         parts["annotation_faults"] = annotation_faults
     (p
      | "ReportSeed" >> beam.Create([None])
-     | "WriteReport" >> beam.Map(_write_report, layout.report, splits,
+     | "WriteReport" >> beam.Map(_write_report, layout.report, splits, pvalue.AsSingleton(totals),
                                  **{k: pvalue.AsSingleton(v) for k, v in parts.items()}))
 
 
@@ -282,6 +280,10 @@ def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layou
     types = cfg.column_types
     if cfg.preprocessing_fn:
         fn = load_user_fn(cfg.preprocessing_fn)
+        if cfg.feature_specs:  # per-column transforms beside user code: both sets of outputs
+            from transforms.features import combined_preprocessing_fn
+
+            fn = combined_preprocessing_fn(fn, declarative_preprocessing_fn(cfg.feature_specs, types))
         feature_columns = {c: k for c, k in types.items() if c not in _passthrough_columns(cfg)}
     else:
         fn = declarative_preprocessing_fn(cfg.feature_specs, types)
