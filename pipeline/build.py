@@ -239,7 +239,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         clean, labels_report = labelled["rows"], labelled["report"]
         quarantines.append(labelled["quarantine"])
         if cfg.labels.annotations:
-            clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX])
+            clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX]).with_output_types(pa.RecordBatch)
 
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
                                                group_by=cfg.split.group_by, buckets=dedup_buckets)
@@ -284,7 +284,8 @@ def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layou
             from transforms.features import combined_preprocessing_fn
 
             fn = combined_preprocessing_fn(fn, declarative_preprocessing_fn(cfg.feature_specs, types))
-        feature_columns = {c: k for c, k in types.items() if c not in _passthrough_columns(cfg)}
+        declared = {s.column for s in cfg.feature_specs}   # a metadata column may be a feature too
+        feature_columns = {c: k for c, k in types.items() if c not in _passthrough_columns(cfg) or c in declared}
     else:
         fn = declarative_preprocessing_fn(cfg.feature_specs, types)
         feature_columns = {s.column: types[s.column] for s in cfg.feature_specs}

@@ -281,7 +281,8 @@ class FeatureSpec(BaseModel):
         if kind in ("bucketize", "hash") and count is None:
             raise _FieldError(where, f"{kind} needs a positive count, e.g. {kind}:10")
         if kind == "tfidf" and count is None:
-            raise _FieldError(where, "tfidf needs a vocabulary size, e.g. tfidf:1000 or {transform: tfidf, vocab: 1000}")
+            raise _FieldError(where, "tfidf needs a vocabulary size, e.g. tfidf:1000 or "
+                              "{transform: tfidf, vocab: 1000}")
         numeric = column_type in ("int", "float", "bool")
         if kind in NUMERIC_FEATURES and column_type not in ("int", "float"):
             raise _FieldError(where, f"{kind} needs a numeric column, {column!r} is {column_type}")
@@ -449,10 +450,7 @@ class Config(_Strict):
             if col == "preprocessing_fn":
                 if not isinstance(text, str) or not re.fullmatch(r"[\w.]+:\w+", text):
                     raise _FieldError(where, f"must be 'module:function', got {text!r}")
-                if len(self.features) > 1:
-                    # Silently ignoring the per-column entries would surprise; the user fn sees every column.
-                    raise _FieldError(where, "set either preprocessing_fn or per-column transforms, not both")
-                continue
+                continue   # beside per-column entries, both sets of outputs are written
             if col not in known:
                 raise _FieldError(where, f"unknown column {col!r}")
             FeatureSpec.parse(col, text, self.column_types[col])

@@ -188,6 +188,10 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
             raise PipelineFailure(f"the Beam job ended in state {state}")
         report = _read_json(layout.report)
         _check_funnel(report["rows"], list(cfg.split.fractions))
+        if cfg.features:  # the analysed statistics (means, vocabulary sizes, boundaries), from the graph
+            from transforms.features import summarize_transform
+
+            report["features"] = summarize_transform(layout.root, cfg.feature_specs)
         ended = _now()
         report.update({"run_id": run_id, "pipeline": cfg.name, "config_hash": cfg.config_hash,
                        "inputs_fingerprint": fingerprint_all, "code_version": version, "runner": runner,

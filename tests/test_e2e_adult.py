@@ -182,3 +182,12 @@ def test_same_seed_gives_byte_identical_raw_splits(adult_run, out, tmp_path):
         assert [os.path.basename(x) for x in a] == [os.path.basename(x) for x in b]
         for x, y in zip(a, b):
             assert open(x, "rb").read() == open(y, "rb").read(), x
+
+
+def test_report_summarises_the_analysed_statistics(adult_run, out):
+    features = adult_run["report"]["features"]["columns"]
+    train = _read(os.path.join(out, "raw", "train"))
+    assert abs(features["age"]["mean"] - train["age"].mean()) < 1e-3 * train["age"].mean()
+    assert abs(features["age"]["std"] - train["age"].std(ddof=0)) < 1e-3 * train["age"].std(ddof=0)
+    assert features["workclass"]["vocabulary_size"] == train["workclass"].nunique()
+    assert len(features["capital_gain"]["boundaries"]) == 19

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
+import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -33,6 +34,9 @@ DUPLICATES_SCHEMA = pa.schema([
 ])
 
 METRICS_NAMESPACE = "dataprep"
+
+# A batch keyed by a hash bucket or shard: what every shuffle of this project moves.
+KeyedBatch = beam.typehints.Tuple[int, pa.RecordBatch]
 
 
 def hash_key(seed: int | str) -> str:
@@ -118,3 +122,26 @@ def count_reasons(quarantine: pa.RecordBatch) -> None:
     keys = pc.binary_join_element_wise(quarantine.column("stage"), quarantine.column("reason"), ".quarantined.")
     for key, n in value_counts(keys).items():
         Metrics.counter(METRICS_NAMESPACE, key).inc(n)
+
+
+class RecordBatchCoder(beam.coders.Coder):
+    """Arrow IPC for record batches between stages: one buffer, decoded without copying
+    (pickling a batch copies every buffer twice)."""
+
+    def encode(self, batch: pa.RecordBatch) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, data: bytes) -> pa.RecordBatch:
+        return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self):
+        return pa.RecordBatch
+
+
+beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)

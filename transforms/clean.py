@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
+from transforms.batches import (KeyedBatch, DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
                                 RECORD, ROW, SOURCE, concat_batches, hash_columns, split_by_key,
                                 table_to_batches, count_reasons)
 from transforms.read import escape_bytes
@@ -281,7 +281,8 @@ class ValidateRows(beam.PTransform):
         self._spec = spec
 
     def expand(self, batches):
-        return batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_outputs(
+        return batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_output_types(
+            pa.RecordBatch).with_outputs(
             _ValidateFn.QUARANTINE, main="rows")
 
 
@@ -418,7 +419,7 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, batches):
         return (batches
-                | "Bucket" >> beam.ParDo(_BucketFn(self._spec, self._buckets))
+                | "Bucket" >> beam.ParDo(_BucketFn(self._spec, self._buckets)).with_output_types(KeyedBatch)
                 | "GroupBuckets" >> beam.GroupByKey()
-                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_outputs(
+                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_output_types(pa.RecordBatch).with_outputs(
                     _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"))

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.batches import (QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
+from transforms.batches import (KeyedBatch, QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
                                 merge_counts, split_by_key, table_to_batches)
 
 MISSING = -1
@@ -885,7 +885,8 @@ class ConsolidateLabels(beam.PTransform):
                 params = stats | f"DSMStep[{i}]" >> beam.Map(ds_mstep)
             ds_si = pvalue.AsSingleton(params)
         extra = [ds_si] if ds_si is not None else []
-        parts = batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_outputs(
+        parts = batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_output_types(
+            pa.RecordBatch).with_outputs(
             _ConsensusFn.QUARANTINE, main="rows")
         report = (batches
                   | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
@@ -977,10 +978,13 @@ class AttachAnnotations(beam.PTransform):
                                                                     .to_pylist() if v is not None))
                       | "UnionAnnotators" >> beam.CombineGlobally(lambda sets: set().union(*sets))
                       | "SortAnnotators" >> beam.Map(sorted))
-        joined = ({"examples": examples | "ExampleBuckets" >> beam.FlatMap(by_bucket, id_column),
-                   "annotations": annotations | "AnnotationBuckets" >> beam.FlatMap(by_bucket, "id")}
+        joined = ({"examples": examples | "ExampleBuckets" >> beam.FlatMap(by_bucket, id_column)
+                   .with_output_types(KeyedBatch),
+                   "annotations": annotations | "AnnotationBuckets" >> beam.FlatMap(by_bucket, "id")
+                   .with_output_types(KeyedBatch)}
                   | "JoinById" >> beam.CoGroupByKey()
                   | "Attach" >> beam.ParDo(_JoinBucketFn(id_column), pvalue.AsSingleton(annotators))
+                  .with_output_types(pa.RecordBatch)
                   .with_outputs(_JoinBucketFn.STATS, main="rows"))
         stats = joined[_JoinBucketFn.STATS] | "SumJoinStats" >> beam.CombineGlobally(merge_counts)
         return {"rows": joined.rows, "annotators": annotators, "stats": stats}

@@ -402,4 +402,5 @@ class ReadInputs(beam.PTransform):
         return (files
                 | "Spread" >> beam.Reshuffle()
                 | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
+                .with_output_types(pa.RecordBatch)
                 .with_outputs(_ReadFileFn.QUARANTINE, main="rows"))

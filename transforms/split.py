@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
+from transforms.batches import (KeyedBatch, EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
                                 merge_counts, set_column, split_by_key, table_to_batches, value_counts)
 
 STRATUM = "_stratum"          # the stratum the allocation uses (a group's majority stratum with groups)
@@ -441,12 +441,14 @@ class StratifiedSplit(beam.PTransform):
         if self._group_by:
             keyed = (batches
                      | "GroupBucket" >> beam.ParDo(_GroupBucketFn(self._group_by, self._buckets))
+                     .with_output_types(KeyedBatch)
                      | "GatherGroups" >> beam.GroupByKey()
                      | "GroupUnits" >> beam.FlatMap(
                          lambda kv, g, cols, seed: table_to_batches(group_units(concat_batches(kv[1]), g, cols, seed)),
                          self._group_by, self._stratify_by, self._seed))
         else:
-            keyed = batches | "HashAndStratum" >> beam.Map(_with_keys, self._stratify_by, self._seed)
+            keyed = batches | "HashAndStratum" >> beam.Map(_with_keys, self._stratify_by, self._seed) \
+                .with_output_types(pa.RecordBatch)
         merge_below = sum(1 for f in self._fractions if f > 0)
         counts = (keyed
                   | "StratumCounts" >> beam.Map(lambda b: value_counts(_units(b).column(STRATUM)))
@@ -462,7 +464,8 @@ class StratifiedSplit(beam.PTransform):
         out = {}
         actuals = []
         for name in self._names:
-            out[name] = parts[name] | f"DropKeys[{name}]" >> beam.Map(drop_columns, INTERNAL)
+            out[name] = (parts[name] | f"DropKeys[{name}]" >> beam.Map(drop_columns, INTERNAL)
+                         .with_output_types(pa.RecordBatch))
             actuals.append(parts[name] | f"Actual[{name}]" >> beam.Map(_actual, name))
         actual = actuals | "FlattenActual" >> beam.Flatten() | "SumActual" >> beam.CombineGlobally(_MergeCounts())
         out["_report"] = plan | "Balance" >> beam.Map(balance_table, pvalue.AsSingleton(actual), self._names,

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, concat_batches, hash_columns, split_by_key
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, KeyedBatch, concat_batches, hash_columns, split_by_key
 
 
 def shard_name(index: int, count: int) -> str:
@@ -70,7 +70,7 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element, schema):
         index, batches = element
         schema = schema or self._fallback or pa.schema([])
-        table = concat_batches([b for b in batches if b is not None], schema)
+        table = concat_batches([b for b in batches if b.num_rows], schema)
         table = sort_for_output(table.select(schema.names).cast(schema)) if table.num_rows else schema.empty_table()
         path = FileSystems.join(self._directory, shard_name(index, self._count))
         write_parquet(table, path)
@@ -100,8 +100,11 @@ class WriteShards(beam.PTransform):
             keys = hash_columns(batch, shard_keys(batch)) % np.uint64(count)
             yield from split_by_key(batch, keys.astype(np.int64))
 
-        keyed = batches | "ByShard" >> beam.FlatMap(by_shard)
-        every = batches.pipeline | "AllShards" >> beam.Create([(i, None) for i in range(count)])
+        keyed = batches | "ByShard" >> beam.FlatMap(by_shard).with_output_types(KeyedBatch)
+        # An empty batch per shard, so that every shard is written even when no row goes to it.
+        nothing = pa.RecordBatch.from_arrays([], names=[])
+        every = batches.pipeline | "AllShards" >> beam.Create(
+            [(i, nothing) for i in range(count)]).with_output_types(KeyedBatch)
         return ((keyed, every)
                 | "WithEmpty" >> beam.Flatten()
                 | "GroupShards" >> beam.GroupByKey()
