@@ -281,9 +281,11 @@ is_set_up() {
 
 cmd_setup() {
   command -v java >/dev/null 2>&1 || [[ -n "${JAVA_HOME:-}" ]] || die "java not found (Flink 1.19 needs Java 11 or 17)"
+  # The jar first: without it there is nothing to run, so don't download Flink for nothing.
+  mkdir -p "$CACHE_DIR"
+  fetch_job_server_jar
   assemble_flink_home
   write_config
-  fetch_job_server_jar
   log "setup done: FLINK_HOME=${FLINK_HOME_DIR}"
   log "job server jar: $(job_server_jar)"
 }
