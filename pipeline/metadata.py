@@ -102,14 +102,48 @@ class StoreLocation:
         return config
 
 
+_BUSY = ("database is locked", "database table is locked", "Deadlock found", "Lock wait timeout")
+
+
+class _RetryingStore:
+    """A MetadataStore whose calls are retried while another writer holds the database
+    (two runs sharing one SQLite file, or MySQL lock waits); every other error passes."""
+
+    def __init__(self, store: metadata_store.MetadataStore, attempts: int = 20, first_wait: float = 0.05):
+        self._store = store
+        self._attempts = attempts
+        self._first_wait = first_wait
+
+    def __getattr__(self, name: str):
+        method = getattr(self._store, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            import time
+
+            wait = self._first_wait
+            for attempt in range(self._attempts):
+                try:
+                    return method(*args, **kwargs)
+                except (mlmd_errors.AbortedError, mlmd_errors.InternalError, mlmd_errors.UnavailableError) as e:
+                    if attempt == self._attempts - 1 or not any(b in str(e) for b in _BUSY):
+                        raise
+                    time.sleep(wait)
+                    wait = min(wait * 2, 2.0)
+
+        return call
+
+
 def open_store(location: StoreLocation) -> metadata_store.MetadataStore:
-    """Connects to (and if needed creates) the store.
+    """Connects to (and if needed creates) the store; calls are retried while the
+    database is locked by another writer.
 
     Raises:
       StoreError: the store cannot be opened.
     """
     try:
-        return metadata_store.MetadataStore(location.connection_config())
+        return _RetryingStore(metadata_store.MetadataStore(location.connection_config()))
     except (mlmd_errors.StatusError, RuntimeError, OSError) as e:
         raise StoreError(f"metadata store {location.describe()}: {e}") from e
 

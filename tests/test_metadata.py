@@ -170,3 +170,26 @@ def test_plain_mlmd_every_train_shard_upstream_and_input_downstream(adult_run):
     assert json.loads(props["rows"].string_value) == adult_run["summary"]["rows"]
     [parent] = store.get_parent_contexts_by_context(run_ctx.id)
     assert parent.name == "adult-income" and parent.type == "pipeline"
+
+
+def test_store_calls_are_retried_while_the_database_is_locked():
+    from ml_metadata import errors
+
+    from pipeline.metadata import _RetryingStore
+
+    class Flaky:
+        calls = 0
+
+        def get_contexts(self):
+            Flaky.calls += 1
+            if Flaky.calls < 3:
+                raise errors.AbortedError("database is locked")
+            return ["ok"]
+
+        def get_artifacts(self):
+            raise errors.InternalError("something else")
+
+    store = _RetryingStore(Flaky(), first_wait=0.001)
+    assert store.get_contexts() == ["ok"] and Flaky.calls == 3
+    with pytest.raises(errors.InternalError, match="something else"):
+        store.get_artifacts()
