@@ -113,9 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "validate":
             cfg = load_config(args.config)
-            from pipeline.run import match_inputs
+            from pipeline.run import check_input_columns, match_inputs
 
             files = match_inputs(cfg)
+            check_input_columns(cfg, files)
             print(f"{args.config}: ok ({len(files)} input file(s))")
             return EXIT_OK
         if args.command == "run":

@@ -69,16 +69,58 @@ def match_inputs(cfg: Config) -> List[Tuple[int, str, int]]:
     """
     out = []
     for i, inp in enumerate(all_inputs(cfg)):
+        where = f"inputs[{i}]" if i < len(cfg.inputs) else "labels.annotations"
         pattern = cfg.resolve(inp.path)
         try:
             matched = FileSystems.match([pattern])[0].metadata_list
         except Exception as e:  # Beam raises BeamIOError and friends per filesystem
-            raise ConfigError(f"inputs[{i}].path: cannot list {pattern}: {e}") from None
+            raise ConfigError(f"{where}.path: cannot list {pattern}: {e}") from None
         files = sorted((m.path, m.size_in_bytes) for m in matched)
         if not files:
-            raise ConfigError(f"inputs[{i}].path: no file matches {pattern}")
+            raise ConfigError(f"{where}.path: no file matches {pattern}")
         out += [(i, path, size) for path, size in files]
     return out
+
+
+def check_input_columns(cfg: Config, matched: Sequence[Tuple[int, str, int]]) -> None:
+    """Every file has the columns the config reads (CSV header or Parquet schema), checked
+    before anything runs; header-less CSV and JSON lines are checked row by row instead.
+
+    Raises:
+      ConfigError: naming the input, the file and the missing columns.
+    """
+    import csv as csv_module
+
+    import pyarrow.parquet as pq
+
+    specs = all_inputs(cfg)
+    n_inputs = len(cfg.inputs)
+    for index, uri, _ in matched:
+        spec = specs[index]
+        if index < n_inputs:
+            wanted = list(cfg.input_columns)
+        else:
+            wanted = [spec.id, spec.annotator, spec.label]
+        where = f"inputs[{index}]" if index < n_inputs else "labels.annotations"
+        if spec.format == "csv" and spec.csv.header:
+            with FileSystems.open(uri, compression_type="uncompressed") as f:
+                head = f.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+            if not head:
+                continue  # an empty file: a warning and no rows, not an error
+            kw = {"delimiter": spec.csv.delimiter}
+            if spec.csv.quote_char:
+                kw["quotechar"] = spec.csv.quote_char
+            else:
+                kw["quoting"] = csv_module.QUOTE_NONE
+            present = [c.strip() for c in next(csv_module.reader([head], **kw))]
+        elif spec.format == "parquet":
+            with FileSystems.open(uri, compression_type="uncompressed") as f:
+                present = pq.ParquetFile(f).schema_arrow.names
+        else:
+            continue
+        missing = [c for c in wanted if c not in present]
+        if missing:
+            raise ConfigError(f"{where}.path: {uri} has no column(s) {missing}; it has {present}")
 
 
 def all_inputs(cfg: Config) -> List:
@@ -146,6 +188,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         output_root = os.path.abspath(output_root)
     check_runner_paths(runner, output_root, [cfg.resolve(i.path) for i in cfg.inputs], dry_run)
     matched = match_inputs(cfg)
+    check_input_columns(cfg, matched)
     location = store_location(cfg, store, output_root)
     files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
     fingerprint_all = inputs_fingerprint(files)

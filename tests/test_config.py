@@ -117,3 +117,12 @@ def test_example_configs_are_valid():
     for path in [os.path.join(TESTS, "configs", "adult.yaml"),
                  os.path.join(os.path.dirname(TESTS), "examples", "visual_inspection", "config.yaml")]:
         assert load_config(path).name
+
+
+def test_cli_missing_column_in_header_exit_2(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("x,z\n1,a\n")           # no label column y
+    path = _write(tmp_path, GOOD)
+    for command in (["validate", path], ["run", path, "--output", str(tmp_path / "o")]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2
+        assert err.strip().startswith("dataprep: error: inputs[0].path: ") and "has no column(s) ['y']" in err
