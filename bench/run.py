@@ -76,7 +76,7 @@ def main() -> None:
             print(f"  run {k + 1} {name:9s} {wall:8.1f} s  {rss:8.0f} MiB", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.rows:,} rows, {os.cpu_count()} cores, {dt.date.today()}, median of {args.repeats}")
-    print(f"| tool | wall s | peak RSS MiB |\n|---|---|---|")
+    print("| tool | wall s | peak RSS MiB |\n|---|---|---|")
     med = {n: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
     for n, (w, m) in med.items():
         print(f"| {n} | {w:.1f} | {m:.0f} |")

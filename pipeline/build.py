@@ -8,7 +8,6 @@ without relying on runner metrics.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -210,7 +209,7 @@ def _write_report(_, path: str, splits: Sequence[str], totals: Dict[str, int], *
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str]], layout: Layout,
-                   dedup_buckets: int = 16) -> None:
+                   shuffle_buckets: int = 16) -> None:
     """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`."""
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
@@ -225,7 +224,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     duplicates = None
     quarantines = [read.quarantine, validated.quarantine]
     if cfg.clean.dedup:
-        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), dedup_buckets)
+        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
     labels_report = join_stats = annotation_faults = None
@@ -233,7 +232,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
         names = None
         if cfg.labels.annotations:
             annotations, annotation_faults = read_annotations(p, cfg, annotation_files, layout, shards)
-            joined = (clean, annotations) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id, dedup_buckets)
+            joined = (clean, annotations) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id, shuffle_buckets)
             clean, names, join_stats = joined["rows"], joined["annotators"], joined["stats"]
         labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names)
         clean, labels_report = labelled["rows"], labelled["report"]
@@ -242,7 +241,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
             clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX]).with_output_types(pa.RecordBatch)
 
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
-                                               group_by=cfg.split.group_by, buckets=dedup_buckets)
+                                               group_by=cfg.split.group_by, buckets=shuffle_buckets)
     raw_schema = clean_schema(cfg)
     for name in splits:
         split[name] | f"WriteRaw[{name}]" >> WriteShards(layout.raw(name), shards, raw_schema)

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from pipeline.config import load_config, parse_config

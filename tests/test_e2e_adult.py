@@ -168,7 +168,7 @@ def test_same_seed_gives_byte_identical_raw_splits(adult_run, out, tmp_path):
     """A second run (same config and seed, features left out to save time) writes the same bytes."""
     import yaml
 
-    from pipeline.config import load_config, parse_config
+    from pipeline.config import parse_config
     from pipeline.run import run
 
     cfg_path = os.path.join(TESTS, "configs", "adult.yaml")

@@ -3,7 +3,6 @@ statsmodels, krippendorff, scikit-learn and pandas on the real multi-annotator d
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 
@@ -11,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from pipeline.config import load_config, parse_config
 from pipeline.run import run

@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.config import parse_config
 from pipeline.metadata import StoreLocation, open_store
-from pipeline.run import PipelineFailure, run
+from pipeline.run import run
 from tests.conftest import ROOT, plain_mlmd_store, run_cli
 
 
@@ -100,7 +100,7 @@ def test_rerun_is_reused_unless_forced_and_diff(tmp_path, capsys):
 def test_lineage_of_one_example(tmp_path, capsys):
     cfg = _small_config(tmp_path, clean={"dedup": {"keys": ["x", "y"]}})
     store = str(tmp_path / "m.sqlite")
-    summary = run(parse_config(cfg), output=str(tmp_path / "out"), store=store)
+    run(parse_config(cfg), output=str(tmp_path / "out"), store=store)
     code, text, _ = run_cli(["lineage", "--example", "e5", "--store", store, "--format", "json"], capsys)
     found = json.loads(text)
     assert code == 0 and found["row"] == 7 and found["source"].endswith("part-1.csv")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 
 import apache_beam as beam
 import pyarrow as pa

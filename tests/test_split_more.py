@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from pipeline.config import load_config, parse_config
+from pipeline.config import parse_config
 from pipeline.run import run
 from tests.conftest import TESTS
 from transforms.split import (HASH, STRATUM, _MergeBands, assign_splits, band_stats, plan_split,

@@ -8,7 +8,7 @@ so readers can rely on the `-of-N` count.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional
 
 import apache_beam as beam
 import numpy as np

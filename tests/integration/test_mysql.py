@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-import yaml
 
 from pipeline.config import parse_config
 from pipeline.run import run
