@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns,
-                                merge_counts, value_counts)
+                                json_records, merge_counts, value_counts)
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec, normalize_labels
 from transforms.labels import (AGREEMENT, ANNOTATIONS, MATRIX, N_LABELS, AttachAnnotations, ConsolidateLabels,
                               LabelsSpec)
@@ -121,8 +121,7 @@ def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, s
         bad = out.filter(pc.invert(ok))
         if bad.num_rows:
             yield pvalue.TaggedOutput("faults", pa.RecordBatch.from_arrays([
-                pa.array([json.dumps(r) for r in pa.Table.from_batches([bad]).select(["id", "annotator", "label"])
-                          .to_pylist()], pa.string()),
+                json_records(bad, ["id", "annotator", "label"]),
                 pa.array(["annotation_missing_field"] * bad.num_rows, pa.string()),
                 pa.array(["labels"] * bad.num_rows, pa.string()), bad.column(SOURCE), bad.column(ROW)],
                 schema=QUARANTINE_SCHEMA))

@@ -89,9 +89,10 @@ def check_input_columns(cfg: Config, matched: Sequence[Tuple[int, str, int]]) ->
     Raises:
       ConfigError: naming the input, the file and the missing columns.
     """
-    import csv as csv_module
-
     import pyarrow.parquet as pq
+
+    from pipeline.build import reader_spec
+    from transforms.read import iter_line_blocks, parse_header, split_header
 
     specs = all_inputs(cfg)
     n_inputs = len(cfg.inputs)
@@ -104,15 +105,10 @@ def check_input_columns(cfg: Config, matched: Sequence[Tuple[int, str, int]]) ->
         where = f"inputs[{index}]" if index < n_inputs else "labels.annotations"
         if spec.format == "csv" and spec.csv.header:
             with FileSystems.open(uri, compression_type="uncompressed") as f:
-                head = f.readline().decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
+                head, _ = split_header(iter_line_blocks(f, 1 << 16))
             if not head:
                 continue  # an empty file: a warning and no rows, not an error
-            kw = {"delimiter": spec.csv.delimiter}
-            if spec.csv.quote_char:
-                kw["quotechar"] = spec.csv.quote_char
-            else:
-                kw["quoting"] = csv_module.QUOTE_NONE
-            present = [c.strip() for c in next(csv_module.reader([head], **kw))]
+            present = parse_header(head, reader_spec(spec))
         elif spec.format == "parquet":
             with FileSystems.open(uri, compression_type="uncompressed") as f:
                 present = pq.ParquetFile(f).schema_arrow.names

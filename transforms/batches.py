@@ -85,6 +85,16 @@ def filter_batch(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
     return batch.filter(pa.array(mask, pa.bool_()))
 
 
+def json_records(rows: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
+    """The JSON text of each row's values: the quarantine record of a row that no longer
+    has its raw line (Parquet input, or a row set aside after cleaning)."""
+    import json
+
+    table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
+    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in table.select(list(columns)).to_pylist()],
+                    pa.string())
+
+
 def value_counts(array: pa.Array) -> Dict[str, int]:
     if len(array) == 0:
         return {}

@@ -10,7 +10,6 @@ Rules pass a null value (SQL/pandas semantics) except `not_null`.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,7 +23,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.batches import (KeyedBatch, DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
                                 RECORD, ROW, SOURCE, concat_batches, hash_columns, split_by_key,
-                                table_to_batches, count_reasons)
+                                table_to_batches, count_reasons, json_records)
 from transforms.read import escape_bytes
 
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
@@ -244,8 +243,7 @@ def record_texts(batch: pa.RecordBatch, columns: List[str]) -> pa.Array:
         raw = batch.column(RECORD)
         if raw.null_count == 0:
             return pa.array([escape_bytes(r) for r in raw.to_pylist()], pa.string())
-    rows = pa.Table.from_batches([batch]).select(columns).to_pylist()
-    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows], pa.string())
+    return json_records(batch, columns)
 
 
 class _ValidateFn(beam.DoFn):
@@ -344,7 +342,7 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
         bad = pa.array(np.flatnonzero(conflict))
         rows = table.take(bad)
         quarantine = pa.Table.from_arrays([
-            record_texts_from_table(rows, [c for c in table.schema.names if c not in (EXAMPLE_ID, SOURCE, ROW)]),
+            json_records(rows, [c for c in table.schema.names if c not in (EXAMPLE_ID, SOURCE, ROW)]),
             pa.array(["label_conflict"] * len(rows), pa.string()),
             pa.array(["clean"] * len(rows), pa.string()),
             rows.column(SOURCE), rows.column(ROW)], schema=QUARANTINE_SCHEMA)
@@ -362,12 +360,6 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
         pa.array(conflict[dup], pa.bool_()),
     ], schema=DUPLICATES_SCHEMA)
     return table.filter(pa.array(~dup)), duplicates, quarantine
-
-
-def record_texts_from_table(table: pa.Table, columns: List[str]) -> pa.Array:
-    """JSON text of each row's values (rows that no longer have their raw line)."""
-    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in table.select(columns).to_pylist()],
-                    pa.string())
 
 
 class _BucketFn(beam.DoFn):

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.batches import (KeyedBatch, QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
+from transforms.batches import (KeyedBatch, json_records, QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
                                 merge_counts, split_by_key, table_to_batches)
 
 MISSING = -1
@@ -727,8 +727,7 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     data_cols = [c for c in rows.schema.names
                  if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, "example_id", spec.matrix_column)]
     quarantine = pa.RecordBatch.from_arrays([
-        pa.array([_json.dumps(r, default=str, ensure_ascii=False) for r in rows.select(data_cols).to_pylist()],
-                 pa.string()),
+        json_records(rows, data_cols),
         pa.array(reasons[bad].tolist(), pa.string()),
         pa.array(["labels"] * len(bad), pa.string()),
         rows.column(SOURCE).combine_chunks() if len(bad) else pa.array([], pa.string()),
