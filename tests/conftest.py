@@ -23,6 +23,21 @@ def shared(name: str) -> str:
     return path
 
 
+def example_config(folder, rows: int):
+    """The visual-inspection example's config, reading `rows` generated rows per file in `folder`."""
+    import subprocess
+    import sys
+
+    from pipeline.config import load_config
+
+    example = os.path.join(ROOT, "examples", "visual_inspection")
+    subprocess.run([sys.executable, os.path.join(example, "generate.py"), "--out", str(folder), "--rows", str(rows)],
+                   check=True, capture_output=True)
+    cfg = load_config(os.path.join(example, "config.yaml"))
+    cfg.inputs[0].path = os.path.join(str(folder), "inspection-*.csv")
+    return cfg
+
+
 def run_cli(args, capsys):
     """Runs `dataprep ARGS` in-process: (exit status, stdout, stderr)."""
     from pipeline.cli import main

@@ -4,15 +4,13 @@ local paths are refused where workers could not see them."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError
 from pipeline.run import run
 from runners.dataflow import SETUP_PY, dataflow_args
-from tests.conftest import ROOT
+from tests.conftest import example_config
 
 DATAFLOW = ["--runner", "DataflowRunner", "--project", "test-project", "--region", "us-central1",
             "--temp_location", "gs://fake-bucket/tmp", "--no_auth"]
@@ -20,12 +18,7 @@ DATAFLOW = ["--runner", "DataflowRunner", "--project", "test-project", "--region
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    data = tmp_path_factory.mktemp("vi")
-    subprocess.run([sys.executable, os.path.join(ROOT, "examples", "visual_inspection", "generate.py"), "--out",
-                    str(data), "--rows", "300"], check=True, capture_output=True)
-    cfg = load_config(os.path.join(ROOT, "examples", "visual_inspection", "config.yaml"))
-    cfg.inputs[0].path = str(data / "inspection-*.csv")
-    return cfg
+    return example_config(tmp_path_factory.mktemp("vi"), rows=300)
 
 
 def test_dataflow_dry_run_builds_the_job_and_stages_our_package(example, tmp_path, monkeypatch):

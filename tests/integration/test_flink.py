@@ -6,16 +6,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from pipeline.config import load_config
 from pipeline.run import run
-from tests.conftest import ROOT
+from tests.conftest import example_config
 
 JAR = os.environ.get("DATAPREP_FLINK_JAR", "")
 if not JAR:
@@ -25,12 +22,7 @@ REST = "http://localhost:8081"
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    data = tmp_path_factory.mktemp("vi")
-    subprocess.run([sys.executable, os.path.join(ROOT, "examples", "visual_inspection", "generate.py"), "--out",
-                    str(data), "--rows", "1500"], check=True, capture_output=True)
-    cfg = load_config(os.path.join(ROOT, "examples", "visual_inspection", "config.yaml"))
-    cfg.inputs[0].path = str(data / "inspection-*.csv")
-    return cfg
+    return example_config(tmp_path_factory.mktemp("vi"), rows=1500)
 
 
 def _raw_files(summary):
