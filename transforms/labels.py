@@ -687,14 +687,14 @@ def _consensus_for(L: np.ndarray, K: int, spec: LabelsSpec, ds: Optional[Tuple[n
     if spec.consensus == "dawid_skene":
         pi, prior = ds
         T = ds_estep(L, pi, prior)
-        has = (L >= 0).any(axis=1)
+        n_labels = (L >= 0).sum(axis=1).astype(np.int64)
+        has = n_labels > 0
         top = T.max(axis=1, initial=0.0)
         tie = (np.isclose(T, top[:, None]).sum(axis=1) > 1) & has
         codes = np.where(has, T.argmax(axis=1), MISSING)
         if spec.on_tie == "quarantine":
             codes = np.where(tie, MISSING, codes)
-        base = majority(L, K, "keep_first")
-        return Consensus(codes.astype(np.int64), consensus_agreement(L, codes), base.n_labels, tie, ~has)
+        return Consensus(codes.astype(np.int64), consensus_agreement(L, codes), n_labels, tie, ~has)
     return majority(L, K, spec.on_tie)
 
 
