@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns,
-                                json_records, merge_counts, value_counts)
+                                json_records, MergeCounts, value_counts)
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec, normalize_labels
 from transforms.labels import (AGREEMENT, ANNOTATIONS, MATRIX, N_LABELS, AttachAnnotations, ConsolidateLabels,
                               LabelsSpec)
@@ -261,7 +261,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
                quarantine | "Tally[reasons]" >> beam.Map(_reason_tally),
                _tally(duplicates, "duplicates", "duplicates")]
     tallies += [_tally(split[name], f"split_{name}", f"split:{name}") for name in splits]
-    totals = tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(merge_counts)
+    totals = tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(MergeCounts())
     parts = {"balance": split["_report"]}
     if labels_report is not None:
         parts["labels"] = labels_report

@@ -111,6 +111,22 @@ def merge_counts(dicts: Iterable[Dict[str, int]]) -> Dict[str, int]:
     return out
 
 
+class MergeCounts(beam.CombineFn):
+    """Sums {key: count} dicts (incrementally, unlike a callable that buffers its inputs)."""
+
+    def create_accumulator(self) -> Dict[str, int]:
+        return {}
+
+    def add_input(self, acc: Dict[str, int], counts: Dict[str, int]) -> Dict[str, int]:
+        return merge_counts([acc, counts])
+
+    def merge_accumulators(self, accs) -> Dict[str, int]:
+        return merge_counts(accs)
+
+    def extract_output(self, acc: Dict[str, int]) -> Dict[str, int]:
+        return acc
+
+
 def set_column(batch: pa.RecordBatch, name: str, array: pa.Array) -> pa.RecordBatch:
     """A new batch with `name` replaced (or appended); the input batch is not modified."""
     idx = batch.schema.get_field_index(name)

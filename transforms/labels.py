@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms.batches import (KeyedBatch, json_records, QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
-                                merge_counts, split_by_key, table_to_batches)
+                                MergeCounts, split_by_key, table_to_batches)
 
 MISSING = -1
 
@@ -985,5 +985,5 @@ class AttachAnnotations(beam.PTransform):
                   | "Attach" >> beam.ParDo(_JoinBucketFn(id_column), pvalue.AsSingleton(annotators))
                   .with_output_types(pa.RecordBatch)
                   .with_outputs(_JoinBucketFn.STATS, main="rows"))
-        stats = joined[_JoinBucketFn.STATS] | "SumJoinStats" >> beam.CombineGlobally(merge_counts)
+        stats = joined[_JoinBucketFn.STATS] | "SumJoinStats" >> beam.CombineGlobally(MergeCounts())
         return {"rows": joined.rows, "annotators": annotators, "stats": stats}

@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (KeyedBatch, EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
-                                merge_counts, set_column, split_by_key, table_to_batches, value_counts)
+from transforms.batches import (KeyedBatch, MergeCounts, EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
+                                set_column, split_by_key, table_to_batches, value_counts)
 
 STRATUM = "_stratum"          # the stratum the allocation uses (a group's majority stratum with groups)
 ROW_STRATUM = "_row_stratum"   # with groups: each row's own stratum, for the example-level report
@@ -278,20 +278,6 @@ def stratum_keys(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
 
 # ---- the PTransform -------------------------------------------------------------------------
 
-class _MergeCounts(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, counts):
-        return merge_counts([acc, counts])
-
-    def merge_accumulators(self, accs):
-        return merge_counts(accs)
-
-    def extract_output(self, acc):
-        return acc
-
-
 class _MergeBands(beam.CombineFn):
     def create_accumulator(self):
         return {}
@@ -452,7 +438,7 @@ class StratifiedSplit(beam.PTransform):
         merge_below = sum(1 for f in self._fractions if f > 0)
         counts = (keyed
                   | "StratumCounts" >> beam.Map(lambda b: value_counts(_units(b).column(STRATUM)))
-                  | "SumCounts" >> beam.CombineGlobally(_MergeCounts()))
+                  | "SumCounts" >> beam.CombineGlobally(MergeCounts()))
         plan = counts | "Allocate" >> beam.Map(plan_split, self._fractions, merge_below)
         stats = (keyed
                  | "BandStats" >> beam.Map(band_stats, pvalue.AsSingleton(plan))
@@ -467,7 +453,7 @@ class StratifiedSplit(beam.PTransform):
             out[name] = (parts[name] | f"DropKeys[{name}]" >> beam.Map(drop_columns, INTERNAL)
                          .with_output_types(pa.RecordBatch))
             actuals.append(parts[name] | f"Actual[{name}]" >> beam.Map(_actual, name))
-        actual = actuals | "FlattenActual" >> beam.Flatten() | "SumActual" >> beam.CombineGlobally(_MergeCounts())
+        actual = actuals | "FlattenActual" >> beam.Flatten() | "SumActual" >> beam.CombineGlobally(MergeCounts())
         out["_report"] = plan | "Balance" >> beam.Map(balance_table, pvalue.AsSingleton(actual), self._names,
                                                       self._fractions, "groups" if self._group_by else "examples")
         return out
