@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -26,7 +26,7 @@ from transforms.labels import (AGREEMENT, ANNOTATIONS, MATRIX, N_LABELS, AttachA
 from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn, load_user_fn
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
-from transforms.write import WriteShards
+from transforms.write import WriteAllShards
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ def labels_spec(cfg: Config) -> LabelsSpec:
                       iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None)
 
 
-def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str]], layout: Layout, shards: int):
+def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str]], layout: Layout,
+                     writes: Dict[str, Any]):
     """The long-form annotation files → batches of (id, annotator, label, _source, _row),
     labels normalised like the wide form. Broken lines and rows missing a field are
     written to `annotation_faults/` (they are not examples, so not in the row funnel)."""
@@ -128,7 +129,7 @@ def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, s
 
     tidied = read.rows | "TidyAnnotations" >> beam.FlatMap(tidy).with_outputs("faults", main="rows")
     faults = (read.quarantine, tidied.faults) | "AnnotationFaults" >> beam.Flatten()
-    faults | "WriteAnnotationFaults" >> WriteShards(layout.join("annotation_faults"), 1, QUARANTINE_SCHEMA)
+    writes[layout.join("annotation_faults")] = (faults, 1, QUARANTINE_SCHEMA)
     return tidied.rows, _count(faults, "annotation_faults")
 
 
@@ -212,6 +213,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`."""
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
+    writes: Dict[str, Any] = {}   # directory: (batches, shards, schema), all written by one shuffle
 
     n_inputs = len(cfg.inputs)
     annotation_files = [f for f in files if f[0] >= n_inputs]
@@ -230,7 +232,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
     if cfg.consensus_label:
         names = None
         if cfg.labels.annotations:
-            annotations, annotation_faults = read_annotations(p, cfg, annotation_files, layout, shards)
+            annotations, annotation_faults = read_annotations(p, cfg, annotation_files, layout, writes)
             joined = (clean, annotations) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id, shuffle_buckets)
             clean, names, join_stats = joined["rows"], joined["annotators"], joined["stats"]
         labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names)
@@ -243,16 +245,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
                                                group_by=cfg.split.group_by, buckets=shuffle_buckets)
     raw_schema = clean_schema(cfg)
     for name in splits:
-        split[name] | f"WriteRaw[{name}]" >> WriteShards(layout.raw(name), shards, raw_schema)
+        writes[layout.raw(name)] = (split[name], shards, raw_schema)
 
     quarantine = quarantines | "AllQuarantine" >> beam.Flatten()
-    quarantine | "WriteQuarantine" >> WriteShards(layout.quarantine, shards, QUARANTINE_SCHEMA)
+    writes[layout.quarantine] = (quarantine, shards, QUARANTINE_SCHEMA)
     if duplicates is None:
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
-    duplicates | "WriteDuplicates" >> WriteShards(layout.duplicates, shards, DUPLICATES_SCHEMA)
+    writes[layout.duplicates] = (duplicates, shards, DUPLICATES_SCHEMA)
 
     if cfg.features:
-        add_features(cfg, {n: split[n] for n in splits}, layout, shards)
+        add_features(cfg, {n: split[n] for n in splits}, layout, shards, writes)
+    ({d: pcoll for d, (pcoll, _, _) in writes.items()}
+     | "Write" >> WriteAllShards({d: (n, schema) for d, (_, n, schema) in writes.items()}))
 
     # Every count of the funnel in one combine (one stage, whatever the number of counts).
     tallies = [_tally(read.rows, "read", "read", by=SOURCE),
@@ -274,7 +278,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, str
                                  **{k: pvalue.AsSingleton(v) for k, v in parts.items()}))
 
 
-def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int) -> None:
+def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int,
+                 writes: Dict[str, Any]) -> None:
     types = cfg.column_types
     if cfg.preprocessing_fn:
         fn = load_user_fn(cfg.preprocessing_fn)
@@ -290,11 +295,12 @@ def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layou
     raw = clean_schema(cfg)
     passthrough = {c: raw.field(c).type for c in _passthrough_columns(cfg)}
     tft_input = TftInput(feature_columns, passthrough)
-    transform = AnalyzeAndTransform(fn, tft_input, temp_dir=layout.tmp, output_dir=layout.root)
+    transform = AnalyzeAndTransform(fn, tft_input, temp_dir=layout.tmp, output_dir=layout.root,
+                                    tf_compat_v1=cfg.tf_compat_v1)
     transformed, _ = splits | "Transform" >> transform
     for name, pcoll in transformed.items():
         # the schema known from the traced graph, so an empty split still gets typed shards
-        pcoll | f"WriteTransformed[{name}]" >> WriteShards(layout.transformed(name), shards, transform.output_schema)
+        writes[layout.transformed(name)] = (pcoll, shards, transform.output_schema)
 
 
 def _passthrough_columns(cfg: Config) -> List[str]:

@@ -92,6 +92,22 @@ def test_chicago_taxi_missing_values(tmp_path):
     stats = json.load(open(os.path.join(out, "report.json")))["features"]["columns"]["dropoff_latitude"]
     assert stats["fill"] == pytest.approx(raw["dropoff_latitude"].mean(), rel=1e-6)
     assert np.ptp(z_missing) == 0 and abs(z_missing[0]) < 1e-2
+    # `tf_compat_v1: false`: a TF2 SavedModel, whose `transform_raw_features` runs eagerly
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    from tensorflow.python.saved_model import loader_impl
+
+    tft_output = tft.TFTransformOutput(out)
+    graphs = loader_impl.parse_saved_model(tft_output.transform_savedmodel_dir).meta_graphs
+    assert [list(g.meta_info_def.tags) for g in graphs] == [["serve"]]
+    spec = tft_output.raw_feature_spec()
+    sample = raw.dropna(subset=list(spec)).head(3)
+    inputs = {name: tf.sparse.from_dense(tf.constant(
+        sample[name].to_numpy().astype(bytes if f.dtype == tf.string else f.dtype.as_numpy_dtype)[:, None]))
+        for name, f in spec.items()}
+    z = tft_output.transform_raw_features(inputs)["fare_xf"].numpy()
+    want = filled.set_index("example_id").loc[sample["example_id"], "fare_xf"].to_numpy()
+    np.testing.assert_allclose(z, want, atol=1e-5)
 
 
 def test_one_broken_line_in_ten(tmp_path):

@@ -38,6 +38,8 @@ def _with(path, value):
     ((("features",), {"x": "sqrt"}), "features.x: unknown feature transform 'sqrt'"),
     ((("features",), {"y": "zscore"}), "features.y: zscore needs a numeric column"),
     ((("features",), {"x": "bucketize"}), "features.x: bucketize needs a positive count"),
+    ((("features",), {"x": "zscore", "tf_compat_v1": "yes"}), "features.tf_compat_v1: must be true or false"),
+    ((("features",), {"tf_compat_v1": False}), "features.tf_compat_v1: set, but no feature is"),
     ((("clean",), {"rules": [{"column": "z", "min": 0}]}), "clean.rules[0].column: unknown column 'z'"),
     ((("clean",), {"rules": [{"column": "x"}]}), "clean.rules.0: a rule needs at least one check"),
     ((("clean",), {"dedup": {"keys": ["q"]}}), "clean.dedup.keys: unknown column 'q'"),
@@ -58,6 +60,8 @@ def test_good_config_parses_with_defaults():
     cfg = parse_config(GOOD, base_dir="/data")
     assert cfg.stratify_by == ["y"]
     assert cfg.split.seed == 42
+    assert cfg.tf_compat_v1 is True and [s.column for s in cfg.feature_specs] == ["x"]
+    assert parse_config(_with(("features", "tf_compat_v1"), False)).tf_compat_v1 is False
     assert cfg.resolve("data.csv") == "/data/data.csv"
     assert cfg.resolve("gs://b/x.csv") == "gs://b/x.csv"
     assert [s.output_name for s in cfg.feature_specs] == ["x_xf"]

@@ -305,7 +305,7 @@ def test_dev_and_test_values_do_not_reach_the_analysis(leak_runs):
     outs = []
     for d in (a, b):
         tft_output = tft.TFTransformOutput(d)
-        outs.append(tft_output.transform_raw_features(_sparse_inputs(probe, tft_output.raw_feature_spec())))
+        outs.append(tft_output.transform_features_layer()(_sparse_inputs(probe, tft_output.raw_feature_spec())))
     assert set(outs[1]) == {"x_xf", "n_xf", "k_xf", "u_xf_ids", "u_xf_weights"}
     for name in outs[1]:
         x, y = (tf.sparse.to_dense(o[name]) if isinstance(o[name], tf.SparseTensor) else o[name] for o in outs)

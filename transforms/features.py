@@ -408,8 +408,9 @@ class AnalyzeAndTransform(beam.PTransform):
     """
 
     def __init__(self, preprocessing_fn: Callable, tft_input: TftInput, temp_dir: str, output_dir: str,
-                 train: str = "train"):
+                 train: str = "train", tf_compat_v1: bool = True):
         super().__init__()
+        self._tf_compat_v1 = tf_compat_v1
         self._fn = preprocessing_fn
         self._input = tft_input
         self._temp_dir = temp_dir
@@ -425,7 +426,8 @@ class AnalyzeAndTransform(beam.PTransform):
         encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode)
                    for name, pcoll in splits.items()}
         out = {}
-        with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys())):
+        with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
+                              force_tf_compat_v1=self._tf_compat_v1):
             transform_fn = ((encoded[self._train], config)
                             | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
@@ -495,40 +497,50 @@ _STAT_OP = re.compile(r"(?:^|/)" + STAT_PREFIX + r"\.([0-9a-f]*)\.([A-Za-z][A-Za
 def read_stats(transform_savedmodel_dir: str) -> Dict[Tuple[str, str], Any]:
     """{(column, stat): value} for every tensor named by `report_stat` in a saved transform graph.
 
-    The analyser results are constants captured by the saved function; the named tensors
-    are evaluated from them alone (a stat that needs input data is skipped).
+    The analyser results are constants in the graph (TF1, `force_tf_compat_v1`) or captured
+    by the saved function (TF2); the named tensors are evaluated from them alone (a stat that
+    needs input data is skipped).
     """
     import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
 
+    tags = [list(m.meta_info_def.tags) for m in loader_impl.parse_saved_model(transform_savedmodel_dir).meta_graphs]
+    if tags == [["transform"]]:    # the TF1 graph TFT writes
+        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as session:
+            tf.compat.v1.saved_model.loader.load(session, tags[0], transform_savedmodel_dir)
+            return _evaluate_stats(g, session)
     loaded = tf.saved_model.load(transform_savedmodel_dir)
-    fn = getattr(loaded, "transform_fn", None)
-    if fn is None:      # a TF1-style graph (force_tf_compat_v1): no named stats to read
-        return {}
+    fn = loaded.transform_fn
     if hasattr(fn, "concrete_functions"):
         fn = fn.concrete_functions[0]
     graph = fn.graph
-    wanted = {}
-    for op in graph.get_operations():
-        m = _STAT_OP.search(op.name)
-        if m:
-            wanted[(bytes.fromhex(m.group(1)).decode(), m.group(2))] = op.name + ":0"
-    if not wanted:
+    if not any(_STAT_OP.search(op.name) for op in graph.get_operations()):
         return {}
     constants = {}
     for external, internal in graph.captures:
         if external.dtype != tf.resource and hasattr(external, "numpy"):
             constants[internal.name] = external.numpy()
-    out: Dict[Tuple[str, str], Any] = {}
     with tf.Graph().as_default() as g:
         input_map = {name: tf.constant(value) for name, value in constants.items()}
         tf.compat.v1.import_graph_def(graph.as_graph_def(), input_map=input_map, name="")
         with tf.compat.v1.Session(graph=g) as session:
-            for key, tensor_name in wanted.items():
-                try:
-                    value = session.run(g.get_tensor_by_name(tensor_name))
-                except tf.errors.OpError:    # depends on the data, not only on the analysis
-                    continue
-                out[key] = _plain(value)
+            return _evaluate_stats(g, session)
+
+
+def _evaluate_stats(graph, session) -> Dict[Tuple[str, str], Any]:
+    """{(column, stat): value} of the `report_stat` tensors in `graph` that need no input."""
+    import tensorflow as tf
+
+    out: Dict[Tuple[str, str], Any] = {}
+    for op in graph.get_operations():
+        m = _STAT_OP.search(op.name)
+        if not m:
+            continue
+        try:
+            value = session.run(op.outputs[0])
+        except tf.errors.OpError:    # depends on the data, not only on the analysis
+            continue
+        out[(bytes.fromhex(m.group(1)).decode(), m.group(2))] = _plain(value)
     return out
 
 

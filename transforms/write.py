@@ -8,7 +8,7 @@ so readers can rely on the `-of-N` count.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, KeyedBatch, concat_batches, hash_columns, split_by_key
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, concat_batches, hash_columns, split_by_key
 
 
 def shard_name(index: int, count: int) -> str:
@@ -62,51 +62,70 @@ class _FirstSchema(beam.CombineFn):
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, directory: str, count: int, fallback: Optional[pa.Schema]):
-        self._directory = directory
-        self._count = count
-        self._fallback = fallback
+    def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
+        self._targets = targets
 
-    def process(self, element, schema):
-        index, batches = element
-        schema = schema or self._fallback or pa.schema([])
+    def process(self, element, schemas):
+        (target, index), batches = element
+        directory, count, fallback = self._targets[target]
+        schema = schemas.get(target) or fallback or pa.schema([])
         table = concat_batches([b for b in batches if b.num_rows], schema)
         table = sort_for_output(table.select(schema.names).cast(schema)) if table.num_rows else schema.empty_table()
-        path = FileSystems.join(self._directory, shard_name(index, self._count))
+        path = FileSystems.join(directory, shard_name(index, count))
         write_parquet(table, path)
         yield path, table.num_rows
 
 
-class WriteShards(beam.PTransform):
-    """Batches → `directory/part-SSSSS-of-NNNNN.parquet`.
+def _by_shard(batch: pa.RecordBatch, target: int, count: int):
+    keys = hash_columns(batch, shard_keys(batch)) % np.uint64(count)
+    for shard, part in split_by_key(batch, keys.astype(np.int64)):
+        yield (target, shard), part
 
-    Output: a PCollection of (path, rows) per shard written. `schema` is used when no
-    batch arrives at all (an empty split); otherwise the batches' own schema is used.
+
+_ShardBatch = Tuple[Tuple[int, int], pa.RecordBatch]
+
+
+class WriteAllShards(beam.PTransform):
+    """{directory: batches} → `directory/part-SSSSS-of-NNNNN.parquet` for every directory, in one shuffle.
+
+    `targets` maps each directory to (number of shards, schema); the schema is used when no
+    batch arrives at all (an empty split), otherwise the batches' own schema is used. One
+    grouping for all the outputs of a run instead of one per folder: on the DirectRunner each
+    shuffle is a few stages of fixed cost. Output: a PCollection of (path, rows) per shard.
     """
+
+    def __init__(self, targets: Dict[str, Tuple[int, Optional[pa.Schema]]]):
+        super().__init__()
+        self._targets = [(d, n, schema) for d, (n, schema) in sorted(targets.items())]
+
+    def expand(self, pcolls: Dict[str, beam.PCollection]):
+        keyed, schemas = [], []
+        for i, (directory, count, _) in enumerate(self._targets):
+            batches = pcolls[directory]
+            keyed.append(batches | f"ByShard[{i}]" >> beam.FlatMap(_by_shard, i, count).with_output_types(_ShardBatch))
+            schemas.append(batches | f"Schema[{i}]" >> beam.Map(lambda b, i=i: (i, b.schema)))
+        # An empty batch per shard, so that every shard is written even when no row goes to it.
+        nothing = pa.RecordBatch.from_arrays([], names=[])
+        p = next(iter(pcolls.values())).pipeline
+        keyed.append(p | "AllShards" >> beam.Create(
+            [((i, k), nothing) for i, (_, count, _) in enumerate(self._targets) for k in range(count)]
+        ).with_output_types(_ShardBatch))
+        schema = (schemas
+                  | "Schemas" >> beam.Flatten()
+                  | "OneSchema" >> beam.CombinePerKey(_FirstSchema()))
+        return (keyed
+                | "WithEmpty" >> beam.Flatten()
+                | "GroupShards" >> beam.GroupByKey()
+                | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
+
+
+class WriteShards(beam.PTransform):
+    """Batches → `directory/part-SSSSS-of-NNNNN.parquet` (`WriteAllShards` for one folder)."""
 
     def __init__(self, directory: str, num_shards: int, schema: Optional[pa.Schema] = None):
         super().__init__()
         self._directory = directory
-        self._count = num_shards
-        self._schema = schema
+        self._target = (num_shards, schema)
 
     def expand(self, batches):
-        count = self._count
-        schema = (batches
-                  | "Schema" >> beam.Map(lambda b: b.schema)
-                  | "OneSchema" >> beam.CombineGlobally(_FirstSchema()))
-
-        def by_shard(batch: pa.RecordBatch):
-            keys = hash_columns(batch, shard_keys(batch)) % np.uint64(count)
-            yield from split_by_key(batch, keys.astype(np.int64))
-
-        keyed = batches | "ByShard" >> beam.FlatMap(by_shard).with_output_types(KeyedBatch)
-        # An empty batch per shard, so that every shard is written even when no row goes to it.
-        nothing = pa.RecordBatch.from_arrays([], names=[])
-        every = batches.pipeline | "AllShards" >> beam.Create(
-            [(i, nothing) for i in range(count)]).with_output_types(KeyedBatch)
-        return ((keyed, every)
-                | "WithEmpty" >> beam.Flatten()
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._directory, count, self._schema),
-                                               pvalue.AsSingleton(schema)))
+        return {self._directory: batches} | WriteAllShards({self._directory: self._target})
