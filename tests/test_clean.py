@@ -6,6 +6,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -143,3 +144,44 @@ def test_dedup_normalised_text_and_label_conflicts():
                                                          on_conflict="keep_first"))
     assert conflicts.num_rows == 0
     assert dict(zip(dups.column("example_id").to_pylist(), dups.column("label_conflict").to_pylist())) == {"d": True}
+
+
+def test_hash_columns_equal_values_equal_hashes_whatever_the_layout():
+    """The shuffle and split hash depends on the values only: not on slicing, chunking,
+    dictionary encoding or the batch a row sits in; -0.0 is 0.0, NaN is NaN, null is null."""
+    from transforms.batches import hash_columns
+
+    s = pa.array(["", "a", "a\x00", "ab", "abcdefgh", "abcdefghi", None, "é" * 9, "abcdefgh"])
+    f = pa.array([0.0, -0.0, float("nan"), None, 1.5, 1.5, 2.0, float("nan"), 3.0])
+    i = pa.array([1, 2, None, 4, 5, 5, 7, 8, 9], pa.int64())
+    table = pa.table({"s": s, "f": f, "i": i})
+    h = hash_columns(table, ["s", "f", "i"], seed=7)
+    for start in range(1, 9):                     # a slice has a buffer offset
+        assert (hash_columns(table.slice(start), ["s", "f", "i"], seed=7) == h[start:]).all()
+    chunked = pa.table({"s": pa.chunked_array([s[:4], s[4:]]), "f": f, "i": i})
+    assert (hash_columns(chunked, ["s", "f", "i"], seed=7) == h).all()
+    dictionary = pa.table({"s": pc.dictionary_encode(s), "f": f, "i": i})
+    assert (hash_columns(dictionary, ["s", "f", "i"], seed=7) == h).all()
+    hs = hash_columns(table, ["s"])
+    assert hs[4] == hs[8] and len(set(hs[:8].tolist())) == 8    # equal strings only: prefixes and NUL differ
+    hf = hash_columns(table, ["f"])
+    assert hf[0] == hf[1] and hf[2] == hf[7] and len(set(hf.tolist())) == 6
+    assert not (hash_columns(table, ["s"], seed=8) == hs).any()   # the seed changes every hash
+    assert hash_columns(table, ["s", "i"]).tolist() != hash_columns(table, ["i", "s"]).tolist()
+
+
+def test_dedup_by_value_when_hashes_collide(monkeypatch):
+    """first_of_key groups by a 64-bit hash and checks values: a collision falls back to pandas."""
+    import transforms.clean as clean
+
+    rng = np.random.default_rng(1)
+    n = 300
+    frame = pd.DataFrame({"k": rng.integers(0, 20, n).astype(str), "v": rng.choice([0.5, np.nan, -0.0, 0.0], n)})
+    frame.loc[rng.choice(n, 30), "k"] = None
+    keys = {c: pa.array(frame[c], from_pandas=True) for c in frame}
+    want = frame.groupby(["k", "v"], dropna=False, sort=False).ngroup().to_numpy()
+    first_by_group = {g: int(np.flatnonzero(want == g)[0]) for g in set(want)}
+    expected = np.array([first_by_group[g] for g in want])
+    assert (clean.first_of_key(keys) == expected).all()
+    monkeypatch.setattr(clean, "hash_columns", lambda table, columns: np.zeros(table.num_rows, np.uint64))
+    assert (clean.first_of_key(keys) == expected).all()

@@ -327,16 +327,18 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
         return table, DUPLICATES_SCHEMA.empty_table(), empty_q
     order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
     table = table.take(order)
-    keys = dedup_key_columns(table, spec)
-    frame = pd.DataFrame({f"k{i}": keys[k].to_pandas() for i, k in enumerate(spec.keys)})
-    key_cols = list(frame.columns)
-    dup = frame.duplicated(keep="first").to_numpy()
+    first = first_of_key(dedup_key_columns(table, spec))
+    dup = first != np.arange(table.num_rows)
     if not dup.any():
         return table, DUPLICATES_SCHEMA.empty_table(), empty_q
-    conflict = np.zeros(len(frame), bool)
-    if spec.label:
-        frame["_label"] = table.column(spec.label).to_pandas()
-        conflict = (frame.groupby(key_cols, dropna=False, sort=False)["_label"].transform("nunique") > 1).to_numpy()
+    conflict = np.zeros(table.num_rows, bool)
+    if spec.label:     # more than one distinct (non-null) label among the copies of a key
+        labels = table.column(spec.label)
+        labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
+        valid = labels.is_valid().to_numpy(zero_copy_only=False)
+        codes = pc.dictionary_encode(labels).indices.fill_null(0).to_numpy(zero_copy_only=False)
+        pairs = np.unique(np.stack([first[valid], codes[valid]]), axis=1)
+        conflict = np.bincount(pairs[0], minlength=table.num_rows)[first] > 1
     quarantine = empty_q
     if spec.on_conflict == "quarantine" and conflict.any():
         bad = pa.array(np.flatnonzero(conflict))
@@ -346,20 +348,48 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
             pa.array(["label_conflict"] * len(rows), pa.string()),
             pa.array(["clean"] * len(rows), pa.string()),
             rows.column(SOURCE), rows.column(ROW)], schema=QUARANTINE_SCHEMA)
-        keep_mask = ~conflict
-        table, frame, dup = table.filter(pa.array(keep_mask)), frame[keep_mask].reset_index(drop=True), dup[keep_mask]
-        conflict = conflict[keep_mask]
-    frame["_id"] = table.column(EXAMPLE_ID).to_numpy()
-    kept_ids = frame.groupby(key_cols, dropna=False, sort=False)["_id"].transform("first")
-    dup_idx = pa.array(np.flatnonzero(dup))
+        # a key whose copies conflict is quarantined whole, so the kept rows' firsts are untouched
+        keep = np.flatnonzero(~conflict)
+        renumber = np.full(table.num_rows, -1)
+        renumber[keep] = np.arange(len(keep))
+        table, first, dup, conflict = table.take(pa.array(keep)), renumber[first[keep]], dup[keep], conflict[keep]
+    dup_idx = np.flatnonzero(dup)
+    ids = table.column(EXAMPLE_ID)
     duplicates = pa.Table.from_arrays([
-        table.column(EXAMPLE_ID).take(dup_idx),
-        pa.array(kept_ids.to_numpy()[dup], pa.string()),
-        table.column(SOURCE).take(dup_idx),
-        table.column(ROW).take(dup_idx),
-        pa.array(conflict[dup], pa.bool_()),
+        ids.take(pa.array(dup_idx)),
+        ids.take(pa.array(first[dup_idx])),
+        table.column(SOURCE).take(pa.array(dup_idx)),
+        table.column(ROW).take(pa.array(dup_idx)),
+        pa.array(conflict[dup_idx], pa.bool_()),
     ], schema=DUPLICATES_SCHEMA)
     return table.filter(pa.array(~dup)), duplicates, quarantine
+
+
+def first_of_key(keys: Dict[str, pa.Array]) -> np.ndarray:
+    """For each row, the index of the first row with an equal key (nulls equal nulls, NaN NaN).
+
+    Rows are grouped by a 64-bit hash of the key, then every row is compared by value
+    with its group's first row; only if some differ (a hash collision) are the keys
+    grouped by value in pandas.
+    """
+    n = len(next(iter(keys.values())))
+    _, first, inverse = np.unique(hash_columns(pa.table(keys), list(keys)), return_index=True, return_inverse=True)
+    first = first[inverse.reshape(-1)]
+    rows = np.flatnonzero(first != np.arange(n))
+    if len(rows) and not all(_equal_values(col, rows, first[rows]) for col in keys.values()):
+        frame = pd.DataFrame({f"k{i}": col.to_pandas() for i, col in enumerate(keys.values())})
+        group = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
+        _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
+        first = first[inverse.reshape(-1)]
+    return first
+
+
+def _equal_values(col, i: np.ndarray, j: np.ndarray) -> bool:
+    a, b = col.take(pa.array(i)), col.take(pa.array(j))
+    same = pc.or_(pc.fill_null(pc.equal(a, b), False), pc.and_(pc.is_null(a), pc.is_null(b)))
+    if pa.types.is_floating(a.type):
+        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(a), pc.is_nan(b)), False))
+    return bool(pc.all(same).as_py())
 
 
 class _BucketFn(beam.DoFn):

@@ -423,7 +423,7 @@ class AnalyzeAndTransform(beam.PTransform):
         from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
         config = self._input.tensor_adapter_config()
-        encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode)
+        encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
                    for name, pcoll in splits.items()}
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
@@ -438,7 +438,8 @@ class AnalyzeAndTransform(beam.PTransform):
             for name, pcoll in encoded.items():
                 transformed, _ = (((pcoll, config), transform_fn)
                                   | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=True))
-                out[name] = transformed | f"FromTft[{name}]" >> beam.Map(decoder.decode)
+                out[name] = (transformed
+                             | f"FromTft[{name}]" >> beam.Map(decoder.decode).with_output_types(pa.RecordBatch))
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._output_dir)
             # The raw feature spec beside the graph (as TFX's Transform does), so that
             # `tft.TFTransformOutput(output_dir).raw_feature_spec()` works for serving code.
