@@ -89,9 +89,18 @@ def test_chicago_taxi_missing_values(tmp_path):
     # Filled with the train mean, then scaled: every filled row gets the same z, which is ~0.
     # (TFT sums in float32 in bundle order, so fill mean and z-score mean differ in the 7th digit;
     # with latitudes ~41.9 and a std of ~0.04 that is up to ~1e-3 in z.)
-    stats = json.load(open(os.path.join(out, "report.json")))["features"]["columns"]["dropoff_latitude"]
+    stats_all = json.load(open(os.path.join(out, "report.json")))["features"]["columns"]
+    stats = stats_all["dropoff_latitude"]
     assert stats["fill"] == pytest.approx(raw["dropoff_latitude"].mean(), rel=1e-6)
     assert np.ptp(z_missing) == 0 and abs(z_missing[0]) < 1e-2
+    # log_zscore after the mean fill, against pandas: the statistics are the filled column's
+    seconds = raw["trip_seconds"].astype(np.float32)
+    assert seconds.isna().sum() > 0 and len(raw) == len(train)
+    logged = np.log1p(np.maximum(seconds.fillna(seconds.mean()), 0))
+    want_z = ((logged - logged.mean()) / logged.std(ddof=0)).to_numpy()
+    got_z = train.set_index("example_id").loc[raw["example_id"], "trip_seconds_xf"].to_numpy()
+    np.testing.assert_allclose(got_z, want_z, atol=2e-4)
+    assert stats_all["trip_seconds"]["std"] == pytest.approx(logged.std(ddof=0), rel=1e-4)
     # `tf_compat_v1: false`: a TF2 SavedModel, whose `transform_raw_features` runs eagerly
     import tensorflow as tf
     import tensorflow_transform as tft

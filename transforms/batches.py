@@ -39,7 +39,7 @@ KeyedBatch = beam.typehints.Tuple[int, pa.RecordBatch]
 
 
 def hash_key(seed: int | str) -> str:
-    """A 16-character key for pandas' SipHash, derived from a seed."""
+    """A 64-bit hash key (16 hex characters) derived from a seed."""
     return hashlib.sha256(str(seed).encode()).hexdigest()[:16]
 
 
@@ -98,19 +98,22 @@ def _hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _hash_bytes(arr: pa.Array) -> np.ndarray:
     """A hash per value of a string/binary array, from its offsets and data buffers."""
     n = len(arr)
+    if n == 0:
+        return np.zeros(0, np.uint64)
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     _, offsets_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(offsets_buf, np.int64 if large else np.int32)[arr.offset:arr.offset + n + 1].astype(np.int64)
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    data = np.concatenate([data, np.zeros(8, np.uint8)])       # so an 8-byte read never runs off the end
-    starts, lengths = offsets[:-1], np.diff(offsets)
+    # this array's bytes only (a slice shares its parent's buffer), padded so an 8-byte read never runs off
+    data = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(8, np.uint8)])
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     h = _mix64(lengths.astype(np.uint64) + np.uint64(0xB))
+    # the 8 bytes starting at every byte offset, as little-endian uint64 (an unaligned view, no copy)
+    at = np.ndarray(shape=(len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
     live = np.flatnonzero(lengths > 0)
     pos = 0
-    lanes = np.arange(8)
     while len(live):
-        words = np.ascontiguousarray(data[(starts[live] + pos)[:, None] + lanes]).view("<u8").reshape(-1)
-        words = words & _BYTE_MASKS[np.minimum(lengths[live] - pos, 8)]   # bytes past the value's end → 0
+        words = at[starts[live] + pos] & _BYTE_MASKS[np.minimum(lengths[live] - pos, 8)]   # past the end → 0
         h[live] = (h[live] ^ words) * _PRIME
         pos += 8
         live = live[lengths[live] > pos]

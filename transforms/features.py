@@ -223,25 +223,14 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
 
     col, kind, name = spec.column, spec.kind, spec.output_name
     numeric = column_type in ("int", "float", "bool")
+    if kind in ("zscore", "log_zscore", "minmax"):
+        return {name: _scaled(spec, x)}
     if kind in NUMERIC_KINDS or (kind == "passthrough" and numeric):
         values = tf.cast(x.values, tf.float32)
         default = "mean" if kind in NUMERIC_KINDS else "zero"
         filled = _dense(x, values, _fill_value(spec, values, default))
         if kind == "passthrough":
             return {name: filled}
-        if kind == "log_zscore":
-            filled = tf.math.log1p(tf.maximum(filled, 0.0))
-        if kind in ("zscore", "log_zscore"):
-            mean = report_stat(col, "mean", tft.mean(filled, name=f"mean_{col}"))
-            std = report_stat(col, "std", tf.sqrt(tft.var(filled, name=f"var_{col}")))
-            # as TFT's scale_to_z_score: a constant column is only centred
-            return {name: (filled - mean) / tf.where(std > 0.0, std, 1.0)}
-        if kind == "minmax":
-            lo = report_stat(col, "min", tft.min(filled, name=f"min_{col}"))
-            hi = report_stat(col, "max", tft.max(filled, name=f"max_{col}"))
-            # TFT's scale_to_0_1: a constant (or empty) column goes through a sigmoid
-            span = tf.where(lo < hi, hi - lo, 1.0)
-            return {name: tf.where(lo < hi, (filled - lo) / span, tf.math.sigmoid(filled))}
         boundaries = report_stat(col, "boundaries", tft.quantiles(
             filled, spec.arg, epsilon=min(1.0 / spec.arg, 0.01), name=f"quantiles_{col}"))
         return {name: tft.apply_buckets(filled, boundaries, name=f"bucketize_{col}")}
@@ -265,6 +254,46 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
         ids_name, weights_name = spec.output_names
         return {ids_name: index, weights_name: weight}
     raise ValueError(f"unknown feature transform {kind!r}")  # config validation forbids it; a guard for callers
+
+
+def _scaled(spec, x):
+    """zscore, log_zscore or minmax of the filled column, in one analysis phase.
+
+    The statistics are those of the filled column (every train row, a missing value as
+    its fill c), but computed from the present values' own statistics, the fill and the
+    share p of rows that have a value, so that no analyser waits for another one's
+    result (TFT would run a second pass over train for that):
+      mean = p·m + (1-p)·c,  var = p·(v + (m - mean)²) + (1-p)·(c - mean)²,
+      min = min(present min, c) when a value is missing (max alike).
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    col, kind = spec.column, spec.kind
+    values = tf.cast(x.values, tf.float32)
+    mode = spec.fill or "mean"
+    fill = _fill_value(spec, values, mode)     # with "mean", also m below for a zscore
+    present = _dense(x, tf.ones_like(values), 0.0)
+    p = tft.mean(present, name=f"present_{col}")       # 0 for an empty train: the fill alone
+    t, c = values, fill
+    if kind == "log_zscore":
+        t, c = tf.math.log1p(tf.maximum(values, 0.0)), tf.math.log1p(tf.maximum(fill, 0.0))
+    filled = _dense(x, t, c)
+    if kind in ("zscore", "log_zscore"):
+        m = fill if kind == "zscore" and mode == "mean" else tft.mean(t, name=f"mean_{col}")
+        v = tft.var(t, name=f"var_{col}")
+        mean = tf.where(p > 0.0, p * m + (1.0 - p) * c, c)
+        var = tf.where(p > 0.0, p * (v + tf.square(m - mean)) + (1.0 - p) * tf.square(c - mean), 0.0)
+        mean = report_stat(col, "mean", mean)
+        std = report_stat(col, "std", tf.sqrt(var))
+        # as TFT's scale_to_z_score: a constant column is only centred
+        return (filled - mean) / tf.where(std > 0.0, std, 1.0)
+    lo_t, hi_t = tft.min(t, name=f"min_{col}"), tft.max(t, name=f"max_{col}")
+    lo = report_stat(col, "min", tf.where(p >= 1.0, lo_t, tf.where(p > 0.0, tf.minimum(lo_t, c), c)))
+    hi = report_stat(col, "max", tf.where(p >= 1.0, hi_t, tf.where(p > 0.0, tf.maximum(hi_t, c), c)))
+    # TFT's scale_to_0_1: a constant (or empty) column goes through a sigmoid
+    span = tf.where(lo < hi, hi - lo, 1.0)
+    return tf.where(lo < hi, (filled - lo) / span, tf.math.sigmoid(filled))
 
 
 def tokenize(text):

@@ -5,7 +5,8 @@ How it works, and what is guaranteed:
   its quota (n_stratum × fraction), each stratum's counts add up to its size, and the
   split totals are the largest-remainder rounding of N × fraction. This is matrix
   rounding, solved as a small flow problem over strata × splits.
-- Assignment: every example gets a 64-bit SipHash of its example_id keyed by the seed.
+- Assignment: every example gets a 64-bit hash of its example_id and the seed
+  (`transforms.batches.hash_columns`).
   Within a stratum, examples in hash order fill the splits in config order. So the
   assignment does not depend on bundle order, sharding or runner, and adding rows moves
   an existing example only when a cut point moves past it.
@@ -193,6 +194,12 @@ def plan_split(counts: Dict[str, int], fractions: Sequence[float], merge_below: 
 def _units(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The rows that stand for a unit (all rows, unless grouped)."""
     return batch.filter(batch.column(UNIT)) if UNIT in batch.schema.names else batch
+
+
+def _unit_hashes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The (stratum, hash) columns of a batch's units."""
+    units = _units(batch)
+    return pa.RecordBatch.from_arrays([units.column(STRATUM), units.column(HASH)], names=[STRATUM, HASH])
 
 
 def band_stats(batch: pa.RecordBatch, plan: Dict) -> Dict[Tuple[int, int], Tuple[int, np.ndarray]]:
@@ -436,11 +443,14 @@ class StratifiedSplit(beam.PTransform):
             keyed = batches | "HashAndStratum" >> beam.Map(_with_keys, self._stratify_by, self._seed) \
                 .with_output_types(pa.RecordBatch)
         merge_below = sum(1 for f in self._fractions if f > 0)
-        counts = (keyed
-                  | "StratumCounts" >> beam.Map(lambda b: value_counts(_units(b).column(STRATUM)))
+        # The statistics passes read each unit's (stratum, hash) only: computed beside the
+        # rows, it is all that is kept for them, while the rows wait for the thresholds.
+        sketch = keyed | "UnitHashes" >> beam.Map(_unit_hashes).with_output_types(pa.RecordBatch)
+        counts = (sketch
+                  | "StratumCounts" >> beam.Map(lambda b: value_counts(b.column(STRATUM)))
                   | "SumCounts" >> beam.CombineGlobally(MergeCounts()))
         plan = counts | "Allocate" >> beam.Map(plan_split, self._fractions, merge_below)
-        stats = (keyed
+        stats = (sketch
                  | "BandStats" >> beam.Map(band_stats, pvalue.AsSingleton(plan))
                  | "MergeBands" >> beam.CombineGlobally(_MergeBands()))
         thresholds = stats | "Thresholds" >> beam.Map(thresholds_from, pvalue.AsSingleton(plan))
