@@ -18,7 +18,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import Config
-from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns,
+from transforms.batches import (DUPLICATES_SCHEMA, as_batches, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns,
                                 json_records, MergeCounts, value_counts)
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, ValidateRows, ValidateSpec, normalize_labels
 from transforms.labels import (AGREEMENT, ANNOTATIONS, MATRIX, N_LABELS, AttachAnnotations, ConsolidateLabels,
@@ -127,7 +127,8 @@ def read_annotations(p: beam.Pipeline, cfg: Config, files: Sequence[Tuple[int, s
                 pa.array(["labels"] * bad.num_rows, pa.string()), bad.column(SOURCE), bad.column(ROW)],
                 schema=QUARANTINE_SCHEMA))
 
-    tidied = read.rows | "TidyAnnotations" >> beam.FlatMap(tidy).with_outputs("faults", main="rows")
+    tidied = as_batches(read.rows | "TidyAnnotations" >> beam.FlatMap(tidy).with_outputs("faults", main="rows"),
+                        "rows", "faults")
     faults = (read.quarantine, tidied.faults) | "AnnotationFaults" >> beam.Flatten()
     writes[layout.join("annotation_faults")] = (faults, 1, QUARANTINE_SCHEMA)
     return tidied.rows, _count(faults, "annotation_faults")

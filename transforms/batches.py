@@ -102,7 +102,8 @@ def _hash_bytes(arr: pa.Array) -> np.ndarray:
         return np.zeros(0, np.uint64)
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, np.int64 if large else np.int32)[arr.offset:arr.offset + n + 1].astype(np.int64)
+    offsets = np.frombuffer(offsets_buf, np.int64 if large else np.int32)[arr.offset:arr.offset + n + 1]
+    offsets = offsets.astype(np.int64)
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     # this array's bytes only (a slice shares its parent's buffer), padded so an 8-byte read never runs off
     data = np.concatenate([data[offsets[0]:offsets[-1]], np.zeros(8, np.uint8)])
@@ -118,6 +119,18 @@ def _hash_bytes(arr: pa.Array) -> np.ndarray:
         pos += 8
         live = live[lengths[live] > pos]
     return _mix64(h)
+
+
+def as_batches(outputs, *tags: str):
+    """Declares outputs of a multi-output ParDo as record batches, and returns them.
+
+    Beam types every output of `.with_outputs(...)` as Any, main one included, which
+    gives them a pickling coder; and Beam pickles sampled elements of such a PCollection
+    only to estimate their size. Typed, they use `RecordBatchCoder` (its size is `nbytes`).
+    """
+    for tag in tags:
+        outputs[tag].element_type = pa.RecordBatch
+    return outputs
 
 
 def split_by_key(batch: pa.RecordBatch, keys: np.ndarray) -> Iterator[Tuple[int, pa.RecordBatch]]:
@@ -220,13 +233,21 @@ def count_reasons(quarantine: pa.RecordBatch) -> None:
         Metrics.counter(METRICS_NAMESPACE, key).inc(n)
 
 
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+
 class RecordBatchCoder(beam.coders.Coder):
-    """Arrow IPC for record batches between stages: one buffer, decoded without copying
-    (pickling a batch copies every buffer twice)."""
+    """Arrow IPC for record batches between stages, its buffers zstd-compressed.
+
+    On Adult-shaped rows zstd makes the stream 4× smaller for about the time the copy of
+    the uncompressed bytes would take: less to move through the runner's data plane, to
+    hold in memory between stages (the DirectRunner keeps whole PCollections) and to
+    shuffle over the network (Flink, Dataflow).
+    """
 
     def encode(self, batch: pa.RecordBatch) -> bytes:
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
+        with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
             writer.write_batch(batch)
         return sink.getvalue().to_pybytes()
 

@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (KeyedBatch, DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA,
-                                RECORD, ROW, SOURCE, concat_batches, hash_columns, split_by_key,
-                                table_to_batches, count_reasons, json_records)
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW,
+                                SOURCE, KeyedBatch, as_batches, concat_batches, count_reasons, hash_columns,
+                                json_records, split_by_key, table_to_batches)
 from transforms.read import escape_bytes
 
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
@@ -279,9 +279,8 @@ class ValidateRows(beam.PTransform):
         self._spec = spec
 
     def expand(self, batches):
-        return batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_output_types(
-            pa.RecordBatch).with_outputs(
-            _ValidateFn.QUARANTINE, main="rows")
+        return as_batches(batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_outputs(
+            _ValidateFn.QUARANTINE, main="rows"), "rows", _ValidateFn.QUARANTINE)
 
 
 # ---- deduplication ----------------------------------------------------------------------
@@ -440,8 +439,9 @@ class Deduplicate(beam.PTransform):
         self._buckets = max(1, buckets)
 
     def expand(self, batches):
-        return (batches
-                | "Bucket" >> beam.ParDo(_BucketFn(self._spec, self._buckets)).with_output_types(KeyedBatch)
-                | "GroupBuckets" >> beam.GroupByKey()
-                | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_output_types(pa.RecordBatch).with_outputs(
-                    _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"))
+        return as_batches(batches
+                          | "Bucket" >> beam.ParDo(_BucketFn(self._spec, self._buckets)).with_output_types(KeyedBatch)
+                          | "GroupBuckets" >> beam.GroupByKey()
+                          | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_outputs(
+                              _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"),
+                          "rows", _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE)

@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 
-from transforms.batches import (KeyedBatch, json_records, QUARANTINE_SCHEMA, ROW, SOURCE, concat_batches, count_reasons, hash_columns,
-                                MergeCounts, split_by_key, table_to_batches)
+from transforms.batches import (QUARANTINE_SCHEMA, ROW, SOURCE, KeyedBatch, MergeCounts, as_batches, concat_batches,
+                                count_reasons, hash_columns, json_records, split_by_key, table_to_batches)
 
 MISSING = -1
 
@@ -884,9 +884,8 @@ class ConsolidateLabels(beam.PTransform):
                 params = stats | f"DSMStep[{i}]" >> beam.Map(ds_mstep)
             ds_si = pvalue.AsSingleton(params)
         extra = [ds_si] if ds_si is not None else []
-        parts = batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_output_types(
-            pa.RecordBatch).with_outputs(
-            _ConsensusFn.QUARANTINE, main="rows")
+        parts = as_batches(batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_outputs(
+            _ConsensusFn.QUARANTINE, main="rows"), "rows", _ConsensusFn.QUARANTINE)
         report = (batches
                   | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
                                                  *extra)
@@ -983,7 +982,7 @@ class AttachAnnotations(beam.PTransform):
                    .with_output_types(KeyedBatch)}
                   | "JoinById" >> beam.CoGroupByKey()
                   | "Attach" >> beam.ParDo(_JoinBucketFn(id_column), pvalue.AsSingleton(annotators))
-                  .with_output_types(pa.RecordBatch)
                   .with_outputs(_JoinBucketFn.STATS, main="rows"))
+        as_batches(joined, "rows")
         stats = joined[_JoinBucketFn.STATS] | "SumJoinStats" >> beam.CombineGlobally(MergeCounts())
         return {"rows": joined.rows, "annotators": annotators, "stats": stats}

@@ -26,7 +26,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.batches import METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, count_reasons
+from transforms.batches import METRICS_NAMESPACE, as_batches, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, count_reasons
 
 BLOCK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -399,8 +399,7 @@ class ReadInputs(beam.PTransform):
         self._block_bytes = block_bytes
 
     def expand(self, files):
-        return (files
-                | "Spread" >> beam.Reshuffle()
-                | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
-                .with_output_types(pa.RecordBatch)
-                .with_outputs(_ReadFileFn.QUARANTINE, main="rows"))
+        return as_batches(files
+                          | "Spread" >> beam.Reshuffle()
+                          | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
+                          .with_outputs(_ReadFileFn.QUARANTINE, main="rows"), "rows", _ReadFileFn.QUARANTINE)

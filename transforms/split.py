@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (KeyedBatch, MergeCounts, EXAMPLE_ID, METRICS_NAMESPACE, concat_batches, drop_columns, hash_columns,
-                                set_column, split_by_key, table_to_batches, value_counts)
+from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, KeyedBatch, MergeCounts, as_batches, concat_batches,
+                                drop_columns, hash_columns, set_column, split_by_key, table_to_batches, value_counts)
 
 STRATUM = "_stratum"          # the stratum the allocation uses (a group's majority stratum with groups)
 ROW_STRATUM = "_row_stratum"   # with groups: each row's own stratum, for the example-level report
@@ -457,6 +457,7 @@ class StratifiedSplit(beam.PTransform):
         parts = keyed | "Assign" >> beam.ParDo(
             _AssignFn(self._names), pvalue.AsSingleton(plan), pvalue.AsSingleton(thresholds)
         ).with_outputs(*self._names)
+        as_batches(parts, *self._names)
         out = {}
         actuals = []
         for name in self._names:
