@@ -31,5 +31,5 @@ setup(
             "krippendorff",
         ],
     },
-    entry_points={"console_scripts": ["dataprep=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["dataprep=pipeline.cli:entry"]},
 )

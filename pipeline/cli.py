@@ -7,6 +7,7 @@ pipeline failed (and the run is recorded as FAILED in the store).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -186,5 +187,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return EXIT_USAGE
 
 
+def entry() -> None:
+    """The `dataprep` command: `main()`, then exit.
+
+    Before exiting, every object is frozen: the interpreter's last garbage collection
+    would otherwise walk the millions that TensorFlow and Beam leave (about 1.5 s).
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

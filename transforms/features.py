@@ -467,6 +467,8 @@ class AnalyzeAndTransform(beam.PTransform):
             for name, pcoll in encoded.items():
                 transformed, _ = (((pcoll, config), transform_fn)
                                   | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=True))
+                # TFT leaves it untyped: Beam would pickle sampled batches to estimate their size
+                transformed.element_type = beam.typehints.Tuple[pa.RecordBatch, beam.typehints.Dict[str, Any]]
                 out[name] = (transformed
                              | f"FromTft[{name}]" >> beam.Map(decoder.decode).with_output_types(pa.RecordBatch))
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._output_dir)
