@@ -243,13 +243,15 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
     vocab_args = dict(top_k=spec.arg, frequency_threshold=spec.frequency_threshold, vocab_filename=col,
                       name=f"vocabulary_{col}")
     if kind == "vocabulary":
-        return {name: tft.compute_and_apply_vocabulary(text, num_oov_buckets=spec.num_oov_buckets, **vocab_args)}
+        return {name: tft.compute_and_apply_vocabulary(text, num_oov_buckets=spec.num_oov_buckets,
+                                                       weights=counted(text), **vocab_args)}
     tokens = tokenize(text)
     if kind == "tokens_vocabulary":
-        return {name: tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=spec.num_oov_buckets, **vocab_args)}
+        return {name: tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=spec.num_oov_buckets,
+                                                       weights=counted(tokens), **vocab_args)}
     if kind == "tfidf":
         # ids in [0, top_k]: the top_k terms and one bucket for every other term
-        ids = tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=1, **vocab_args)
+        ids = tft.compute_and_apply_vocabulary(tokens, num_oov_buckets=1, weights=counted(tokens), **vocab_args)
         index, weight = tft.tfidf(ids, spec.arg + 1, name=f"tfidf_{col}")
         ids_name, weights_name = spec.output_names
         return {ids_name: index, weights_name: weight}
@@ -294,6 +296,20 @@ def _scaled(spec, x):
     # TFT's scale_to_0_1: a constant (or empty) column goes through a sigmoid
     span = tf.where(lo < hi, hi - lo, 1.0)
     return tf.where(lo < hi, (filled - lo) / span, tf.math.sigmoid(filled))
+
+
+def counted(x):
+    """Weight 1.0 per value of `x` (dense, or a SparseTensor's values), for `tft.vocabulary`.
+
+    The same vocabulary as without weights (ranked by count, ties by value, the frequency
+    threshold on counts), but TFT reduces a weighted one to (value, count) per batch inside
+    the graph, while an unweighted one reaches Beam as one element per value: 3M elements
+    for five columns of 600k train rows, about 3 s. float64 keeps counts exact past 2**24.
+    """
+    import tensorflow as tf
+
+    values = x.values if isinstance(x, tf.SparseTensor) else x
+    return tf.ones(tf.shape(values), tf.float64)
 
 
 def tokenize(text):
@@ -363,7 +379,7 @@ def _most_frequent(values, column: str):
         keys = tf.strings.as_string(values)
     else:
         keys = values
-    path = tft.vocabulary(keys, top_k=1, vocab_filename=FILL_VOCABULARY_PREFIX + column,
+    path = tft.vocabulary(keys, top_k=1, weights=counted(keys), vocab_filename=FILL_VOCABULARY_PREFIX + column,
                           name=f"most_frequent_{column}")
     top = tf.strings.split(tf.io.read_file(path), sep="\n", maxsplit=1)[0]
     _, dummy = get_empy_vocabulary_dummy_value(keys.dtype)   # what TFT writes for an empty vocabulary
