@@ -179,9 +179,16 @@ def test_dedup_by_value_when_hashes_collide(monkeypatch):
     frame = pd.DataFrame({"k": rng.integers(0, 20, n).astype(str), "v": rng.choice([0.5, np.nan, -0.0, 0.0], n)})
     frame.loc[rng.choice(n, 30), "k"] = None
     keys = {c: pa.array(frame[c], from_pandas=True) for c in frame}
-    want = frame.groupby(["k", "v"], dropna=False, sort=False).ngroup().to_numpy()
-    first_by_group = {g: int(np.flatnonzero(want == g)[0]) for g in set(want)}
-    expected = np.array([first_by_group[g] for g in want])
-    assert (clean.first_of_key(keys) == expected).all()
+    group = frame.groupby(["k", "v"], dropna=False, sort=False).ngroup().to_numpy()
+    order = rng.permutation(n)                       # "first" in this order, as dedup's (_source, _row)
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n)
+    expected = {}
+    for o in (None, order):
+        r = np.arange(n) if o is None else rank
+        first_by_group = {g: min(np.flatnonzero(group == g), key=lambda i: r[i]) for g in set(group)}
+        expected[o is None] = np.array([first_by_group[g] for g in group])
+        assert (clean.first_of_key(keys, o) == expected[o is None]).all()
     monkeypatch.setattr(clean, "hash_columns", lambda table, columns: np.zeros(table.num_rows, np.uint64))
-    assert (clean.first_of_key(keys) == expected).all()
+    for o in (None, order):
+        assert (clean.first_of_key(keys, o) == expected[o is None]).all()

@@ -87,3 +87,31 @@ def _with_source(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch.append_column(SOURCE, pa.array(["f.csv"] * batch.num_rows)) if hasattr(batch, "append_column") \
         else pa.RecordBatch.from_arrays(list(batch.columns) + [pa.array(["f.csv"] * batch.num_rows)],
                                         names=batch.schema.names + [SOURCE])
+
+
+number_text = st.one_of(
+    st.integers(-10**20, 10**20).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.from_regex(r"[+-]?[0-9]{0,20}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["inf", "-Infinity", "NaN", "nan", "+nan", "1_000", "0x10", "١٢", "1e", ".", "+", "5.", ".5"]),
+    st.text(max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(number_text, st.none()), min_size=1, max_size=20), st.sampled_from(["int", "float"]))
+def test_arrow_parse_agrees_with_the_regexes(values, kind):
+    """coerce's fast path (Arrow's parse of the whole column) gives what the regexes give."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from transforms import clean
+
+    text = pc.utf8_trim_whitespace(pa.array(values, pa.string()))
+    fast = clean._strict_cast(text, kind)
+    if fast is None:
+        return
+    ok = pc.fill_null(pc.match_substring_regex(text, clean._INT_RE if kind == "int" else clean._FLOAT_RE), False)
+    present = np.asarray(pc.is_valid(text))
+    assert np.asarray(ok)[present].all(), values             # nothing Arrow parses is bad for the regex
+    slow = pc.cast(pc.replace_substring_regex(text, r"^\+", ""), clean.ARROW_TYPES[kind])
+    assert fast.equals(slow) or (kind == "float" and np.allclose(
+        np.asarray(fast.to_pandas()), np.asarray(slow.to_pandas()), equal_nan=True, rtol=0, atol=0)), values

@@ -51,6 +51,10 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
     if kind == "string":
         return array, np.zeros(len(array), bool)
     text = pc.utf8_trim_whitespace(array)
+    if kind in ("int", "float"):
+        typed = _strict_cast(text, kind)
+        if typed is not None:
+            return typed, np.zeros(len(array), bool)
     if kind == "bool":
         lower = pc.utf8_lower(text)
         is_true = pc.is_in(lower, value_set=pa.array(_TRUE))
@@ -63,6 +67,24 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
         typed = pc.cast(pc.if_else(ok, unsigned, pa.scalar(None, pa.string())), target)
     bad = np.asarray(pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False))))
     return typed, bad
+
+
+def _strict_cast(text: pa.Array, kind: str) -> Optional[pa.Array]:
+    """Arrow's own parse when every value passes it, else None (then the regexes decide).
+
+    Arrow accepts a subset of what `_INT_RE`/`_FLOAT_RE` accept (no leading "+"), except
+    for 19-digit and hexadecimal ("0x1f") integers, which the checks below keep out; where
+    it succeeds the values are the same (a property test holds it to that). About 4×
+    faster than matching the regexes.
+    """
+    if kind == "int":
+        too_long = (pc.max(pc.utf8_length(text)).as_py() or 0) > 18
+        if too_long or pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
+            return None
+    try:
+        return pc.cast(text, ARROW_TYPES[kind])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 _OPS = {"<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal, "==": pc.equal,
@@ -324,9 +346,9 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
     empty_q = QUARANTINE_SCHEMA.empty_table()
     if table.num_rows == 0:
         return table, DUPLICATES_SCHEMA.empty_table(), empty_q
-    order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")])
-    table = table.take(order)
-    first = first_of_key(dedup_key_columns(table, spec))
+    # "first" in (_source, _row) order; the rows themselves stay where they are (no copy)
+    order = pc.sort_indices(table, sort_keys=[(SOURCE, "ascending"), (ROW, "ascending")]).to_numpy()
+    first = first_of_key(dedup_key_columns(table, spec), order)
     dup = first != np.arange(table.num_rows)
     if not dup.any():
         return table, DUPLICATES_SCHEMA.empty_table(), empty_q
@@ -364,22 +386,29 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
     return table.filter(pa.array(~dup)), duplicates, quarantine
 
 
-def first_of_key(keys: Dict[str, pa.Array]) -> np.ndarray:
-    """For each row, the index of the first row with an equal key (nulls equal nulls, NaN NaN).
+def first_of_key(keys: Dict[str, pa.Array], order: Optional[np.ndarray] = None) -> np.ndarray:
+    """For each row, the index of the first row with an equal key (nulls equal nulls, NaN NaN),
+    "first" in `order` (a permutation of the rows; default: as they are).
 
     Rows are grouped by a 64-bit hash of the key, then every row is compared by value
     with its group's first row; only if some differ (a hash collision) are the keys
     grouped by value in pandas.
     """
     n = len(next(iter(keys.values())))
-    _, first, inverse = np.unique(hash_columns(pa.table(keys), list(keys)), return_index=True, return_inverse=True)
-    first = first[inverse.reshape(-1)]
+    order = np.arange(n) if order is None else np.asarray(order)
+
+    def firsts(group_ids: np.ndarray) -> np.ndarray:    # group ids in `order` → first row per row
+        _, first, inverse = np.unique(group_ids, return_index=True, return_inverse=True)
+        out = np.empty(n, np.int64)
+        out[order] = order[first[inverse.reshape(-1)]]
+        return out
+
+    first = firsts(hash_columns(pa.table(keys), list(keys))[order])
     rows = np.flatnonzero(first != np.arange(n))
     if len(rows) and not all(_equal_values(col, rows, first[rows]) for col in keys.values()):
-        frame = pd.DataFrame({f"k{i}": col.to_pandas() for i, col in enumerate(keys.values())})
-        group = frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy()
-        _, first, inverse = np.unique(group, return_index=True, return_inverse=True)
-        first = first[inverse.reshape(-1)]
+        taken = pa.array(order)
+        frame = pd.DataFrame({f"k{i}": col.take(taken).to_pandas() for i, col in enumerate(keys.values())})
+        first = firsts(frame.groupby(list(frame.columns), dropna=False, sort=False).ngroup().to_numpy())
     return first
 
 

@@ -126,7 +126,9 @@ def _finish_strings(columns: Dict[str, pa.Array], spec: ReaderSpec) -> Dict[str,
         if spec.trim:
             arr = pc.utf8_trim_whitespace(arr)
         if len(na):
-            arr = pc.if_else(pc.is_in(arr, value_set=na), pa.scalar(None, pa.string()), arr)
+            missing = pc.is_in(arr, value_set=na)
+            if pc.any(missing).as_py():     # most columns have none: no copy of their text
+                arr = pc.if_else(missing, pa.scalar(None, pa.string()), arr)
         out[name] = arr
     return out
 
