@@ -105,13 +105,20 @@ def test_deduplicate_pipeline_is_independent_of_batching():
     rows = [{"k": str(i % 7), "example_id": f"e{i}", "_source": "s", "_row": i} for i in range(40)]
     table = pa.Table.from_pylist(rows)
     batches = table.to_batches(max_chunksize=6)
-    with TestPipeline() as p:
-        out = p | beam.Create(batches[::-1]) | Deduplicate(DedupSpec(keys=("k",)), buckets=3)
-        kept = out.rows | "K" >> beam.FlatMap(lambda b: b.column("example_id").to_pylist())
-        dups = out.duplicates | "D" >> beam.FlatMap(
-            lambda b: list(zip(b.column("example_id").to_pylist(), b.column("kept_example_id").to_pylist())))
-        assert_that(kept, equal_to([f"e{i}" for i in range(7)]), label="kept")
-        assert_that(dups, equal_to([(f"e{i}", f"e{i % 7}") for i in range(7, 40)]), label="dups")
+    p = TestPipeline()
+    out = p | beam.Create(batches[::-1]) | Deduplicate(DedupSpec(keys=("k",)), buckets=3)
+    kept = out.rows | "K" >> beam.FlatMap(lambda b: b.column("example_id").to_pylist())
+    dups = out.duplicates | "D" >> beam.FlatMap(
+        lambda b: list(zip(b.column("example_id").to_pylist(), b.column("kept_example_id").to_pylist())))
+    assert_that(kept, equal_to([f"e{i}" for i in range(7)]), label="kept")
+    assert_that(dups, equal_to([(f"e{i}", f"e{i % 7}") for i in range(7, 40)]), label="dups")
+    result = p.run()
+    result.wait_until_finish()
+    # buckets are deduplicated on threads; the counter is still incremented (metrics are per thread)
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = result.metrics().query(MetricsFilter().with_name("clean.duplicates"))["counters"]
+    assert sum(c.committed for c in counters) == 33
 
 
 def test_cross_column_rule_and_filter():

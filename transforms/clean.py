@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW,
-                                SOURCE, KeyedBatch, as_batches, concat_batches, count_reasons, hash_columns,
-                                json_records, split_by_key, table_to_batches)
+                                SOURCE, KeyedBatch, Overlap, as_batches, concat_batches, count_reasons,
+                                hash_columns, json_records, split_by_key, table_to_batches)
 from transforms.read import escape_bytes
 
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
@@ -432,6 +433,10 @@ class _BucketFn(beam.DoFn):
         yield from split_by_key(batch, buckets.astype(np.int64))
 
 
+def _dedup_bucket(batches: List[pa.RecordBatch], spec: DedupSpec):
+    return dedup_table(concat_batches(batches), spec)
+
+
 class _DedupBucketFn(beam.DoFn):
     DUPLICATES = "duplicates"
     QUARANTINE = "quarantine"
@@ -440,9 +445,24 @@ class _DedupBucketFn(beam.DoFn):
         self._spec = spec
         self._dups = Metrics.counter(METRICS_NAMESPACE, "clean.duplicates")
 
+    def start_bundle(self):
+        self._overlap = Overlap(2)
+
     def process(self, element):
         _, batches = element
-        kept, dups, conflicts = dedup_table(concat_batches(batches), self._spec)
+        # the batches are read here: Beam's iterable is not for other threads
+        for result in self._overlap.submit(_dedup_bucket, list(batches), self._spec):
+            yield from self._emit(*result)
+
+    def finish_bundle(self):
+        for result in self._overlap.finish():
+            for out in self._emit(*result):
+                if isinstance(out, pvalue.TaggedOutput):
+                    yield pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+                else:
+                    yield GlobalWindows.windowed_value(out)
+
+    def _emit(self, kept: pa.Table, dups: pa.Table, conflicts: pa.Table):
         yield from table_to_batches(kept)
         if dups.num_rows:
             self._dups.inc(dups.num_rows)

@@ -8,7 +8,6 @@ so readers can rely on the `-of-N` count.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
@@ -20,7 +19,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, concat_batches, hash_columns, split_by_key
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Overlap, concat_batches, hash_columns, split_by_key
 
 
 def shard_name(index: int, count: int) -> str:
@@ -64,19 +63,14 @@ class _FirstSchema(beam.CombineFn):
 
 
 class _WriteShardFn(beam.DoFn):
-    """Writes each shard's sorted table; up to IN_FLIGHT shards are sorted and written on
-    threads while the next shard's batches are gathered (Arrow's sort and the Parquet
-    writer release the GIL, so a second core is used even on the in-process runner).
+    """Writes each shard's sorted table, two shards at a time on threads (`Overlap`).
     The (path, rows) outputs come at the end of the bundle."""
-
-    IN_FLIGHT = 2
 
     def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
         self._targets = targets
 
     def start_bundle(self):
-        self._pool = ThreadPoolExecutor(self.IN_FLIGHT)
-        self._pending: List[Future] = []
+        self._overlap = Overlap(2)
         self._done: List[Tuple[str, int]] = []
 
     def process(self, element, schemas):
@@ -85,16 +79,10 @@ class _WriteShardFn(beam.DoFn):
         schema = schemas.get(target) or fallback or pa.schema([])
         table = concat_batches([b for b in batches if b.num_rows], schema)
         path = FileSystems.join(directory, shard_name(index, count))
-        while len(self._pending) >= self.IN_FLIGHT:     # bounded: at most IN_FLIGHT tables wait in memory
-            self._done.append(self._pending.pop(0).result())
-        self._pending.append(self._pool.submit(_write_shard, table, schema, path))
+        self._done += self._overlap.submit(_write_shard, table, schema, path)
 
     def finish_bundle(self):
-        try:
-            self._done.extend(f.result() for f in self._pending)
-        finally:
-            self._pool.shutdown()
-        for path_rows in self._done:
+        for path_rows in self._done + self._overlap.finish():
             yield GlobalWindows.windowed_value(path_rows)
 
 
