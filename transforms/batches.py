@@ -124,16 +124,17 @@ def _hash_bytes(arr: pa.Array) -> np.ndarray:
 
 
 class Overlap:
-    """Runs a DoFn's heavy per-element work on threads, `width` elements at a time, so that
-    one element is computed while the next is gathered and decoded: Arrow, numpy and the
+    """Runs a DoFn's heavy per-element work on `width` threads, so that one element is
+    computed while the DoFn's thread gathers and decodes the next: Arrow, numpy and the
     Parquet writer release the GIL, so the in-process runner uses a second core.
 
-    `submit` returns the results that were waited for to keep at most `width` in flight
-    (bounding memory); `finish` returns the rest. Results come in submission order. Emit
-    outputs and Beam metrics from the DoFn's own thread (metrics are per thread).
+    `submit` returns the results it had to wait for to keep at most `width` in flight
+    (each in-flight element is a table in memory: one is enough for two cores); `finish`
+    returns the rest. Results come in submission order. Emit outputs and Beam metrics from
+    the DoFn's own thread (metrics are per thread).
     """
 
-    def __init__(self, width: int = 2):
+    def __init__(self, width: int = 1):
         self._width = width
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pending: Deque[Future] = deque()

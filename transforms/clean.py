@@ -446,7 +446,7 @@ class _DedupBucketFn(beam.DoFn):
         self._dups = Metrics.counter(METRICS_NAMESPACE, "clean.duplicates")
 
     def start_bundle(self):
-        self._overlap = Overlap(2)
+        self._overlap = Overlap()
 
     def process(self, element):
         _, batches = element

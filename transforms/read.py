@@ -26,7 +26,8 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.batches import METRICS_NAMESPACE, as_batches, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, count_reasons
+from transforms.batches import (METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, Overlap, as_batches,
+                                count_reasons)
 
 BLOCK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -346,11 +347,16 @@ class _ReadFileFn(beam.DoFn):
                 missing = [c for c in self._wanted if c not in names]
                 if missing:
                     raise ValueError(f"{path}: the file has no column(s) {missing}; it has {names}")
+            # the next block is parsed on a thread while this one goes downstream
+            overlap = Overlap()
             for block, first_line in blocks:
                 if spec.format == "csv":
-                    batch, bad = parse_csv_block(block, first_line, names, self._wanted, spec)
+                    parsed = overlap.submit(parse_csv_block, block, first_line, names, self._wanted, spec)
                 else:
-                    batch, bad = parse_jsonl_block(block, first_line, self._wanted, spec)
+                    parsed = overlap.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
+                for batch, bad in parsed:
+                    yield from self._emit(batch, bad, path)
+            for batch, bad in overlap.finish():
                 yield from self._emit(batch, bad, path)
 
     def _emit(self, batch: Optional[pa.RecordBatch], bad: BadRows, path: str):

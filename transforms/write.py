@@ -63,14 +63,14 @@ class _FirstSchema(beam.CombineFn):
 
 
 class _WriteShardFn(beam.DoFn):
-    """Writes each shard's sorted table, two shards at a time on threads (`Overlap`).
+    """Writes each shard's sorted table on a thread while the next is gathered (`Overlap`).
     The (path, rows) outputs come at the end of the bundle."""
 
     def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
         self._targets = targets
 
     def start_bundle(self):
-        self._overlap = Overlap(2)
+        self._overlap = Overlap()
         self._done: List[Tuple[str, int]] = []
 
     def process(self, element, schemas):
