@@ -199,3 +199,22 @@ def test_dedup_by_value_when_hashes_collide(monkeypatch):
     monkeypatch.setattr(clean, "hash_columns", lambda table, columns: np.zeros(table.num_rows, np.uint64))
     for o in (None, order):
         assert (clean.first_of_key(keys, o) == expected[o is None]).all()
+
+
+def test_overlap_keeps_order_bounds_the_work_in_flight_and_raises():
+    """The helper behind the threaded dedup, write and parse: results in submission order,
+    one element ahead at most, a worker's exception raised in the caller."""
+    import time
+
+    from transforms.batches import Overlap
+
+    overlap, got = Overlap(), []
+    for i in range(5):
+        got += overlap.submit(lambda x: (time.sleep(0.002 * (5 - x)), x)[1], i)
+    assert got + overlap.finish() == [0, 1, 2, 3, 4]
+    overlap = Overlap()
+    assert overlap.submit(lambda: 1) == [] and overlap.submit(lambda: 2) == [1] and overlap.finish() == [2]
+    overlap = Overlap()
+    overlap.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        overlap.finish()

@@ -152,10 +152,14 @@ class Overlap:
         try:
             return [self._pending.popleft().result() for _ in range(len(self._pending))]
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-            self._pending.clear()
+            self.close()
+
+    def close(self) -> None:
+        """Drops what is still pending (after a failure) and stops the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+        self._pool = None
+        self._pending.clear()
 
 
 def as_batches(outputs, *tags: str):

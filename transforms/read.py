@@ -349,15 +349,18 @@ class _ReadFileFn(beam.DoFn):
                     raise ValueError(f"{path}: the file has no column(s) {missing}; it has {names}")
             # the next block is parsed on a thread while this one goes downstream
             overlap = Overlap()
-            for block, first_line in blocks:
-                if spec.format == "csv":
-                    parsed = overlap.submit(parse_csv_block, block, first_line, names, self._wanted, spec)
-                else:
-                    parsed = overlap.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
-                for batch, bad in parsed:
+            try:
+                for block, first_line in blocks:
+                    if spec.format == "csv":
+                        parsed = overlap.submit(parse_csv_block, block, first_line, names, self._wanted, spec)
+                    else:
+                        parsed = overlap.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
+                    for batch, bad in parsed:
+                        yield from self._emit(batch, bad, path)
+                for batch, bad in overlap.finish():
                     yield from self._emit(batch, bad, path)
-            for batch, bad in overlap.finish():
-                yield from self._emit(batch, bad, path)
+            finally:
+                overlap.close()
 
     def _emit(self, batch: Optional[pa.RecordBatch], bad: BadRows, path: str):
         if batch is not None and batch.num_rows:
