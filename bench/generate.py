@@ -51,6 +51,16 @@ def generate(rows: int, path: str, seed: int = 0, chunk: int = 1_000_000) -> str
     return path
 
 
+def data_file(directory: str, name: str, rows: int, make) -> str:
+    """`directory/name`, made by `make(rows, path)` unless it exists already (kept across runs)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        print(f"generating {rows:,} rows → {path}", flush=True)
+        make(rows, path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, required=True)

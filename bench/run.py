@@ -24,7 +24,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from generate import generate  # noqa: E402
+from generate import data_file, generate  # noqa: E402
 
 
 def measure(cmd, env=None):
@@ -49,11 +49,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["pandas", "dataprep"])
     ap.add_argument("--dataprep-args", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args()
-    os.makedirs(args.data, exist_ok=True)
-    data = os.path.join(args.data, f"adult-{args.rows}.csv")
-    if not os.path.exists(data):
-        print(f"generating {args.rows} rows → {data}", flush=True)
-        generate(args.rows, data)
+    data = data_file(args.data, f"adult-{args.rows}.csv", args.rows, generate)
     work = tempfile.mkdtemp(prefix="dataprep-bench-")
     cfg = yaml.safe_load(open(os.path.join(HERE, "config.yaml")))
     cfg["inputs"][0]["path"] = data

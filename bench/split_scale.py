@@ -25,6 +25,9 @@ import pyarrow.parquet as pq
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from generate import data_file  # noqa: E402
+
 ROOT = os.path.dirname(HERE)
 
 
@@ -49,11 +52,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
     args = ap.parse_args()
-    os.makedirs(args.data, exist_ok=True)
-    data = os.path.join(args.data, f"split-{args.rows}.parquet")
-    if not os.path.exists(data):
-        print(f"generating {args.rows:,} rows → {data}", flush=True)
-        make_data(args.rows, data)
+    data = data_file(args.data, f"split-{args.rows}.parquet", args.rows, make_data)
     work = tempfile.mkdtemp(prefix="dataprep-split-")
     cfg = {"name": "split-scale", "inputs": [{"path": data, "format": "parquet"}],
            "schema": {"id": "id", "label": "label", "columns": {"id": "string", "label": "string", "x": "float"},
