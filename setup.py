@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "runners", "runners.*"]),
     install_requires=[
-        "apache-beam[gcp]==2.61.0",
+        "apache-beam[gcp]==2.62.0",
         "tensorflow-transform==1.16.0",
         "tfx-bsl==1.16.1",
         "ml-metadata==1.16.0",

@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline.build import Layout, build_pipeline
 from pipeline.config import Config, ConfigError
 from pipeline.metadata import RunRecorder, StoreLocation, open_store
-from runners import check_runner_paths, runner_args, sanitized_options
+from runners import RunnerOptionsError, check_runner_paths, runner_args, sanitized_options
 
 log = logging.getLogger("dataprep")
 
@@ -180,12 +180,15 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
       PipelineFailure: the job failed; the run is recorded as FAILED.
     """
     runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
-    options = PipelineOptions(runner_args(runner, beam_args))
-    dry_run = options.view_as(TestOptions).dry_run
     output_root = output if output is not None else cfg.resolve(cfg.output.path)
     if "://" not in output_root:
         output_root = os.path.abspath(output_root)
-    check_runner_paths(runner, output_root, [cfg.resolve(i.path) for i in cfg.inputs], dry_run)
+    try:
+        options = PipelineOptions(runner_args(runner, beam_args))
+        dry_run = options.view_as(TestOptions).dry_run
+        check_runner_paths(runner, output_root, [cfg.resolve(i.path) for i in cfg.inputs], dry_run)
+    except RunnerOptionsError as e:
+        raise ConfigError(str(e)) from None
     matched = match_inputs(cfg)
     check_input_columns(cfg, matched)
     location = store_location(cfg, store, output_root)

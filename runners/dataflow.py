@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
-from pipeline.config import ConfigError
+from runners import RunnerOptionsError
 
 SETUP_PY = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "setup.py"))
 
@@ -28,21 +28,21 @@ def dataflow_args(beam_args: Sequence[str]) -> List[str]:
     """Beam arguments for Dataflow with what workers need added.
 
     Raises:
-      ConfigError: a required option (project, region, temp_location) is missing or local.
+      RunnerOptionsError: a required option (project, region, temp_location) is missing or local.
     """
     args = list(beam_args)
     options = PipelineOptions(args)
     gcp = options.view_as(GoogleCloudOptions)
     for name, value in (("--project", gcp.project), ("--region", gcp.region), ("--temp_location", gcp.temp_location)):
         if not value:
-            raise ConfigError(f"{name}: DataflowRunner needs {name} (see README, 'Running on Dataflow')")
+            raise RunnerOptionsError(f"{name}: DataflowRunner needs {name} (see README, 'Running on Dataflow')")
     if "://" not in gcp.temp_location:
-        raise ConfigError(f"--temp_location: Dataflow workers cannot use the local path {gcp.temp_location}; "
+        raise RunnerOptionsError(f"--temp_location: Dataflow workers cannot use the local path {gcp.temp_location}; "
                           "use gs://...")
     setup = options.view_as(SetupOptions)
     if not setup.setup_file and not setup.extra_packages:
         if not os.path.exists(SETUP_PY):
-            raise ConfigError("--setup_file: this installation has no setup.py to ship to workers; pass "
+            raise RunnerOptionsError("--setup_file: this installation has no setup.py to ship to workers; pass "
                               "--setup_file or --extra_package")
         args += ["--setup_file", SETUP_PY]
     if not gcp.staging_location:

@@ -1,44 +1,49 @@
 #!/usr/bin/env bash
-# Local Apache Flink 1.19 session cluster + Beam Flink job-server jar, for integration tests.
+# Local Apache Flink 1.19 session cluster, Beam Flink job server and Python SDK worker pool.
 #
-#   scripts/flink.sh setup    download + assemble Flink and the Beam job server (idempotent, cached)
-#   scripts/flink.sh start    setup if needed, start the cluster, wait until the REST API reports slots
-#   scripts/flink.sh stop     stop the cluster; safe to call when nothing runs
-#   scripts/flink.sh jar      print the absolute path of the Beam job-server jar
-#   scripts/flink.sh status   print the REST /overview, or "not running" (exit 1)
+#   scripts/flink.sh setup      download + assemble Flink and the Beam job server (idempotent, cached)
+#   scripts/flink.sh jobserver  only fetch the Beam job server; print its path (for a remote cluster)
+#   scripts/flink.sh start      setup if needed, start the cluster and the worker pool, wait for both
+#   scripts/flink.sh stop       stop them; safe to call when nothing runs
+#   scripts/flink.sh jar        print the absolute path of the Beam job-server jar
+#   scripts/flink.sh status     print the REST /overview, or "not running" (exit 1)
 #
-# Everything lives under <repo>/.cache/flink/. Flink is assembled from two PyPI packages
-# (apache-flink wheel: bin/conf/log; apache-flink-libraries sdist: lib/opt/plugins), which are
-# downloaded with pip but never installed (they pin an older Beam).
+# Everything lives under <repo>/.cache/flink/ (or $DATAPREP_FLINK_CACHE). Flink is assembled from
+# two PyPI packages (apache-flink wheel: bin/conf/log; apache-flink-libraries sdist:
+# lib/opt/plugins), which are downloaded with pip but never installed (they pin an older Beam).
+# The job server is Beam's own for Flink 1.19 at the SDK's version, from Maven.
 #
-# Pipelines then use e.g.:
-#   --runner FlinkRunner --flink_master localhost:8081 \
-#   --flink_job_server_jar "$(scripts/flink.sh jar)" --environment_type LOOPBACK --parallelism 2
+# Pipelines then use (dataprep finds the job server by itself):
+#   --runner FlinkRunner --flink_master localhost:8081 --parallelism 2                 (LOOPBACK)
+#   ... --environment_type EXTERNAL --environment_config localhost:50000              (worker pool)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$SCRIPT_DIR")"
 
 FLINK_VERSION="1.19.3"
-BEAM_VERSION="2.61.0"
+# The Beam version of the job server: the same as the Python SDK pinned in constraints.txt.
+BEAM_VERSION="2.62.0"
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 JOB_SERVER_ARTIFACT="org.apache.beam:beam-runners-flink-1.19-job-server:${BEAM_VERSION}"
+RUNNER_ARTIFACT="org.apache.beam:beam-runners-flink-1.19:${BEAM_VERSION}"
 
-CACHE_DIR="${REPO_ROOT}/.cache/flink"
+CACHE_DIR="${DATAPREP_FLINK_CACHE:-${REPO_ROOT}/.cache/flink}"
 DL_DIR="${CACHE_DIR}/downloads"
 PID_DIR="${CACHE_DIR}/pids"
 FLINK_HOME_DIR="${CACHE_DIR}/flink-${FLINK_VERSION}"
 FLINK_CONF="${FLINK_HOME_DIR}/conf"
 STAMP="${FLINK_HOME_DIR}/.assembled"
-OFFICIAL_JOB_SERVER_JAR="${CACHE_DIR}/beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar"
-# The official job-server jar only, by default: if Maven Central does not serve it, setup prints
-# Maven's refusal and fails. FLINK_JOB_SERVER_FALLBACK=1 opts in to a stand-in launched from the
-# plain runner artifact of FLINK_FALLBACK_BEAM_VERSION (2.62.0: a newer Java runner than the 2.61.0
-# Python SDK, so not the pinned stack; for experiments only, never used by CI).
-JOB_SERVER_FALLBACK="${FLINK_JOB_SERVER_FALLBACK:-0}"
-FALLBACK_BEAM_VERSION="${FLINK_FALLBACK_BEAM_VERSION:-2.62.0}"
-FALLBACK_DIR="${CACHE_DIR}/beam-flink-1.19-job-server-${FALLBACK_BEAM_VERSION}"
-FALLBACK_LAUNCHER_JAR="${FALLBACK_DIR}/beam-flink-1.19-job-server-${FALLBACK_BEAM_VERSION}-launcher.jar"
+# The shaded job-server jar, where Maven serves it; else the same Beam version's runner artifact
+# with its dependency closure in lib/ and a launcher jar whose manifest names them (the shaded jar
+# is only a repackaging of that classpath). Either way a job server of Beam ${BEAM_VERSION}.
+SHADED_JOB_SERVER_JAR="${CACHE_DIR}/beam-runners-flink-1.19-job-server-${BEAM_VERSION}.jar"
+CLASSPATH_DIR="${CACHE_DIR}/beam-flink-1.19-job-server-${BEAM_VERSION}"
+LAUNCHER_JAR="${CLASSPATH_DIR}/beam-flink-1.19-job-server-${BEAM_VERSION}-launcher.jar"
+
+# The Python SDK worker pool (EXTERNAL environment): Flink's task manager hands each Python
+# stage to it, one worker process per task slot.
+WORKER_POOL_PORT="${DATAPREP_WORKER_POOL_PORT:-50000}"
 
 REST_PORT=8081
 REST_URL="http://localhost:${REST_PORT}"
@@ -164,41 +169,32 @@ EOF
   printf 'localhost\n' > "${FLINK_CONF}/workers"
 }
 
-official_jar_present() { [[ -s "$OFFICIAL_JOB_SERVER_JAR" ]]; }
-# The stand-in counts only when opted in, even if an earlier opted-in run left it in the cache.
-fallback_jar_present()  { [[ "$JOB_SERVER_FALLBACK" == 1 && -s "$FALLBACK_LAUNCHER_JAR" && -f "${FALLBACK_DIR}/.complete" ]]; }
+shaded_jar_present()    { [[ -s "$SHADED_JOB_SERVER_JAR" ]]; }
+classpath_jar_present() { [[ -s "$LAUNCHER_JAR" && -f "${CLASSPATH_DIR}/.complete" ]]; }
 
-# Path of the job-server jar in use: the official shaded jar if we have it, else the fallback.
+# Path of the job-server jar in use: the shaded jar if Maven served it, else the launcher.
 job_server_jar() {
-  if official_jar_present; then echo "$OFFICIAL_JOB_SERVER_JAR"
-  elif fallback_jar_present; then echo "$FALLBACK_LAUNCHER_JAR"
+  if shaded_jar_present; then echo "$SHADED_JOB_SERVER_JAR"
+  elif classpath_jar_present; then echo "$LAUNCHER_JAR"
   fi
 }
 
-fetch_official_job_server_jar() {
-  log "fetching ${JOB_SERVER_ARTIFACT} from Maven Central ..."
+fetch_shaded_job_server_jar() {
   mkdir -p "$CACHE_DIR"
-  local out rc=0
   # -U: do not trust a 'not found' cached in ~/.m2 by an earlier attempt.
-  out="$(mvn -B -q -U "${DEP_PLUGIN}:copy" \
-           -Dartifact="${JOB_SERVER_ARTIFACT}" \
-           -DoutputDirectory="${CACHE_DIR}" 2>&1)" || rc=$?
-  if [[ $rc -ne 0 || ! -s "$OFFICIAL_JOB_SERVER_JAR" ]]; then
-    log "maven could not fetch ${JOB_SERVER_ARTIFACT} (exit ${rc}); maven said:"
-    echo "$out" >&2
-    return 1
-  fi
+  mvn -B -q -U "${DEP_PLUGIN}:copy" -Dartifact="${JOB_SERVER_ARTIFACT}" \
+      -DoutputDirectory="${CACHE_DIR}" >/dev/null 2>&1 && [[ -s "$SHADED_JOB_SERVER_JAR" ]]
 }
 
-# Fallback: the registry serves beam-runners-flink-1.19 (which contains FlinkJobServerDriver)
-# but not the shaded *-job-server jar. Resolve the runner's dependencies into lib/ and write a
-# small launcher jar whose manifest has Main-Class + Class-Path, so `java -jar launcher.jar`
-# (what Beam's Python FlinkRunner runs) behaves like the official job-server jar.
-build_fallback_job_server() {
-  log "building fallback job server from org.apache.beam:beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} ..."
-  rm -rf "$FALLBACK_DIR"
-  mkdir -p "$FALLBACK_DIR"
-  cat > "${FALLBACK_DIR}/pom.xml" <<EOF
+# The registry here serves beam-runners-flink-1.19 (which holds FlinkJobServerDriver) but not
+# the shaded *-job-server jar. Resolve the runner's dependencies into lib/ and write a small
+# launcher jar whose manifest has Main-Class + Class-Path, so `java -jar launcher.jar` (what
+# Beam's Python FlinkRunner runs) behaves like the shaded jar.
+build_classpath_job_server() {
+  log "assembling the job server from ${RUNNER_ARTIFACT} and its dependencies ..."
+  rm -rf "$CLASSPATH_DIR"
+  mkdir -p "$CLASSPATH_DIR"
+  cat > "${CLASSPATH_DIR}/pom.xml" <<POM
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
   <groupId>local.flinksh</groupId>
@@ -209,7 +205,7 @@ build_fallback_job_server() {
     <dependency>
       <groupId>org.apache.beam</groupId>
       <artifactId>beam-runners-flink-1.19</artifactId>
-      <version>${FALLBACK_BEAM_VERSION}</version>
+      <version>${BEAM_VERSION}</version>
     </dependency>
     <dependency>
       <groupId>org.slf4j</groupId>
@@ -218,15 +214,15 @@ build_fallback_job_server() {
     </dependency>
   </dependencies>
 </project>
-EOF
+POM
   local out rc=0
-  out="$(cd "$FALLBACK_DIR" && mvn -B -q "${DEP_PLUGIN}:copy-dependencies" \
-           -DincludeScope=runtime -DoutputDirectory="${FALLBACK_DIR}/lib" 2>&1)" || rc=$?
+  out="$(cd "$CLASSPATH_DIR" && mvn -B -q "${DEP_PLUGIN}:copy-dependencies" \
+           -DincludeScope=runtime -DoutputDirectory="${CLASSPATH_DIR}/lib" 2>&1)" || rc=$?
   if [[ $rc -ne 0 ]]; then
     echo "$out" >&2
-    die "maven could not resolve org.apache.beam:beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} (exit ${rc})"
+    die "maven could not resolve ${RUNNER_ARTIFACT} (exit ${rc})"
   fi
-  python_cmd - "$FALLBACK_DIR/lib" "$FALLBACK_LAUNCHER_JAR" <<'EOF'
+  python_cmd - "$CLASSPATH_DIR/lib" "$LAUNCHER_JAR" <<'PY'
 import os, sys, zipfile
 lib, out = sys.argv[1], sys.argv[2]
 jars = sorted(j for j in os.listdir(lib) if j.endswith(".jar"))
@@ -250,29 +246,18 @@ mf = (attr("Manifest-Version", "1.0")
 with zipfile.ZipFile(out + ".tmp", "w") as z:
     z.writestr("META-INF/MANIFEST.MF", mf)
 os.replace(out + ".tmp", out)
-EOF
-  [[ -s "$FALLBACK_LAUNCHER_JAR" ]] || die "could not write ${FALLBACK_LAUNCHER_JAR}"
-  touch "${FALLBACK_DIR}/.complete"
+PY
+  [[ -s "$LAUNCHER_JAR" ]] || die "could not write ${LAUNCHER_JAR}"
+  touch "${CLASSPATH_DIR}/.complete"
 }
 
 fetch_job_server_jar() {
-  if official_jar_present; then
+  if [[ -n "$(job_server_jar)" ]]; then
     return 0
   fi
-  if fallback_jar_present; then
-    log "note: using fallback job server (Beam ${FALLBACK_BEAM_VERSION} runner): ${FALLBACK_LAUNCHER_JAR}"
-    return 0
-  fi
-  command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed to fetch ${JOB_SERVER_ARTIFACT})"
-  if fetch_official_job_server_jar; then
-    return 0
-  fi
-  if [[ "$JOB_SERVER_FALLBACK" != 1 ]]; then
-    die "no job-server jar (FLINK_JOB_SERVER_FALLBACK=${JOB_SERVER_FALLBACK}, fallback disabled)"
-  fi
-  build_fallback_job_server
-  log "WARNING: ${JOB_SERVER_ARTIFACT} is not available; using a job server built from" \
-      "beam-runners-flink-1.19:${FALLBACK_BEAM_VERSION} (Java runner ${FALLBACK_BEAM_VERSION}, Python SDK ${BEAM_VERSION})"
+  command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH (needed to fetch ${RUNNER_ARTIFACT})"
+  log "fetching the Beam ${BEAM_VERSION} Flink job server from Maven ..."
+  fetch_shaded_job_server_jar || build_classpath_job_server
 }
 
 is_set_up() {
@@ -288,6 +273,63 @@ cmd_setup() {
   write_config
   log "setup done: FLINK_HOME=${FLINK_HOME_DIR}"
   log "job server jar: $(job_server_jar)"
+}
+
+cmd_jobserver() {
+  mkdir -p "$CACHE_DIR"
+  fetch_job_server_jar
+  job_server_jar
+}
+
+# ---------------------------------------------------------------- Python SDK worker pool
+
+POOL_PID="${PID_DIR}/worker-pool.pid"
+POOL_LOG="${CACHE_DIR}/log/worker-pool.log"
+
+pool_pid() {  # the pool's pid if it is alive and ours
+  local p
+  [[ -f "$POOL_PID" ]] || return 1
+  p="$(cat "$POOL_PID")"
+  kill -0 "$p" 2>/dev/null && tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q worker_pool_main && echo "$p"
+}
+
+start_worker_pool() {
+  if pool_pid >/dev/null; then
+    log "worker pool already running (pid $(pool_pid))"
+    return 0
+  fi
+  port_in_use "$WORKER_POOL_PORT" && die "port ${WORKER_POOL_PORT} is in use; set DATAPREP_WORKER_POOL_PORT"
+  mkdir -p "$PID_DIR" "$(dirname "$POOL_LOG")"
+  # The pool starts each worker as `python -c ...` from PATH: the project's venv must come first,
+  # and the working folder is the repo, so modules named in a config (tests.faults) import there.
+  local venv_bin="${REPO_ROOT}/.venv/bin"
+  [[ -x "${venv_bin}/python" ]] || die "no ${venv_bin}/python (run make install first)"
+  ( cd "$REPO_ROOT" && PATH="${venv_bin}:${PATH}" exec setsid "${venv_bin}/python" \
+      -m apache_beam.runners.worker.worker_pool_main --service_port="$WORKER_POOL_PORT" \
+      >"$POOL_LOG" 2>&1 ) &
+  echo $! > "$POOL_PID"
+  local deadline=$(( SECONDS + 30 ))
+  while (( SECONDS < deadline )); do
+    if port_in_use "$WORKER_POOL_PORT"; then
+      log "SDK worker pool up on localhost:${WORKER_POOL_PORT} (pid $(cat "$POOL_PID"))"
+      return 0
+    fi
+    pool_pid >/dev/null || { tail -n 20 "$POOL_LOG" >&2; die "the worker pool exited during startup"; }
+    sleep 0.5
+  done
+  die "the worker pool did not listen on ${WORKER_POOL_PORT} within 30 s"
+}
+
+stop_worker_pool() {
+  local p
+  p="$(pool_pid || true)"
+  if [[ -n "$p" ]]; then
+    # setsid made it a process group leader: TERM the group, so its workers go too.
+    kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+    wait_gone 10 "$p" || kill -KILL -- "-$p" 2>/dev/null || true
+    log "stopped the SDK worker pool"
+  fi
+  rm -f "$POOL_PID"
 }
 
 # ---------------------------------------------------------------- runtime
@@ -340,6 +382,7 @@ cmd_start() {
   if ov="$(overview)"; then
     if [[ -n "$(our_pids)" ]]; then
       log "cluster already running: $ov"
+      start_worker_pool
       return 0
     fi
     die "something else already answers on ${REST_URL} (port ${REST_PORT} busy); not starting"
@@ -366,6 +409,7 @@ cmd_start() {
       slots="$(json_int slots-total "$ov")"
       if [[ -n "$tms" && -n "$slots" ]] && (( tms >= WANT_TASKMANAGERS && slots >= WANT_SLOTS )); then
         log "cluster up at ${REST_URL} (${tms} taskmanager(s), ${slots} slots)"
+        start_worker_pool
         echo "$ov"
         return 0
       fi
@@ -396,6 +440,7 @@ wait_gone() {  # wait_gone SECONDS PID...
 }
 
 cmd_stop() {
+  stop_worker_pool
   if [[ -x "${FLINK_HOME_DIR}/bin/stop-cluster.sh" && -n "$(our_pids)" ]]; then
     log "stopping Flink session cluster ..."
     FLINK_CONF_DIR="$FLINK_CONF" FLINK_PID_DIR="$PID_DIR" "${FLINK_HOME_DIR}/bin/stop-cluster.sh" >&2 || true
@@ -452,12 +497,13 @@ cmd_status() {
 }
 
 usage() {
-  sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 case "${1:-}" in
   setup)  cmd_setup ;;
+  jobserver) cmd_jobserver ;;
   start)  cmd_start ;;
   stop)   cmd_stop ;;
   jar)    cmd_jar ;;

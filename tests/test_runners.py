@@ -8,6 +8,7 @@ import os
 import pytest
 
 from pipeline.config import ConfigError
+from runners import RunnerOptionsError
 from pipeline.run import run
 from runners.dataflow import SETUP_PY, dataflow_args
 from tests.conftest import example_config
@@ -42,9 +43,9 @@ def test_dataflow_args_fill_in_setup_file_and_staging():
     args = dataflow_args(DATAFLOW)
     assert args[args.index("--setup_file") + 1] == SETUP_PY and os.path.exists(SETUP_PY)
     assert args[args.index("--staging_location") + 1] == "gs://fake-bucket/tmp/staging"
-    with pytest.raises(ConfigError, match="--project"):
+    with pytest.raises(RunnerOptionsError, match="--project"):
         dataflow_args(["--runner", "DataflowRunner", "--region", "r", "--temp_location", "gs://b/t"])
-    with pytest.raises(ConfigError, match="--temp_location: Dataflow workers cannot use the local path"):
+    with pytest.raises(RunnerOptionsError, match="--temp_location: Dataflow workers cannot use the local path"):
         dataflow_args(["--project", "p", "--region", "r", "--temp_location", "/tmp/x"])
 
 

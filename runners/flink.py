@@ -1,0 +1,143 @@
+"""Apache Flink: what `--runner FlinkRunner --flink_master HOST:PORT` needs besides that flag.
+
+Filled in when the user left them out:
+- `--flink_job_server_jar`: the Beam job server for Flink, of the SDK's own Beam version. Found in
+  `$DATAPREP_FLINK_JOB_SERVER_JAR`, else where `scripts/flink.sh jobserver` puts it
+  (`$DATAPREP_FLINK_CACHE` or `<repo>/.cache/flink/`).
+- `--environment_type LOOPBACK`: Beam's default for a remote master is DOCKER, which needs an
+  SDK container image on every task manager. LOOPBACK runs the Python work in this process.
+  For every core, start the SDK worker pool beside each task manager (`scripts/flink.sh start`
+  does) and pass `--environment_type EXTERNAL --environment_config localhost:50000`: then
+  `--sdk_worker_parallelism` defaults to `--parallelism`, one Python worker process per slot.
+- `--flink_version`: the cluster's, read from its REST API.
+
+The cluster (and the worker pool, for EXTERNAL) are checked before anything is recorded, so a
+wrong address is one line and exit 2, not a job-server traceback.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+from typing import Dict, List, Optional, Sequence
+
+import apache_beam
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
+
+from runners import RunnerOptionsError
+
+JAR_ENV = "DATAPREP_FLINK_JOB_SERVER_JAR"
+CACHE_ENV = "DATAPREP_FLINK_CACHE"
+REPO_CACHE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "flink"))
+_MAGIC_MASTERS = ("[auto]", "[local]")
+
+
+def is_flink(runner: str) -> bool:
+    return runner.split(".")[-1] in ("FlinkRunner", "flink")
+
+
+def job_server_jar_candidates(beam_version: str = apache_beam.__version__) -> List[str]:
+    """Where a job server of `beam_version` may be, best first: the shaded jar Maven serves
+    upstream, then the launcher jar `scripts/flink.sh` assembles from the runner's classpath."""
+    roots = [r for r in (os.environ.get(CACHE_ENV), REPO_CACHE) if r]
+    names = [f"beam-runners-flink-*-job-server-{beam_version}.jar",
+             f"beam-flink-*-job-server-{beam_version}/beam-flink-*-job-server-{beam_version}-launcher.jar"]
+    found = []
+    for root in roots:
+        for name in names:
+            found += sorted(glob.glob(os.path.join(root, name)))
+    return [f for f in dict.fromkeys(found) if os.path.getsize(f) > 0]
+
+
+def find_job_server_jar() -> str:
+    """The job-server jar to use when `--flink_job_server_jar` is not given.
+
+    Raises:
+      RunnerOptionsError: none is configured or cached.
+    """
+    configured = os.environ.get(JAR_ENV)
+    if configured:
+        if not os.path.isfile(configured):
+            raise RunnerOptionsError(f"{JAR_ENV}: no file at {configured}")
+        return configured
+    candidates = job_server_jar_candidates()
+    if not candidates:
+        raise RunnerOptionsError(
+            f"--flink_job_server_jar: no Beam {apache_beam.__version__} Flink job server found; get one with "
+            f"`scripts/flink.sh jobserver` (or set {JAR_ENV}, or pass --flink_job_server_jar)")
+    return candidates[0]
+
+
+def cluster_config(master: str, timeout: float = 5.0) -> Dict:
+    """The cluster's `/config` (it holds `flink-version`), from its REST API.
+
+    Raises:
+      RunnerOptionsError: nothing answers at `master`.
+    """
+    url = master if "://" in master else f"http://{master}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/config", timeout=timeout) as r:
+            return json.load(r)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise RunnerOptionsError(f"--flink_master: no Flink cluster answers at {url} ({reason}); "
+                                 "`scripts/flink.sh start` starts a local one") from None
+
+
+def check_worker_pool(address: str, timeout: float = 3.0) -> None:
+    """Raises RunnerOptionsError when nothing listens at the EXTERNAL environment's address."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise RunnerOptionsError(f"--environment_config: no SDK worker pool answers at {address} ({e}); "
+                                 "`scripts/flink.sh start` starts one on localhost:50000") from None
+
+
+def _has(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]:
+    """Beam arguments for the Flink runner with the job server, environment and Flink
+    version filled in where the user gave none.
+
+    Raises:
+      RunnerOptionsError: no job server, no cluster at --flink_master, no worker pool at
+        --environment_config, or a cluster of another Flink version than --flink_version.
+    """
+    args = list(beam_args)
+    options = PipelineOptions(args)
+    flink = options.view_as(FlinkRunnerOptions)
+    portable = options.view_as(PortableOptions)
+    if not portable.job_endpoint and not flink.flink_job_server_jar:
+        args += ["--flink_job_server_jar", jar or find_job_server_jar()]
+    if flink.flink_master not in _MAGIC_MASTERS:
+        version = str(cluster_config(flink.flink_master).get("flink-version", ""))
+        minor = ".".join(version.split(".")[:2])
+        if _has(args, "--flink_version"):
+            if minor and minor != flink.flink_version:
+                raise RunnerOptionsError(f"--flink_version: {flink.flink_version} given, but the cluster at "
+                                         f"{flink.flink_master} runs Flink {version}")
+        elif minor in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS:
+            args += ["--flink_version", minor]
+        elif minor:
+            raise RunnerOptionsError(f"--flink_master: the cluster runs Flink {version}; Beam "
+                                     f"{apache_beam.__version__} supports {FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS}")
+    environment = (portable.environment_type or "").upper()
+    if not environment:
+        args += ["--environment_type", "LOOPBACK"]
+    elif environment == "EXTERNAL":
+        if not portable.environment_config:
+            raise RunnerOptionsError("--environment_config: EXTERNAL needs the worker pool's HOST:PORT "
+                                     "(scripts/flink.sh start starts one on localhost:50000)")
+        check_worker_pool(portable.environment_config)
+    if environment in ("EXTERNAL", "PROCESS") and not _has(args, "--sdk_worker_parallelism"):
+        parallelism = flink.parallelism if flink.parallelism and flink.parallelism > 0 else 0
+        args += ["--sdk_worker_parallelism", str(parallelism)]
+    return args
