@@ -35,8 +35,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"dataprep: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    """`--version`: the package version and the code version a run records (git commit)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.version import code_version, package_version
+
+        print(f"dataprep {package_version()} (code {code_version()})", flush=True)
+        parser.exit(EXIT_OK)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dataprep", description="Clean, label-check, split and transform data with Apache Beam.")
+    p.add_argument("--version", action=_Version, help="print the package and code version, and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a pipeline config (extra arguments go to Beam)")
@@ -114,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "validate":
             cfg = load_config(args.config)
-            from pipeline.run import check_input_columns, match_inputs
+            from pipeline.inputs import check_input_columns, match_inputs
 
             files = match_inputs(cfg)
             check_input_columns(cfg, files)
@@ -191,7 +205,7 @@ def entry() -> None:
     """The `dataprep` command: `main()`, then exit.
 
     Before exiting, every object is frozen: the interpreter's last garbage collection
-    would otherwise walk the millions that TensorFlow and Beam leave (about 1.5 s).
+    would otherwise walk the millions that TensorFlow and Beam leave.
     """
     code = main()
     gc.freeze()

@@ -4,6 +4,9 @@ Every problem becomes one `ConfigError` whose message names the field
 (`split.fractions: must sum to 1, got 0.9`), so the CLI can print one line and exit 2.
 Relative paths in the config are resolved against the config file's folder, so a
 config runs the same from any working directory.
+
+The models here end in `Config`; `pipeline/build.py` turns them into the frozen `...Spec`
+dataclasses the transforms take, so no transform sees a config model.
 """
 
 from __future__ import annotations
@@ -49,21 +52,21 @@ class CsvOptions(_Strict):
         return v
 
 
-class InputSpec(_Strict):
+class InputConfig(_Strict):
     path: str
     format: Literal["csv", "jsonl", "parquet"]
     source: str = ""
     csv: CsvOptions = Field(default_factory=CsvOptions)
 
 
-class SchemaSpec(_Strict):
+class SchemaConfig(_Strict):
     id: Optional[str] = None
     label: str
     columns: Dict[str, Literal["string", "int", "float", "bool"]]
     metadata: List[str] = Field(default_factory=list)
 
 
-class Rule(_Strict):
+class RuleConfig(_Strict):
     column: str
     min: Optional[float] = None
     max: Optional[float] = None
@@ -82,7 +85,7 @@ class Rule(_Strict):
                                          "max_length", "op")
 
     @model_validator(mode="after")
-    def _has_a_check(self) -> "Rule":
+    def _has_a_check(self) -> "RuleConfig":
         if all(getattr(self, c) is None for c in self.CHECKS):
             raise ValueError("a rule needs at least one check (min, max, in, not_in, matches, "
                              "not_matches, not_null, max_length)")
@@ -97,29 +100,29 @@ class Rule(_Strict):
         return self
 
 
-class DedupNormalize(_Strict):
+class DedupNormalizeConfig(_Strict):
     trim: bool = False
     case_fold: bool = False
     collapse_whitespace: bool = False
 
 
-class DedupSpec(_Strict):
+class DedupConfig(_Strict):
     keys: Union[Literal["all"], List[str]] = "all"
     # Text keys compared after normalising (the kept row keeps its original text).
-    normalize: DedupNormalize = Field(default_factory=DedupNormalize)
+    normalize: DedupNormalizeConfig = Field(default_factory=DedupNormalizeConfig)
     # Copies of one key with different labels are a labelling problem, not copies:
     # quarantine them all (reason label_conflict), or keep the first like any duplicate.
     on_conflict: Literal["quarantine", "keep_first"] = "quarantine"
 
 
-class CleanSpec(_Strict):
-    dedup: Optional[DedupSpec] = None
-    rules: List[Rule] = Field(default_factory=list)
+class CleanConfig(_Strict):
+    dedup: Optional[DedupConfig] = None
+    rules: List[RuleConfig] = Field(default_factory=list)
     filters: List[str] = Field(default_factory=list)   # "module:function", f(RecordBatch) -> bool mask, True = drop
     on_missing_label: Literal["quarantine"] = "quarantine"
 
 
-class AnnotationsSpec(_Strict):
+class AnnotationsConfig(_Strict):
     """Long form: a file of (example id, annotator, label) rows, joined to the examples by id."""
 
     path: str
@@ -131,9 +134,9 @@ class AnnotationsSpec(_Strict):
     csv: CsvOptions = Field(default_factory=CsvOptions)
 
 
-class LabelsSpec(_Strict):
+class LabelsConfig(_Strict):
     annotators: List[str] = Field(default_factory=list)   # wide form: one column per annotator
-    annotations: Optional[AnnotationsSpec] = None         # long form
+    annotations: Optional[AnnotationsConfig] = None         # long form
     normalize: Dict[str, str] = Field(default_factory=dict)   # whole values, like pandas' replace
     replace: Dict[str, str] = Field(default_factory=dict)     # literal substrings, like str.replace
     trim: bool = False          # strip surrounding whitespace before comparing labels
@@ -145,7 +148,7 @@ class LabelsSpec(_Strict):
     iterations: int = Field(default=10, ge=1, le=200)     # Dawid-Skene EM rounds
 
 
-class SplitSpec(_Strict):
+class SplitConfig(_Strict):
     fractions: Dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "dev": 0.2, "test": 0.2})
     stratify_by: Optional[List[str]] = None
     group_by: Optional[str] = None
@@ -168,7 +171,7 @@ class SplitSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _folds(self) -> "SplitSpec":
+    def _folds(self) -> "SplitConfig":
         if self.folds:
             if "fractions" in self.model_fields_set:
                 raise ValueError("set fractions or folds, not both")
@@ -176,12 +179,12 @@ class SplitSpec(_Strict):
         return self
 
 
-class OutputSpec(_Strict):
+class OutputConfig(_Strict):
     path: str = "out/"
     shards: int = Field(default=4, ge=1, le=10000)
 
 
-class MysqlSpec(_Strict):
+class MysqlConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 3306
     database: str
@@ -189,25 +192,21 @@ class MysqlSpec(_Strict):
     password_env: Optional[str] = None
 
 
-class StoreSpec(_Strict):
+class StoreConfig(_Strict):
     sqlite: Optional[str] = None
-    mysql: Optional[MysqlSpec] = None
+    mysql: Optional[MysqlConfig] = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "StoreSpec":
+    def _one_kind(self) -> "StoreConfig":
         if self.sqlite and self.mysql:
             raise ValueError("set one of sqlite or mysql, not both")
         return self
 
 
-class FeatureSpec(BaseModel):
-    """One declarative feature, from a string (`bucketize:10`) or a mapping
+class FeatureConfig(BaseModel):
+    """One `features:` entry, from a string (`bucketize:10`) or a mapping
     (`{transform: vocabulary, top_k: 50, frequency_threshold: 5, fill: most_frequent}`).
-
-    `arg` is the transform's count: buckets (bucketize, hash), top_k (vocabulary,
-    tokens_vocabulary) or the vocabulary size (tfidf). `fill` None means the default:
-    the train mean for zscore/minmax/log_zscore/bucketize, 0 for a numeric passthrough,
-    "" otherwise (a numeric column under vocabulary/hash is stringified first).
+    The fields are those of `transforms.features.FeatureSpec`, which it becomes.
     """
 
     column: str
@@ -223,19 +222,8 @@ class FeatureSpec(BaseModel):
                                            "tokens_vocabulary": "top_k", "tfidf": "vocab"}
     VOCAB_KINDS: ClassVar[Tuple[str, ...]] = ("vocabulary", "tokens_vocabulary", "tfidf")
 
-    @property
-    def output_name(self) -> str:
-        return f"{self.column}_xf"
-
-    @property
-    def output_names(self) -> List[str]:
-        """The output columns: `<col>_xf`, or `<col>_xf_ids` and `<col>_xf_weights` for tfidf."""
-        if self.kind == "tfidf":
-            return [f"{self.output_name}_ids", f"{self.output_name}_weights"]
-        return [self.output_name]
-
     @classmethod
-    def parse(cls, column: str, value: Any, column_type: str) -> "FeatureSpec":
+    def parse(cls, column: str, value: Any, column_type: str) -> "FeatureConfig":
         """A `features:` entry → a spec.
 
         Raises:
@@ -319,14 +307,14 @@ class FeatureSpec(BaseModel):
 
 class Config(_Strict):
     name: str
-    inputs: List[InputSpec] = Field(min_length=1)
-    schema_: SchemaSpec = Field(alias="schema")
-    clean: CleanSpec = Field(default_factory=CleanSpec)
-    labels: Optional[LabelsSpec] = None
-    split: SplitSpec = Field(default_factory=SplitSpec)
+    inputs: List[InputConfig] = Field(min_length=1)
+    schema_: SchemaConfig = Field(alias="schema")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    labels: Optional[LabelsConfig] = None
+    split: SplitConfig = Field(default_factory=SplitConfig)
     features: Dict[str, Any] = Field(default_factory=dict)   # column: "zscore" or {transform: ..., ...}
-    output: OutputSpec = Field(default_factory=OutputSpec)
-    metadata_store: StoreSpec = Field(default_factory=StoreSpec)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    metadata_store: StoreConfig = Field(default_factory=StoreConfig)
 
     # Not part of the YAML: where the file was and its exact text (hashed into MLMD).
     base_dir: str = Field(default=".", exclude=True)
@@ -341,7 +329,7 @@ class Config(_Strict):
 
     # ---- derived views -------------------------------------------------------------
     @property
-    def schema(self) -> SchemaSpec:  # type: ignore[override]
+    def schema(self) -> SchemaConfig:  # type: ignore[override]
         return self.schema_
 
     @property
@@ -376,15 +364,15 @@ class Config(_Strict):
         return types
 
     @property
-    def feature_specs(self) -> List[FeatureSpec]:
+    def feature_configs(self) -> List[FeatureConfig]:
         types = self.column_types
-        return [FeatureSpec.parse(col, value, types[col]) for col, value in self.features.items()
+        return [FeatureConfig.parse(col, value, types[col]) for col, value in self.features.items()
                 if col not in _FEATURE_OPTIONS]
 
     @property
     def tf_compat_v1(self) -> bool:
-        """TFT builds a TF1 graph (its `force_tf_compat_v1`): the default, about 5 s faster per run
-        than tracing TF2 functions; `features.tf_compat_v1: false` for a TF2 SavedModel."""
+        """TFT builds a TF1 graph (its `force_tf_compat_v1`): the default, faster to build than
+        traced TF2 functions; `features.tf_compat_v1: false` for a TF2 SavedModel."""
         return self.features.get("tf_compat_v1", True)
 
     @property
@@ -465,7 +453,7 @@ class Config(_Strict):
                 continue
             if col not in known:
                 raise _FieldError(where, f"unknown column {col!r}")
-            FeatureSpec.parse(col, text, self.column_types[col])
+            FeatureConfig.parse(col, text, self.column_types[col])
         ann = self.labels.annotations if self.labels else None
         if ann and ann.format == "csv" and not ann.csv.header and not ann.csv.names:
             ann.csv.names = [ann.id, ann.annotator, ann.label]

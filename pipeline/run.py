@@ -1,9 +1,11 @@
 """One run: inputs → Beam job → outputs, recorded in MLMD by this (launching) process.
 
-The launcher matches and fingerprints the inputs, opens the run in the store (stages
-RUNNING), runs the Beam job, then reads the job's `report.json`, checks the row funnel
-(`input = splits + quarantined + duplicates`) and records the outputs (stages COMPLETE).
-A failure anywhere marks the open stages FAILED with the error and re-raises.
+The launcher matches and fingerprints the inputs (`pipeline/inputs.py`), opens the run in
+the store, builds the job (`pipeline/build.py`, whose plan names the stages, recorded
+RUNNING), runs it, then assembles the report from the job's results
+(`pipeline/report.py`), checks the row funnel (`input = splits + quarantined +
+duplicates`), writes `report.json` and records the outputs (stages COMPLETE). A failure
+anywhere marks the open stages FAILED with the error and re-raises.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import json
 import logging
 import os
 import secrets
-import subprocess
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
-from pipeline.build import Layout, build_pipeline
+from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError
+from pipeline.inputs import InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint, match_inputs
+from pipeline.layout import Layout
 from pipeline.metadata import RunRecorder, StoreLocation, open_store
+from pipeline.report import assemble_report, read_json, write_report
+from pipeline.version import code_version
 from runners import RunnerOptionsError, check_runner_paths, runner_args, sanitized_options
 
 log = logging.getLogger("dataprep")
@@ -36,104 +40,6 @@ log = logging.getLogger("dataprep")
 
 class PipelineFailure(RuntimeError):
     """The Beam job or its bookkeeping failed; the run is recorded as FAILED."""
-
-
-@dataclass(frozen=True)
-class InputFile:
-    index: int         # which config input it came from
-    uri: str
-    size: int
-    sha256: str
-
-
-def code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("beam-dataprep")
-    except PackageNotFoundError:
-        v = "unknown"
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return f"{v}+g{commit}{'.dirty' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        return v
-
-
-def match_inputs(cfg: Config) -> List[Tuple[int, str, int]]:
-    """(input index, uri, size) of every file the config's globs match, in a stable order.
-
-    Raises:
-      ConfigError: an input matches no file.
-    """
-    out = []
-    for i, inp in enumerate(all_inputs(cfg)):
-        where = f"inputs[{i}]" if i < len(cfg.inputs) else "labels.annotations"
-        pattern = cfg.resolve(inp.path)
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:  # Beam raises BeamIOError and friends per filesystem
-            raise ConfigError(f"{where}.path: cannot list {pattern}: {e}") from None
-        files = sorted((m.path, m.size_in_bytes) for m in matched)
-        if not files:
-            raise ConfigError(f"{where}.path: no file matches {pattern}")
-        out += [(i, path, size) for path, size in files]
-    return out
-
-
-def check_input_columns(cfg: Config, matched: Sequence[Tuple[int, str, int]]) -> None:
-    """Every file has the columns the config reads (CSV header or Parquet schema), checked
-    before anything runs; header-less CSV and JSON lines are checked row by row instead.
-
-    Raises:
-      ConfigError: naming the input, the file and the missing columns.
-    """
-    import pyarrow.parquet as pq
-
-    from pipeline.build import reader_spec
-    from transforms.read import iter_line_blocks, parse_header, split_header
-
-    specs = all_inputs(cfg)
-    n_inputs = len(cfg.inputs)
-    for index, uri, _ in matched:
-        spec = specs[index]
-        if index < n_inputs:
-            wanted = list(cfg.input_columns)
-        else:
-            wanted = [spec.id, spec.annotator, spec.label]
-        where = f"inputs[{index}]" if index < n_inputs else "labels.annotations"
-        if spec.format == "csv" and spec.csv.header:
-            with FileSystems.open(uri, compression_type="uncompressed") as f:
-                head, _ = split_header(iter_line_blocks(f, 1 << 16))
-            if not head:
-                continue  # an empty file: a warning and no rows, not an error
-            present = parse_header(head, reader_spec(spec))
-        elif spec.format == "parquet":
-            with FileSystems.open(uri, compression_type="uncompressed") as f:
-                present = pq.ParquetFile(f).schema_arrow.names
-        else:
-            continue
-        missing = [c for c in wanted if c not in present]
-        if missing:
-            raise ConfigError(f"{where}.path: {uri} has no column(s) {missing}; it has {present}")
-
-
-def all_inputs(cfg: Config) -> List:
-    """The config's inputs, then the long-form annotations file(s) as one more input."""
-    extra = [cfg.labels.annotations] if cfg.labels and cfg.labels.annotations else []
-    return list(cfg.inputs) + extra
-
-
-def fingerprint(uri: str) -> str:
-    h = hashlib.sha256()
-    with FileSystems.open(uri, compression_type="uncompressed") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def store_location(cfg: Config, store_override: Optional[str], output_root: str) -> StoreLocation:
@@ -161,12 +67,6 @@ def _now() -> dt.datetime:
 MANIFEST_THRESHOLD = 100   # more input files than this: one manifest artifact instead of one per file
 
 
-def inputs_fingerprint(files: Sequence[InputFile]) -> str:
-    """One hash of every input's uri and content: equal fingerprints, equal inputs."""
-    listing = json.dumps(sorted((f.uri, f.sha256) for f in files))
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
 def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         beam_args: Sequence[str] = (), force: bool = False) -> Dict:
     """Runs the pipeline for `cfg` and returns the closing summary (the CLI's JSON line).
@@ -192,7 +92,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     matched = match_inputs(cfg)
     check_input_columns(cfg, matched)
     location = store_location(cfg, store, output_root)
-    files = [InputFile(i, uri, size, fingerprint(uri)) for i, uri, size in matched]
+    files = fingerprinted(matched)
     fingerprint_all = inputs_fingerprint(files)
     store_handle = open_store(location)
     if not force and not dry_run:
@@ -215,14 +115,13 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), layout.root, location.describe())
     try:
         input_artifacts = _record_inputs(recorder, cfg, layout, files)
-        for stage in stages_of(cfg):
-            recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
-
         if cfg.features:    # imported now, so that it is frozen below
             importlib.import_module("tensorflow_transform.beam")
         with _frozen_heap():
             p = beam.Pipeline(options=options)
-            build_pipeline(p, cfg, [(f.index, f.uri) for f in files], layout)
+            plan = build_pipeline(p, cfg, files, layout)
+            for stage in plan.stages:
+                recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
             gc.freeze()     # the traced graphs and the pipeline too
             result = p.run()
             state = result.wait_until_finish()
@@ -235,20 +134,19 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                         "staged": staged_files(result)}
             if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
                 raise PipelineFailure(f"the Beam job ended in state {state}")
-            report = _read_json(layout.report)
-            _check_funnel(report["rows"], list(cfg.split.fractions))
-            if cfg.features:  # the analysed statistics (means, vocabulary sizes, boundaries), from the graph
+            report = assemble_report(read_json(plan.job_results), plan.splits)
+            _check_funnel(report["rows"], plan.splits)
+            if "transform" in plan.stages:  # the analysed statistics (means, vocabulary sizes, boundaries)
                 from transforms.features import summarize_transform
 
-                report["features"] = summarize_transform(layout.root, cfg.feature_specs)
+                report["features"] = summarize_transform(layout.root, feature_specs(cfg))
             ended = _now()
             report.update({"run_id": run_id, "pipeline": cfg.name, "config_hash": cfg.config_hash,
                            "inputs_fingerprint": fingerprint_all, "code_version": version, "runner": runner,
                            "store": location.describe(), "started": started.isoformat(), "ended": ended.isoformat(),
                            "seconds": round((ended - started).total_seconds(), 3)})
-            with FileSystems.create(layout.report) as f:
-                f.write(json.dumps(report, indent=2).encode())
-            _record_outputs(recorder, cfg, layout, report, input_artifacts)
+            write_report(layout.report, report)
+            _record_outputs(recorder, plan, cfg, layout, report, input_artifacts)
             recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]),
                                 quarantine_reasons=json.dumps(report.get("quarantine_reasons", {})))
             _remove_tmp(layout)
@@ -266,23 +164,12 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
 def _frozen_heap():
     """The objects alive now (TensorFlow, Beam: millions) out of the garbage collector's
     sight until the block ends: its full collections, which building the graph, running
-    the pipeline and loading the saved graph trigger many of, stay cheap (about 2.5 s of a
-    10k-row run)."""
+    the pipeline and loading the saved graph trigger many of, stay cheap."""
     gc.freeze()
     try:
         yield
     finally:
         gc.unfreeze()
-
-
-def stages_of(cfg: Config) -> List[str]:
-    stages = ["ingest", "clean"]
-    if cfg.consensus_label:
-        stages.append("labels")
-    stages.append("split")
-    if cfg.features:
-        stages.append("transform")
-    return stages + ["write"]
 
 
 def find_identical_run(store, pipeline: str, config_hash: str, fingerprint_all: str) -> Optional[Dict]:
@@ -302,19 +189,18 @@ def find_identical_run(store, pipeline: str, config_hash: str, fingerprint_all: 
 def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequence[InputFile]):
     """One DataFile artifact per input file; past MANIFEST_THRESHOLD files, one
     DataManifest artifact whose uri is a JSON listing (uri, sha256, size) of them all."""
-    specs = all_inputs(cfg)
     if len(files) <= MANIFEST_THRESHOLD:
         return [rec.artifact("DataFile", f.uri, {
-            "sha256": f.sha256, "size_bytes": f.size, "source": specs[f.index].source,
-            "format": specs[f.index].format}, name=f"inputs[{f.index}]:{f.uri}") for f in files]
-    listing = [{"input": f.index, "uri": f.uri, "sha256": f.sha256, "size_bytes": f.size} for f in files]
+            "sha256": f.sha256, "size_bytes": f.size, "source": entry_of(cfg, f).source,
+            "format": entry_of(cfg, f).format}, name=f"{f.where}:{f.uri}") for f in files]
+    listing = [{"input": f.where, "uri": f.uri, "sha256": f.sha256, "size_bytes": f.size} for f in files]
     path = layout.join("inputs.json")
     body = json.dumps(listing, indent=1).encode()
     with FileSystems.create(path) as f:
         f.write(body)
     return [rec.artifact("DataManifest", path, {
         "files": len(files), "size_bytes": sum(f.size for f in files), "sha256": hashlib.sha256(body).hexdigest(),
-        "source": "; ".join(sorted({i.source for i in specs if i.source}))})]
+        "source": "; ".join(sorted({s for s in (entry_of(cfg, f).source for f in files) if s}))})]
 
 
 def _user() -> str:
@@ -322,11 +208,6 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def _read_json(path: str) -> Dict:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return json.loads(f.read().decode())
 
 
 def _remove_tmp(layout: Layout) -> None:
@@ -344,9 +225,10 @@ def _check_funnel(rows: Dict[str, int], splits: List[str]) -> None:
                               f"duplicates {accounted}")
 
 
-def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict, files) -> None:
+def _record_outputs(rec: RunRecorder, plan: Plan, cfg: Config, layout: Layout, report: Dict, files) -> None:
+    """Closes the plan's stages with their output artifacts and row counts."""
     rows = report["rows"]
-    splits = list(cfg.split.fractions)
+    splits = plan.splits
     per_file = report.get("inputs", {})
     for a in files:  # the rows each file gave, known once the job has read it
         total = sum(per_file.values()) if a.uri.endswith("inputs.json") else per_file.get(a.uri, 0)
@@ -364,7 +246,7 @@ def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict,
                      {"rows_in": rows["input"], "rows_out": rows["clean"]})
 
     split_input = clean
-    if cfg.consensus_label:
+    if "labels" in plan.stages:
         labels = report.get("labels", {}).get("overall", {})
         agreement = rec.artifact("LabelAgreement", layout.report + "#labels", {
             "hlp": (labels.get("hlp") or {}).get("value"),
@@ -378,7 +260,7 @@ def _record_outputs(rec: RunRecorder, cfg: Config, layout: Layout, report: Dict,
     rec.finish_stage("split", raw_splits, [split_input], {"rows_in": rows["clean"], "rows_out": rows["clean"]})
 
     outputs = raw_splits + [quarantine, duplicates]
-    if cfg.features:
+    if "transform" in plan.stages:
         graph = rec.artifact("TransformGraph", layout.root)
         schema = rec.artifact("Schema", layout.transformed_metadata)
         transformed = [rec.artifact("Examples", layout.transformed(s), {

@@ -1,4 +1,4 @@
-"""Clean: coercion, every rule, label normalisation, validation order, deduplication."""
+"""Clean (transforms/clean/): coercion, every rule, label normalisation, validation order, deduplication."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import Rule
-from transforms.clean import (DedupSpec, Deduplicate, ValidateSpec, coerce, dedup_table, normalize_labels,
+from transforms.clean import (DedupSpec, Deduplicate, RuleSpec, ValidateSpec, coerce, dedup_table, normalize_labels,
                               rule_failures, validate_batch)
+
+
+def as_rule(**checks) -> RuleSpec:
+    """A rule written as in the config (`in:` for `in_`)."""
+    if "in" in checks:
+        checks["in_"] = tuple(checks.pop("in"))
+    return RuleSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in checks.items()})
 
 
 def test_coerce_numbers_and_bools():
@@ -41,7 +46,7 @@ def test_coerce_numbers_and_bools():
 ])
 def test_each_rule(rule, values, failing):
     kind = pa.float64() if any(isinstance(v, float) for v in values) else pa.string()
-    checks = rule_failures(pa.array(values, kind), Rule(column="c", **rule))
+    checks = rule_failures(pa.array(values, kind), as_rule(column="c", **rule))
     assert len(checks) == 1
     assert checks[0][1].tolist() == failing
 
@@ -56,7 +61,8 @@ def _raw(**cols):
 
 def test_validate_first_reason_wins_and_nothing_is_lost():
     spec = ValidateSpec(column_types={"x": "float", "y": "string"}, label="y", id_column=None,
-                        rules=(Rule(column="x", min=0, max=10), Rule(column="y", **{"in": ["a", "b"]}, reason="bad_label")),
+                        rules=(as_rule(column="x", min=0, max=10),
+                               as_rule(column="y", **{"in": ["a", "b"]}, reason="bad_label")),
                         label_map=(("A", "a"),))
     batch = _raw(x=["1", "oops", "-1", "20", "5", "3", None], y=["a", "a", "b", "b", None, "c", "A"])
     clean, q = validate_batch(batch, spec)
@@ -123,7 +129,8 @@ def test_deduplicate_pipeline_is_independent_of_batching():
 
 def test_cross_column_rule_and_filter():
     spec = ValidateSpec(column_types={"start": "int", "end": "int", "y": "string"}, label="y", id_column=None,
-                        rules=(Rule(column="end", op=">=", other="start"),), filters=("tests.test_clean:_odd_start",))
+                        rules=(as_rule(column="end", op=">=", other="start"),),
+                        filters=("tests.test_clean:_odd_start",))
     clean, q = validate_batch(_raw(start=["1", "5", "3", None], end=["2", "4", "9", "1"], y=["a"] * 4), spec,
                               [_odd_start])
     assert dict(zip(q.column("_row").to_pylist(), q.column("reason").to_pylist())) == {3: ">=start:end",
@@ -153,33 +160,9 @@ def test_dedup_normalised_text_and_label_conflicts():
     assert dict(zip(dups.column("example_id").to_pylist(), dups.column("label_conflict").to_pylist())) == {"d": True}
 
 
-def test_hash_columns_equal_values_equal_hashes_whatever_the_layout():
-    """The shuffle and split hash depends on the values only: not on slicing, chunking,
-    dictionary encoding or the batch a row sits in; -0.0 is 0.0, NaN is NaN, null is null."""
-    from transforms.batches import hash_columns
-
-    s = pa.array(["", "a", "a\x00", "ab", "abcdefgh", "abcdefghi", None, "é" * 9, "abcdefgh"])
-    f = pa.array([0.0, -0.0, float("nan"), None, 1.5, 1.5, 2.0, float("nan"), 3.0])
-    i = pa.array([1, 2, None, 4, 5, 5, 7, 8, 9], pa.int64())
-    table = pa.table({"s": s, "f": f, "i": i})
-    h = hash_columns(table, ["s", "f", "i"], seed=7)
-    for start in range(1, 9):                     # a slice has a buffer offset
-        assert (hash_columns(table.slice(start), ["s", "f", "i"], seed=7) == h[start:]).all()
-    chunked = pa.table({"s": pa.chunked_array([s[:4], s[4:]]), "f": f, "i": i})
-    assert (hash_columns(chunked, ["s", "f", "i"], seed=7) == h).all()
-    dictionary = pa.table({"s": pc.dictionary_encode(s), "f": f, "i": i})
-    assert (hash_columns(dictionary, ["s", "f", "i"], seed=7) == h).all()
-    hs = hash_columns(table, ["s"])
-    assert hs[4] == hs[8] and len(set(hs[:8].tolist())) == 8    # equal strings only: prefixes and NUL differ
-    hf = hash_columns(table, ["f"])
-    assert hf[0] == hf[1] and hf[2] == hf[7] and len(set(hf.tolist())) == 6
-    assert not (hash_columns(table, ["s"], seed=8) == hs).any()   # the seed changes every hash
-    assert hash_columns(table, ["s", "i"]).tolist() != hash_columns(table, ["i", "s"]).tolist()
-
-
 def test_dedup_by_value_when_hashes_collide(monkeypatch):
     """first_of_key groups by a 64-bit hash and checks values: a collision falls back to pandas."""
-    import transforms.clean as clean
+    import transforms.clean.dedup as clean
 
     rng = np.random.default_rng(1)
     n = 300
@@ -199,22 +182,3 @@ def test_dedup_by_value_when_hashes_collide(monkeypatch):
     monkeypatch.setattr(clean, "hash_columns", lambda table, columns: np.zeros(table.num_rows, np.uint64))
     for o in (None, order):
         assert (clean.first_of_key(keys, o) == expected[o is None]).all()
-
-
-def test_overlap_keeps_order_bounds_the_work_in_flight_and_raises():
-    """The helper behind the threaded dedup, write and parse: results in submission order,
-    one element ahead at most, a worker's exception raised in the caller."""
-    import time
-
-    from transforms.batches import Overlap
-
-    overlap, got = Overlap(), []
-    for i in range(5):
-        got += overlap.submit(lambda x: (time.sleep(0.002 * (5 - x)), x)[1], i)
-    assert got + overlap.finish() == [0, 1, 2, 3, 4]
-    overlap = Overlap()
-    assert overlap.submit(lambda: 1) == [] and overlap.submit(lambda: 2) == [1] and overlap.finish() == [2]
-    overlap = Overlap()
-    overlap.submit(lambda: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        overlap.finish()

@@ -9,13 +9,12 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from transforms.batches import SOURCE
-from transforms.clean import DedupSpec, ValidateSpec, dedup_table, validate_batch
+from transforms.clean import DedupSpec, RuleSpec, ValidateSpec, dedup_table, validate_batch
 from transforms.read import ReaderSpec, parse_csv_block, parse_jsonl_block, unescape_record
-from pipeline.config import Rule
 
 NAMES = ["id", "x", "y"]
 SPEC = ValidateSpec(column_types={"id": "string", "x": "float", "y": "string"}, label="y", id_column="id",
-                    rules=(Rule(column="x", min=0),))
+                    rules=(RuleSpec(column="x", min=0),))
 DEDUP = DedupSpec(keys=("id",), label="y")
 
 valid_csv = st.builds(lambda i, x, y: f"k{i},{x},{y}", st.integers(0, 30),
@@ -103,7 +102,7 @@ def test_arrow_parse_agrees_with_the_regexes(values, kind):
     import numpy as np
     import pyarrow.compute as pc
 
-    from transforms import clean
+    from transforms.clean import validate as clean
 
     text = pc.utf8_trim_whitespace(pa.array(values, pa.string()))
     fast = clean._strict_cast(text, kind)

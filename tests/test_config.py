@@ -7,6 +7,7 @@ import os
 import pytest
 import yaml
 
+from pipeline.build import feature_specs
 from pipeline.config import ConfigError, parse_config
 from tests.conftest import TESTS, run_cli
 
@@ -60,11 +61,11 @@ def test_good_config_parses_with_defaults():
     cfg = parse_config(GOOD, base_dir="/data")
     assert cfg.stratify_by == ["y"]
     assert cfg.split.seed == 42
-    assert cfg.tf_compat_v1 is True and [s.column for s in cfg.feature_specs] == ["x"]
+    assert cfg.tf_compat_v1 is True and [s.column for s in feature_specs(cfg)] == ["x"]
     assert parse_config(_with(("features", "tf_compat_v1"), False)).tf_compat_v1 is False
     assert cfg.resolve("data.csv") == "/data/data.csv"
     assert cfg.resolve("gs://b/x.csv") == "gs://b/x.csv"
-    assert [s.output_name for s in cfg.feature_specs] == ["x_xf"]
+    assert [s.output_name for s in feature_specs(cfg)] == ["x_xf"]
     assert len(cfg.config_hash) == 64
 
 

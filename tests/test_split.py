@@ -1,4 +1,5 @@
-"""Split: exact allocation, the distributed cut points, determinism, and scikit-learn as a yardstick."""
+"""Split (transforms/split/): exact allocation, the distributed cut points, determinism, and scikit-learn
+as a yardstick."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from hypothesis import given, settings, strategies as st
 
 from tests.conftest import shared
-from transforms.split import (HASH, STRATUM, StratifiedSplit, _MergeBands, allocate, assign_splits, band_stats,
+from transforms.split import (STRATUM, UNIT_HASH, MergeBands, StratifiedSplit, allocate, assign_splits, band_stats,
                               largest_remainder, plan_split, thresholds_from)
 
 
@@ -45,7 +46,7 @@ def _keyed_batches(strata_sizes, seed=0, chunks=7):
     rng = np.random.default_rng(seed)
     labels = np.concatenate([[s] * n for s, n in strata_sizes.items()])
     u = rng.integers(0, 2 ** 63, len(labels), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, len(labels)).astype(np.uint64)
-    table = pa.table({STRATUM: labels, HASH: pa.array(u, pa.uint64()), "i": np.arange(len(labels))})
+    table = pa.table({STRATUM: labels, UNIT_HASH: pa.array(u, pa.uint64()), "i": np.arange(len(labels))})
     sizes = rng.multinomial(len(labels), [1 / chunks] * chunks)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     return table, [table.slice(a, b - a).to_batches()[0] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
@@ -56,14 +57,14 @@ def test_distributed_cut_points_equal_a_full_sort():
     table, batches = _keyed_batches(strata)
     fractions = [0.7, 0.15, 0.15]
     plan = plan_split(strata, fractions)
-    merge = _MergeBands()
+    merge = MergeBands()
     stats = merge.extract_output(merge.merge_accumulators([band_stats(b, plan) for b in batches]))
     collected = sum(len(v) for _, v in stats.values())
     assert collected < 0.2 * sum(strata.values())               # only the bands, not the strata
     thresholds = thresholds_from(stats, plan)
     which = np.concatenate([assign_splits(b, plan, thresholds) for b in batches])
     frame = pd.DataFrame({"s": table.column(STRATUM).to_numpy(),
-                          "u": table.column(HASH).to_numpy(), "which": which})
+                          "u": table.column(UNIT_HASH).to_numpy(), "which": which})
     targets = dict(zip(plan["strata"], plan["targets"]))
     for s, part in frame.groupby("s"):
         ranks = part["u"].rank(method="first").to_numpy() - 1
@@ -71,6 +72,29 @@ def test_distributed_cut_points_equal_a_full_sort():
         expected = np.searchsorted(cuts, ranks, side="right")
         assert (part["which"].to_numpy() == expected).all(), s
         assert np.bincount(part["which"], minlength=3).tolist() == targets[s]
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 30_000), min_size=1, max_size=6),
+       weights=st.lists(st.integers(1, 20), min_size=2, max_size=5), seed=st.integers(0, 2 ** 16))
+def test_distributed_assignment_is_exact_for_random_sizes(sizes, weights, seed):
+    fractions = [w / sum(weights) for w in weights]
+    rng = np.random.default_rng(seed)
+    strata = np.concatenate([[f"s{i}"] * n for i, n in enumerate(sizes)])
+    u = rng.integers(0, np.iinfo(np.int64).max, len(strata), dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    batch = pa.RecordBatch.from_pydict({STRATUM: strata, UNIT_HASH: pa.array(u, pa.uint64())})
+    counts = dict(zip(*np.unique(strata, return_counts=True)))
+    counts = {str(k): int(v) for k, v in counts.items()}
+    plan = plan_split(counts, fractions)
+    pieces = [batch.slice(i, 997) for i in range(0, batch.num_rows, 997)]
+    merge = MergeBands()
+    stats = merge.extract_output(merge.merge_accumulators([band_stats(b, plan) for b in pieces]))
+    which = assign_splits(batch, plan, thresholds_from(stats, plan))
+    for i, s in enumerate(plan["strata"]):
+        got = np.bincount(which[strata == s], minlength=len(fractions)).tolist()
+        assert got == plan["targets"][i]
+        assert all(abs(c - counts[s] * f) < 1 for c, f in zip(got, fractions))
+    assert sum(sum(t) for t in plan["targets"]) == len(strata)
 
 
 def _split_pipeline(batches, fractions, seed, tmp_path):
@@ -83,10 +107,10 @@ def _split_pipeline(batches, fractions, seed, tmp_path):
 
     with TestPipeline() as p:
         parts = p | beam.Create(batches) | StratifiedSplit(fractions, ["y"], seed)
-        ids = [parts[name] | f"Ids[{name}]" >> beam.FlatMap(
+        ids = [parts.splits[name] | f"Ids[{name}]" >> beam.FlatMap(
             lambda b, name=name: [(name, i) for i in b.column("example_id").to_pylist()]) for name in fractions]
         rows = ids | beam.Flatten() | beam.combiners.ToList()
-        rows | beam.Map(dump, beam.pvalue.AsSingleton(parts["_report"]))
+        rows | beam.Map(dump, beam.pvalue.AsSingleton(parts.balance))
     with open(out_file) as f:
         got = json.load(f)
     got["rows"] = [tuple(r) for r in got["rows"]]

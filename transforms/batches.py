@@ -36,6 +36,34 @@ DUPLICATES_SCHEMA = pa.schema([
 
 METRICS_NAMESPACE = "dataprep"
 
+
+def quarantine_batch(records: pa.Array | pa.ChunkedArray, reasons: str | Sequence[str] | pa.Array, stage: str,
+                     sources: str | pa.Array | pa.ChunkedArray,
+                     rows: Sequence[int] | pa.Array | pa.ChunkedArray) -> pa.RecordBatch:
+    """Rows set aside, as QUARANTINE_SCHEMA: the one place quarantine rows are built.
+
+    `records` is each row's original text; `reasons` one reason code for all or one per
+    row; `sources` one file for all or one per row; `rows` their line numbers.
+    """
+    n = len(records)
+    columns = [records,
+               pa.array([reasons] * n, pa.string()) if isinstance(reasons, str) else reasons,
+               pa.array([stage] * n, pa.string()),
+               pa.array([sources] * n, pa.string()) if isinstance(sources, str) else sources,
+               rows]
+    arrays = []
+    for column, f in zip(columns, QUARANTINE_SCHEMA):
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks() if column.num_chunks else pa.array([], f.type)
+        elif not isinstance(column, pa.Array):
+            column = pa.array(column, f.type)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=QUARANTINE_SCHEMA)
+
+
+def empty_quarantine() -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in QUARANTINE_SCHEMA], schema=QUARANTINE_SCHEMA)
+
 # A batch keyed by a hash bucket or shard: what every shuffle of this project moves.
 KeyedBatch = beam.typehints.Tuple[int, pa.RecordBatch]
 
@@ -46,17 +74,32 @@ def hash_key(seed: int | str) -> str:
 
 
 def hash_columns(table: pa.Table | pa.RecordBatch, columns: Sequence[str], seed: int | str = 0) -> np.ndarray:
-    """A stable 64-bit hash per row of `columns` (same value → same hash on any worker).
+    """A stable 64-bit hash per row of `columns` (same value → same hash on any worker)."""
+    return hash_arrays([table.column(c) for c in columns], table.num_rows, seed)
+
+
+def hash_arrays(arrays: Sequence[pa.Array | pa.ChunkedArray], num_rows: int, seed: int | str = 0) -> np.ndarray:
+    """A stable 64-bit hash per row of the aligned `arrays` (each `num_rows` long).
 
     Vectorised over the Arrow buffers (no Python object per value): strings are hashed
     eight bytes at a time, numbers by their int64/float64 bits (-0.0 as 0.0, one NaN),
     nulls as one constant, and each value's hash goes through the SplitMix64 finaliser.
     """
     with np.errstate(over="ignore"):
-        h = np.full(table.num_rows, _mix64(np.array([int(hash_key(seed), 16)], np.uint64))[0], np.uint64)
-        for c in columns:
-            h = _mix64((h * _PRIME) ^ _hash_array(table.column(c)))
+        h = np.full(num_rows, _mix64(np.array([int(hash_key(seed), 16)], np.uint64))[0], np.uint64)
+        for arr in arrays:
+            h = _mix64((h * _PRIME) ^ _hash_array(arr))
     return h
+
+
+def key_by_bucket(batch: pa.RecordBatch, keys: Sequence[pa.Array | pa.ChunkedArray],
+                  buckets: int) -> Iterator[Tuple[int, pa.RecordBatch]]:
+    """(bucket, sub-batch) for each bucket that `batch`'s rows fall in: the bucket is the
+    (unseeded) 64-bit hash of the row's `keys` modulo `buckets`. The one keying step of
+    every shuffle here (dedup, the annotation join, groups, output shards): whole
+    sub-batches travel, never one element per row, and equal keys meet in one bucket."""
+    bucket = hash_arrays(keys, batch.num_rows) % np.uint64(buckets)
+    yield from split_by_key(batch, bucket.astype(np.int64))
 
 
 _PRIME = np.uint64(0x100000001B3)             # FNV-1a's 64-bit prime
@@ -123,10 +166,11 @@ def _hash_bytes(arr: pa.Array) -> np.ndarray:
     return _mix64(h)
 
 
-class Overlap:
-    """Runs a DoFn's heavy per-element work on `width` threads, so that one element is
-    computed while the DoFn's thread gathers and decodes the next: Arrow, numpy and the
-    Parquet writer release the GIL, so the in-process runner uses a second core.
+class OrderedThreadPool:
+    """A DoFn's heavy per-element work on `width` threads, results in submission order.
+
+    One element is computed while the DoFn's thread gathers and decodes the next: Arrow,
+    numpy and the Parquet writer release the GIL, so the in-process runner uses a second core.
 
     `submit` returns the results it had to wait for to keep at most `width` in flight
     (each in-flight element is a table in memory: one is enough for two cores); `finish`
@@ -205,10 +249,6 @@ def drop_columns(batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:
                                       schema=pa.schema([batch.schema.field(i) for i in keep]))
 
 
-def filter_batch(batch: pa.RecordBatch, mask: np.ndarray) -> pa.RecordBatch:
-    return batch.filter(pa.array(mask, pa.bool_()))
-
-
 def json_records(rows: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> pa.Array:
     """The JSON text of each row's values: the quarantine record of a row that no longer
     has its raw line (Parquet input, or a row set aside after cleaning)."""
@@ -251,9 +291,11 @@ class MergeCounts(beam.CombineFn):
         return acc
 
 
-def set_column(batch: pa.RecordBatch, name: str, array: pa.Array) -> pa.RecordBatch:
-    """A new batch with `name` replaced (or appended); the input batch is not modified."""
+def set_column(batch: pa.RecordBatch | pa.Table, name: str, array: pa.Array) -> pa.RecordBatch | pa.Table:
+    """A new batch (or table) with `name` replaced (or appended); the input is not modified."""
     idx = batch.schema.get_field_index(name)
+    if isinstance(batch, pa.Table):
+        return batch.set_column(idx, name, array) if idx >= 0 else batch.append_column(name, array)
     arrays = list(batch.columns)
     fields = list(batch.schema)
     if idx >= 0:
@@ -280,8 +322,8 @@ _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 class RecordBatchCoder(beam.coders.Coder):
     """Arrow IPC for record batches between stages, its buffers zstd-compressed.
 
-    On Adult-shaped rows zstd makes the stream 4× smaller for about the time the copy of
-    the uncompressed bytes would take: less to move through the runner's data plane, to
+    zstd makes tabular rows several times smaller for about the cost of copying them
+    uncompressed: less to move through the runner's data plane, to
     hold in memory between stages (the DirectRunner keeps whole PCollections) and to
     shuffle over the network (Flink, Dataflow).
     """

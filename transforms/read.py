@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -26,8 +26,8 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (METRICS_NAMESPACE, QUARANTINE_SCHEMA, RECORD, ROW, SOURCE, Overlap, as_batches,
-                                count_reasons)
+from transforms.batches import (METRICS_NAMESPACE, RECORD, ROW, SOURCE, OrderedThreadPool, as_batches, count_reasons,
+                                quarantine_batch, set_column)
 
 BLOCK_BYTES = 8 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -35,7 +35,7 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True)
 class ReaderSpec:
-    """What the reader needs of one config input (kept free of the config models)."""
+    """How to read one input's files: the format and, for CSV, its dialect and NA values."""
 
     format: str
     header: bool = True
@@ -62,14 +62,8 @@ class BadRows:
     def to_batch(self, source: str, stage: str = "ingest") -> Optional[pa.RecordBatch]:
         if not self.rows:
             return None
-        n = len(self.rows)
-        return pa.RecordBatch.from_arrays([
-            pa.array([escape_bytes(r) for r in self.raw], pa.string()),
-            pa.array(self.reasons, pa.string()),
-            pa.array([stage] * n, pa.string()),
-            pa.array([source] * n, pa.string()),
-            pa.array(self.rows, pa.int64()),
-        ], schema=QUARANTINE_SCHEMA)
+        return quarantine_batch(pa.array([escape_bytes(r) for r in self.raw], pa.string()), self.reasons, stage,
+                                source, self.rows)
 
 
 def escape_bytes(raw: bytes) -> str:
@@ -348,19 +342,19 @@ class _ReadFileFn(beam.DoFn):
                 if missing:
                     raise ValueError(f"{path}: the file has no column(s) {missing}; it has {names}")
             # the next block is parsed on a thread while this one goes downstream
-            overlap = Overlap()
+            pool = OrderedThreadPool()
             try:
                 for block, first_line in blocks:
                     if spec.format == "csv":
-                        parsed = overlap.submit(parse_csv_block, block, first_line, names, self._wanted, spec)
+                        parsed = pool.submit(parse_csv_block, block, first_line, names, self._wanted, spec)
                     else:
-                        parsed = overlap.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
+                        parsed = pool.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
                     for batch, bad in parsed:
                         yield from self._emit(batch, bad, path)
-                for batch, bad in overlap.finish():
+                for batch, bad in pool.finish():
                     yield from self._emit(batch, bad, path)
             finally:
-                overlap.close()
+                pool.close()
 
     def _emit(self, batch: Optional[pa.RecordBatch], bad: BadRows, path: str):
         if batch is not None and batch.num_rows:
@@ -390,18 +384,21 @@ class _ReadFileFn(beam.DoFn):
 def _with_source(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
     source = pa.DictionaryArray.from_arrays(pa.array(np.zeros(batch.num_rows, np.int32)),
                                             pa.array([path])).cast(pa.string())
-    return pa.RecordBatch.from_arrays(list(batch.columns) + [source],
-                                      schema=batch.schema.append(pa.field(SOURCE, pa.string())))
+    return set_column(batch, SOURCE, source)
 
 
+class ReadResult(NamedTuple):
+    """`ReadInputs`' outputs, both PCollections of record batches."""
+
+    rows: beam.PCollection         # the `wanted` columns (raw strings; Parquet's own types) + _source, _row, _record
+    quarantine: beam.PCollection   # QUARANTINE_SCHEMA: reader faults, stage "ingest"
+
+
+@beam.typehints.with_input_types(beam.typehints.Tuple[int, str])
+@beam.typehints.with_output_types(pa.RecordBatch)
 class ReadInputs(beam.PTransform):
-    """Reads the listed files into raw record batches.
-
-    Input: a PCollection of (input index, file path), the files already matched by the launcher.
-    Outputs: `rows` — record batches of the `wanted` columns (raw, untyped strings for
-    CSV/JSONL; the file's own types for Parquet) + `_source`, `_row`, `_record`;
-    `quarantine` — reader faults (QUARANTINE_SCHEMA).
-    """
+    """(reader index, file path) pairs, the files already matched by the launcher → a
+    `ReadResult`. `specs[reader index]` says how to read the file."""
 
     def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int = BLOCK_BYTES):
         super().__init__()
@@ -409,8 +406,9 @@ class ReadInputs(beam.PTransform):
         self._wanted = wanted
         self._block_bytes = block_bytes
 
-    def expand(self, files):
-        return as_batches(files
-                          | "Spread" >> beam.Reshuffle()
-                          | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
-                          .with_outputs(_ReadFileFn.QUARANTINE, main="rows"), "rows", _ReadFileFn.QUARANTINE)
+    def expand(self, files) -> ReadResult:
+        parts = as_batches(files
+                           | "Spread" >> beam.Reshuffle()
+                           | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
+                           .with_outputs(_ReadFileFn.QUARANTINE, main="rows"), "rows", _ReadFileFn.QUARANTINE)
+        return ReadResult(parts.rows, parts[_ReadFileFn.QUARANTINE])

@@ -8,10 +8,9 @@ so readers can rely on the `-of-N` count.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,7 +18,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Overlap, concat_batches, hash_columns, split_by_key
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, OrderedThreadPool, concat_batches, key_by_bucket
 
 
 def shard_name(index: int, count: int) -> str:
@@ -63,14 +62,14 @@ class _FirstSchema(beam.CombineFn):
 
 
 class _WriteShardFn(beam.DoFn):
-    """Writes each shard's sorted table on a thread while the next is gathered (`Overlap`).
-    The (path, rows) outputs come at the end of the bundle."""
+    """Writes each shard's sorted table on a thread while the next is gathered
+    (`OrderedThreadPool`). The (path, rows) outputs come at the end of the bundle."""
 
     def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
         self._targets = targets
 
     def start_bundle(self):
-        self._overlap = Overlap()
+        self._pool = OrderedThreadPool()
         self._done: List[Tuple[str, int]] = []
 
     def process(self, element, schemas):
@@ -79,10 +78,10 @@ class _WriteShardFn(beam.DoFn):
         schema = schemas.get(target) or fallback or pa.schema([])
         table = concat_batches([b for b in batches if b.num_rows], schema)
         path = FileSystems.join(directory, shard_name(index, count))
-        self._done += self._overlap.submit(_write_shard, table, schema, path)
+        self._done += self._pool.submit(_write_shard, table, schema, path)
 
     def finish_bundle(self):
-        for path_rows in self._done + self._overlap.finish():
+        for path_rows in self._done + self._pool.finish():
             yield GlobalWindows.windowed_value(path_rows)
 
 
@@ -93,28 +92,35 @@ def _write_shard(table: pa.Table, schema: pa.Schema, path: str) -> Tuple[str, in
 
 
 def _by_shard(batch: pa.RecordBatch, target: int, count: int):
-    keys = hash_columns(batch, shard_keys(batch)) % np.uint64(count)
-    for shard, part in split_by_key(batch, keys.astype(np.int64)):
+    for shard, part in key_by_bucket(batch, [batch.column(c) for c in shard_keys(batch)], count):
         yield (target, shard), part
 
 
 _ShardBatch = Tuple[Tuple[int, int], pa.RecordBatch]
 
 
+class WriteResult(NamedTuple):
+    """`WriteAllShards`' output."""
+
+    shards: beam.PCollection   # (path, rows) of every shard written, empty ones included
+
+
+@beam.typehints.with_input_types(pa.RecordBatch)
+@beam.typehints.with_output_types(Tuple[str, int])
 class WriteAllShards(beam.PTransform):
     """{directory: batches} → `directory/part-SSSSS-of-NNNNN.parquet` for every directory, in one shuffle.
 
     `targets` maps each directory to (number of shards, schema); the schema is used when no
     batch arrives at all (an empty split), otherwise the batches' own schema is used. One
     grouping for all the outputs of a run instead of one per folder: on the DirectRunner each
-    shuffle is a few stages of fixed cost. Output: a PCollection of (path, rows) per shard.
+    shuffle is a few stages of fixed cost. Returns a `WriteResult`.
     """
 
     def __init__(self, targets: Dict[str, Tuple[int, Optional[pa.Schema]]]):
         super().__init__()
         self._targets = [(d, n, schema) for d, (n, schema) in sorted(targets.items())]
 
-    def expand(self, pcolls: Dict[str, beam.PCollection]):
+    def expand(self, pcolls: Dict[str, beam.PCollection]) -> WriteResult:
         keyed, schemas = [], []
         for i, (directory, count, _) in enumerate(self._targets):
             batches = pcolls[directory]
@@ -129,12 +135,14 @@ class WriteAllShards(beam.PTransform):
         schema = (schemas
                   | "Schemas" >> beam.Flatten()
                   | "OneSchema" >> beam.CombinePerKey(_FirstSchema()))
-        return (keyed
-                | "WithEmpty" >> beam.Flatten()
-                | "GroupShards" >> beam.GroupByKey()
-                | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
+        return WriteResult(keyed
+                           | "WithEmpty" >> beam.Flatten()
+                           | "GroupShards" >> beam.GroupByKey()
+                           | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
 
 
+@beam.typehints.with_input_types(pa.RecordBatch)
+@beam.typehints.with_output_types(Tuple[str, int])
 class WriteShards(beam.PTransform):
     """Batches → `directory/part-SSSSS-of-NNNNN.parquet` (`WriteAllShards` for one folder)."""
 
@@ -143,5 +151,5 @@ class WriteShards(beam.PTransform):
         self._directory = directory
         self._target = (num_shards, schema)
 
-    def expand(self, batches):
+    def expand(self, batches) -> WriteResult:
         return {self._directory: batches} | WriteAllShards({self._directory: self._target})

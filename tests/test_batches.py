@@ -1,0 +1,87 @@
+"""The record-batch helpers every stage shares (transforms/batches.py): the row hash, the
+hash-bucket keying of every shuffle, quarantine rows, set_column, the ordered thread pool."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from transforms.batches import (QUARANTINE_SCHEMA, OrderedThreadPool, hash_columns, key_by_bucket, quarantine_batch,
+                                set_column)
+
+
+def test_hash_columns_equal_values_equal_hashes_whatever_the_layout():
+    """The shuffle and split hash depends on the values only: not on slicing, chunking,
+    dictionary encoding or the batch a row sits in; -0.0 is 0.0, NaN is NaN, null is null."""
+    s = pa.array(["", "a", "a\x00", "ab", "abcdefgh", "abcdefghi", None, "é" * 9, "abcdefgh"])
+    f = pa.array([0.0, -0.0, float("nan"), None, 1.5, 1.5, 2.0, float("nan"), 3.0])
+    i = pa.array([1, 2, None, 4, 5, 5, 7, 8, 9], pa.int64())
+    table = pa.table({"s": s, "f": f, "i": i})
+    h = hash_columns(table, ["s", "f", "i"], seed=7)
+    for start in range(1, 9):                     # a slice has a buffer offset
+        assert (hash_columns(table.slice(start), ["s", "f", "i"], seed=7) == h[start:]).all()
+    chunked = pa.table({"s": pa.chunked_array([s[:4], s[4:]]), "f": f, "i": i})
+    assert (hash_columns(chunked, ["s", "f", "i"], seed=7) == h).all()
+    dictionary = pa.table({"s": pc.dictionary_encode(s), "f": f, "i": i})
+    assert (hash_columns(dictionary, ["s", "f", "i"], seed=7) == h).all()
+    hs = hash_columns(table, ["s"])
+    assert hs[4] == hs[8] and len(set(hs[:8].tolist())) == 8    # equal strings only: prefixes and NUL differ
+    hf = hash_columns(table, ["f"])
+    assert hf[0] == hf[1] and hf[2] == hf[7] and len(set(hf.tolist())) == 6
+    assert not (hash_columns(table, ["s"], seed=8) == hs).any()   # the seed changes every hash
+    assert hash_columns(table, ["s", "i"]).tolist() != hash_columns(table, ["i", "s"]).tolist()
+
+
+def test_ordered_thread_pool_keeps_order_bounds_the_work_in_flight_and_raises():
+    """The helper behind the threaded dedup, write and parse: results in submission order,
+    one element ahead at most, a worker's exception raised in the caller."""
+    import time
+
+    pool, got = OrderedThreadPool(), []
+    for i in range(5):
+        got += pool.submit(lambda x: (time.sleep(0.002 * (5 - x)), x)[1], i)
+    assert got + pool.finish() == [0, 1, 2, 3, 4]
+    pool = OrderedThreadPool()
+    assert pool.submit(lambda: 1) == [] and pool.submit(lambda: 2) == [1] and pool.finish() == [2]
+    pool = OrderedThreadPool()
+    pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pool.finish()
+
+
+def test_key_by_bucket_puts_equal_keys_in_one_bucket_whatever_the_batch():
+    keys = pa.array(["a", "b", "a", None, "c", None, "b"])
+    batch = pa.RecordBatch.from_arrays([keys, pa.array(range(7))], names=["k", "i"])
+    where = {}
+    for start, stop in ((0, 3), (3, 7), (0, 7)):
+        part = batch.slice(start, stop - start)
+        for bucket, sub in key_by_bucket(part, [part.column("k")], 4):
+            assert 0 <= bucket < 4
+            for k in sub.column("k").to_pylist():
+                assert where.setdefault(k, bucket) == bucket
+    rows = sorted(i for _, sub in key_by_bucket(batch, [batch.column("k")], 3) for i in sub.column("i").to_pylist())
+    assert rows == list(range(7))                                     # every row in exactly one bucket
+
+
+def test_quarantine_batch_broadcasts_one_reason_and_source():
+    q = quarantine_batch(pa.array(["x", "y"]), "bad", "clean", "f.csv", [3, 4])
+    assert q.schema == QUARANTINE_SCHEMA
+    assert q.to_pydict() == {"record": ["x", "y"], "reason": ["bad", "bad"], "stage": ["clean", "clean"],
+                             "_source": ["f.csv", "f.csv"], "_row": [3, 4]}
+    per_row = quarantine_batch(pa.chunked_array([["z"]]), pa.array(["r1"]), "labels",
+                               pa.chunked_array([["g.csv"]]), pa.chunked_array([pa.array([9], pa.int64())]))
+    assert per_row.to_pydict()["reason"] == ["r1"] and per_row.to_pydict()["_row"] == [9]
+    empty = quarantine_batch(pa.array([], pa.string()), [], "labels", pa.chunked_array([], pa.string()),
+                             pa.chunked_array([], pa.int64()))
+    assert empty.num_rows == 0 and empty.schema == QUARANTINE_SCHEMA
+
+
+def test_set_column_replaces_or_appends_without_touching_the_input():
+    batch = pa.RecordBatch.from_arrays([pa.array([1, 2])], names=["a"])
+    replaced = set_column(batch, "a", pa.array(["x", "y"]))
+    appended = set_column(batch, "b", pa.array([0.5, 1.5]))
+    assert replaced.schema.names == ["a"] and replaced.column(0).to_pylist() == ["x", "y"]
+    assert appended.schema.names == ["a", "b"] and batch.schema.names == ["a"]
+    table = set_column(pa.table({"a": [1]}), "b", pa.array([True]))
+    assert isinstance(table, pa.Table) and table.column("b").to_pylist() == [True]

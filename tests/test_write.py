@@ -1,0 +1,60 @@
+"""Write (transforms/write.py): every shard written, rows sorted, the same bytes whatever
+the batching or bundle order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.write import WriteAllShards, WriteShards, shard_name, sort_for_output
+
+
+def _rows(n: int) -> pa.Table:
+    return pa.table({"example_id": [f"e{i}" for i in range(n)], "x": list(range(n)),
+                     "_source": ["b.csv" if i % 3 else "a.csv" for i in range(n)], "_row": [n - i for i in range(n)]})
+
+
+def _digests(folder) -> dict:
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in sorted(os.listdir(folder))}
+
+
+def test_shard_names_and_output_order():
+    assert shard_name(3, 16) == "part-00003-of-00016.parquet"
+    table = sort_for_output(_rows(6))
+    assert list(zip(table.column("_source").to_pylist(), table.column("_row").to_pylist())) == [
+        ("a.csv", 3), ("a.csv", 6), ("b.csv", 1), ("b.csv", 2), ("b.csv", 4), ("b.csv", 5)]
+
+
+def test_same_bytes_whatever_the_batching_and_every_shard_written(tmp_path):
+    table = _rows(200)
+    for name, batches in (("one", table.to_batches()), ("many", table.to_batches(max_chunksize=7)[::-1])):
+        with TestPipeline() as p:
+            _ = p | beam.Create(batches) | WriteShards(str(tmp_path / name), 5)
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "many")
+    assert sorted(os.listdir(tmp_path / "one")) == [shard_name(i, 5) for i in range(5)]
+    shards = [pq.read_table(tmp_path / "one" / shard_name(i, 5)) for i in range(5)]
+    assert sum(t.num_rows for t in shards) == 200
+    for t in shards:
+        assert t.equals(sort_for_output(t))
+    ids = [set(t.column("example_id").to_pylist()) for t in shards]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+
+
+def test_empty_output_gets_typed_empty_shards_and_paths_come_back(tmp_path):
+    schema = pa.schema([("example_id", pa.string()), ("x", pa.int64())])
+    with TestPipeline() as p:
+        empty = p | "Nothing" >> beam.Create([]).with_output_types(pa.RecordBatch)
+        full = p | "Rows" >> beam.Create(_rows(10).to_batches())
+        written = {str(tmp_path / "empty"): empty, str(tmp_path / "full"): full} | WriteAllShards(
+            {str(tmp_path / "empty"): (2, schema), str(tmp_path / "full"): (1, None)})
+        assert_that(written.shards | beam.Map(lambda pr: (os.path.basename(os.path.dirname(pr[0])), pr[1])),
+                    equal_to([("empty", 0), ("empty", 0), ("full", 10)]))
+    for i in range(2):
+        t = pq.read_table(tmp_path / "empty" / shard_name(i, 2))
+        assert t.num_rows == 0 and t.schema.remove_metadata() == schema

@@ -1,0 +1,120 @@
+"""What the analysis found, read back from a saved transform graph (for report.json)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.features.adapter import output_types
+from transforms.features.library import FILL_VOCABULARY_PREFIX, STAT_PREFIX, FeatureSpec
+
+
+def summarize_transform(output_dir: str, specs: Optional[Sequence[FeatureSpec]] = None) -> Dict[str, Any]:
+    """What the analysis found, read back from the saved transform graph under `output_dir`.
+
+    Returns `{"columns": {column: {...}}, "vocabularies": {name: size}, "outputs": {name: type}}`:
+    per column the statistics named with `report_stat` (mean, std, min, max, boundaries,
+    fill) and, given the declarative `specs`, its transform, outputs and vocabulary size.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    tft_output = tft.TFTransformOutput(output_dir)
+    feature_spec = tft_output.transformed_feature_spec()
+    outputs = {name: _type_name(t) for name, t in output_types(feature_spec).items()}
+    for name in feature_spec:
+        outputs.setdefault(name, type(feature_spec[name]).__name__)
+    assets = tf.io.gfile.join(tft_output.transform_savedmodel_dir, "assets")
+    vocabularies = {}
+    for name in sorted(tf.io.gfile.listdir(assets)) if tf.io.gfile.exists(assets) else []:
+        if not name.startswith(FILL_VOCABULARY_PREFIX):   # those hold one value: the fill, reported as such
+            vocabularies[name] = int(tft_output.vocabulary_size_by_name(name))
+    columns: Dict[str, Dict[str, Any]] = {}
+    for spec in specs or ():
+        entry = columns.setdefault(spec.column, {})
+        entry.update(transform=spec.kind, outputs=list(spec.output_names))
+        if spec.kind in ("vocabulary", "tokens_vocabulary", "tfidf") and tft_output.vocabulary_file_by_name(
+                spec.column):
+            entry["vocabulary_size"] = int(tft_output.vocabulary_size_by_name(spec.column))
+            entry["oov_buckets"] = 1 if spec.kind == "tfidf" else spec.num_oov_buckets
+    for (column, stat), value in sorted(read_stats(tft_output.transform_savedmodel_dir).items()):
+        columns.setdefault(column, {})[stat] = value
+    return {"columns": columns, "vocabularies": vocabularies, "outputs": outputs}
+
+
+def _type_name(t: Optional[pa.DataType]) -> str:
+    """`int64`, `float32`, `string`, `list<int64>`, ...; `other` for sparse or ragged outputs."""
+    if t is None:
+        return "other"
+    if pa.types.is_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    return {pa.binary(): "string", pa.float32(): "float32"}.get(t, str(t))
+
+
+_STAT_OP = re.compile(r"(?:^|/)" + STAT_PREFIX + r"\.([0-9a-f]*)\.([A-Za-z][A-Za-z_]*)$")
+
+
+def read_stats(transform_savedmodel_dir: str) -> Dict[Tuple[str, str], Any]:
+    """{(column, stat): value} for every tensor named by `report_stat` in a saved transform graph.
+
+    The analyser results are constants in the graph (TF1, `force_tf_compat_v1`) or captured
+    by the saved function (TF2); the named tensors are evaluated from them alone (a stat that
+    needs input data is skipped).
+    """
+    import tensorflow as tf
+    from tensorflow.python.saved_model import loader_impl
+
+    tags = [list(m.meta_info_def.tags) for m in loader_impl.parse_saved_model(transform_savedmodel_dir).meta_graphs]
+    if tags == [["transform"]]:    # the TF1 graph TFT writes
+        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as session:
+            tf.compat.v1.saved_model.loader.load(session, tags[0], transform_savedmodel_dir)
+            return _evaluate_stats(g, session)
+    loaded = tf.saved_model.load(transform_savedmodel_dir)
+    fn = loaded.transform_fn
+    if hasattr(fn, "concrete_functions"):
+        fn = fn.concrete_functions[0]
+    graph = fn.graph
+    if not any(_STAT_OP.search(op.name) for op in graph.get_operations()):
+        return {}
+    constants = {}
+    for external, internal in graph.captures:
+        if external.dtype != tf.resource and hasattr(external, "numpy"):
+            constants[internal.name] = external.numpy()
+    with tf.Graph().as_default() as g:
+        input_map = {name: tf.constant(value) for name, value in constants.items()}
+        tf.compat.v1.import_graph_def(graph.as_graph_def(), input_map=input_map, name="")
+        with tf.compat.v1.Session(graph=g) as session:
+            return _evaluate_stats(g, session)
+
+
+def _evaluate_stats(graph, session) -> Dict[Tuple[str, str], Any]:
+    """{(column, stat): value} of the `report_stat` tensors in `graph` that need no input."""
+    import tensorflow as tf
+
+    out: Dict[Tuple[str, str], Any] = {}
+    for op in graph.get_operations():
+        m = _STAT_OP.search(op.name)
+        if not m:
+            continue
+        try:
+            value = session.run(op.outputs[0])
+        except tf.errors.OpError:    # depends on the data, not only on the analysis
+            continue
+        out[(bytes.fromhex(m.group(1)).decode(), m.group(2))] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A numpy value → JSON-ready Python (a [1, n] boundaries array → a flat list)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SO":
+        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in arr.reshape(-1).tolist()]
+        return items[0] if arr.ndim == 0 else items
+    if arr.dtype == np.float32:     # the shortest text that is still this float32: 38.664, not 38.66400146484375
+        items = [float(str(v)) for v in arr.reshape(-1)]
+    else:
+        items = arr.reshape(-1).tolist()
+    return items[0] if arr.ndim == 0 else items

@@ -1,0 +1,23 @@
+"""Labels: a consensus label from several annotators, and how much they agree.
+
+`consensus.py` the per-item maths (majority, unanimity, Dawid-Skene), `agreement.py` the
+mergeable agreement counts, `stage.py` the Beam stage (`ConsolidateLabels`),
+`annotations.py` the long form (`ReadAnnotations`, `AttachAnnotations`).
+"""
+
+from transforms.labels.agreement import AgreementStats
+from transforms.labels.annotations import (ANNOTATION_COLUMNS, ANNOTATIONS, MATRIX, AnnotationsRead, AnnotationsSpec,
+                                           AttachAnnotations, AttachResult, ReadAnnotations, attach_annotations,
+                                           tidy_annotations)
+from transforms.labels.consensus import (MISSING, ON_TIE, Consensus, DSStats, consensus_agreement, dawid_skene,
+                                         ds_estep, ds_init_stats, ds_mstep, ds_mstep_stats, encode_labels,
+                                         label_counts, majority, unanimous)
+from transforms.labels.stage import (AGREEMENT, N_LABELS, ConsolidateLabels, LabelsResult, LabelsSpec,
+                                     agreement_report, apply_consensus, label_matrix)
+
+__all__ = ["AGREEMENT", "ANNOTATIONS", "ANNOTATION_COLUMNS", "MATRIX", "MISSING", "N_LABELS", "ON_TIE",
+           "AgreementStats", "AnnotationsRead", "AnnotationsSpec", "AttachAnnotations", "AttachResult", "Consensus",
+           "ConsolidateLabels", "DSStats", "LabelsResult", "LabelsSpec", "ReadAnnotations", "agreement_report",
+           "apply_consensus", "attach_annotations", "consensus_agreement", "dawid_skene", "ds_estep",
+           "ds_init_stats", "ds_mstep", "ds_mstep_stats", "encode_labels", "label_counts", "label_matrix", "majority",
+           "tidy_annotations", "unanimous"]

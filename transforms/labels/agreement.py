@@ -1,0 +1,335 @@
+"""Inter-annotator agreement as a mergeable accumulator of integer counts.
+
+`AgreementStats` holds integer counts only; `merge` is exact and order-independent, so
+a Beam combine over record batches computes dataset-wide figures without gathering the
+rows, and one accumulator per slice value gives per-slice figures that add up. The
+figures: HLP (mean pairwise agreement), Fleiss' kappa, Krippendorff's alpha, Cohen's
+kappa per annotator pair, and agreement with the consensus per annotator and per class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from transforms.labels.consensus import _check, label_counts
+
+
+def _ratio(num: float, den: float) -> Optional[float]:
+    return None if den == 0 else float(num) / float(den)
+
+
+@dataclass
+class AgreementStats:
+    """Mergeable inter-annotator agreement accumulator (pure integer counts).
+
+    Build with `AgreementStats(K, n_annotators)`, feed batches with `add(L, consensus=)`,
+    combine with `merge`, read figures with the result methods or `to_dict()`. Every
+    field is an integer count, so merging in any order or batching gives identical
+    results; per-slice figures come from one accumulator per slice value.
+
+    Counts that feed item-averaged figures are kept per number of labels on the item
+    (`m`, 0..A) so that the 1/(m(m-1)) and 1/(m-1) weights are applied only when the
+    result is read, keeping the accumulators integral. Memory is O((A^2 + A) K^2)
+    (coincidences per m, a contingency table per annotator pair): meant for label sets
+    of up to a few hundred classes.
+    """
+
+    K: int
+    n_annotators: int
+    annotators: Optional[List[str]] = None
+    classes: Optional[List[str]] = None
+    # Items / labels.
+    n_items: int = 0
+    n_labels: int = 0
+    items_by_m: np.ndarray = field(default=None)  # (A+1,) items with m labels
+    unanimous_by_m: np.ndarray = field(default=None)  # (A+1,) of those, all labels equal
+    class_counts: np.ndarray = field(default=None)  # (K,) labels per class, all items
+    # Coincidences per m: sum over items with m labels of n_c n_k - [c=k] n_c, (A+1, K, K).
+    # Its diagonal sums are Fleiss' agreeing ordered pairs; its row sums are label counts.
+    coincidence_by_m: np.ndarray = field(default=None)
+    # Per ordered annotator pair (a<b used): contingency of labels on items both labelled.
+    pair_tables: np.ndarray = field(default=None)  # (A, A, K, K)
+    # Per annotator.
+    labels_by_annotator: np.ndarray = field(default=None)  # (A,)
+    with_consensus_by_annotator: np.ndarray = field(default=None)  # (A,) labelled & consensus exists
+    agree_consensus_by_annotator: np.ndarray = field(default=None)  # (A,) ... and equal to it
+    # Per consensus class, split by m: items and their labels equal to the consensus.
+    consensus_items_by_class_m: np.ndarray = field(default=None)  # (K, A+1)
+    consensus_agree_by_class_m: np.ndarray = field(default=None)  # (K, A+1)
+    n_items_consensus_given: int = 0  # items added with a consensus vector
+    n_items_no_consensus: int = 0  # of those, labelled but consensus -1
+
+    def __post_init__(self) -> None:
+        K, A = self.K, self.n_annotators
+        defaults = {
+            "items_by_m": (A + 1,), "unanimous_by_m": (A + 1,), "class_counts": (K,), "coincidence_by_m": (A + 1, K, K),
+            "pair_tables": (A, A, K, K), "labels_by_annotator": (A,), "with_consensus_by_annotator": (A,),
+            "agree_consensus_by_annotator": (A,), "consensus_items_by_class_m": (K, A + 1),
+            "consensus_agree_by_class_m": (K, A + 1),
+        }
+        for name, shape in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(shape, dtype=np.int64))
+
+    _ARRAYS = ("items_by_m", "unanimous_by_m", "class_counts", "coincidence_by_m", "pair_tables", "labels_by_annotator",
+               "with_consensus_by_annotator", "agree_consensus_by_annotator",
+               "consensus_items_by_class_m", "consensus_agree_by_class_m")
+    _SCALARS = ("n_items", "n_labels", "n_items_consensus_given", "n_items_no_consensus")
+
+    # ---------------------------------------------------------------- accumulate
+
+    def add(self, L: np.ndarray, consensus: Optional[np.ndarray] = None) -> "AgreementStats":
+        """Adds one batch in place and returns self.
+
+        In: label matrix `L` (n, A) with this accumulator's K and A; optionally the
+        batch's `consensus` codes (n,), -1 for none, to also count per-annotator and
+        per-class agreement with the consensus (an annotator's own label is part of the
+        consensus it is compared with).
+        """
+        K, A = self.K, self.n_annotators
+        L = _check(L, K)
+        if L.shape[1] != A:
+            raise ValueError(f"expected {A} annotator columns, got {L.shape[1]}")
+        n = L.shape[0]
+        present = L >= 0
+        counts = label_counts(L, K)
+        m = counts.sum(axis=1)
+
+        self.n_items += n
+        self.n_labels += int(m.sum())
+        self.items_by_m += np.bincount(m, minlength=A + 1)
+        self.class_counts += counts.sum(axis=0)
+        single_class = counts.max(axis=1, initial=0) == m
+        self.unanimous_by_m += np.bincount(m[single_class], minlength=A + 1)
+
+        # Coincidences: one (K, K) outer-product sum per distinct m, via matrix products.
+        for mm in np.unique(m[m >= 2]):
+            c = counts[m == mm]
+            self.coincidence_by_m[mm] += c.T @ c - np.diag(c.sum(axis=0))
+
+        # All annotator pairs at once: one bincount over (pair, label_a, label_b).
+        ia, ib = np.triu_indices(A, k=1)
+        if len(ia):
+            la, lb = L[:, ia], L[:, ib]
+            both = (la >= 0) & (lb >= 0)
+            pair_id = np.broadcast_to(np.arange(len(ia))[None, :], la.shape)[both]
+            flat = np.bincount((pair_id * K + la[both]) * K + lb[both], minlength=len(ia) * K * K)
+            self.pair_tables[ia, ib] += flat.reshape(len(ia), K, K)
+
+        self.labels_by_annotator += present.sum(axis=0)
+
+        if consensus is not None:
+            codes = np.asarray(consensus, dtype=np.int64)
+            if codes.shape != (n,):
+                raise ValueError(f"consensus must have shape ({n},), got {codes.shape}")
+            has = codes >= 0
+            self.n_items_consensus_given += n
+            self.n_items_no_consensus += int(((m > 0) & ~has).sum())
+            self.with_consensus_by_annotator += (present & has[:, None]).sum(axis=0)
+            self.agree_consensus_by_annotator += (present & has[:, None] & (L == codes[:, None])).sum(axis=0)
+            agree = counts[np.arange(n)[has], codes[has]]
+            cell = codes[has] * (A + 1) + m[has]
+            self.consensus_items_by_class_m += np.bincount(cell, minlength=K * (A + 1)).reshape(K, A + 1)
+            self.consensus_agree_by_class_m += np.bincount(
+                cell, weights=agree, minlength=K * (A + 1)).astype(np.int64).reshape(K, A + 1)
+        return self
+
+    def merge(self, other: "AgreementStats") -> "AgreementStats":
+        """Adds `other`'s counts into this accumulator in place (exact) and returns self."""
+        if (self.K, self.n_annotators) != (other.K, other.n_annotators):
+            raise ValueError("cannot merge agreement stats with different K or number of annotators")
+        for name in self._ARRAYS:
+            getattr(self, name).__iadd__(getattr(other, name))
+        for name in self._SCALARS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def counts_equal(self, other: "AgreementStats") -> bool:
+        """True when both accumulators hold identical counts."""
+        return all(np.array_equal(getattr(self, a), getattr(other, a)) for a in self._ARRAYS) and all(
+            getattr(self, s) == getattr(other, s) for s in self._SCALARS)
+
+    # ---------------------------------------------------------------- results
+
+    def _weights(self, power: int) -> np.ndarray:
+        """1/(m(m-1)) (power 2) or 1/(m-1) (power 1) per m, 0 for m < 2 (not pairable)."""
+        m = np.arange(self.n_annotators + 1, dtype=np.float64)
+        den = m * (m - 1) if power == 2 else m - 1
+        return np.where(m >= 2, 1.0 / np.where(m >= 2, den, 1.0), 0.0)
+
+    @property
+    def n_pairable_items(self) -> int:
+        """Items with at least two labels (the only ones agreement can be measured on)."""
+        return int(self.items_by_m[2:].sum())
+
+    @property
+    def n_labelled_items(self) -> int:
+        """Items with at least one label."""
+        return int(self.items_by_m[1:].sum())
+
+    def _agreeing_pairs_by_m(self) -> np.ndarray:
+        return np.trace(self.coincidence_by_m, axis1=1, axis2=2)
+
+    def hlp(self) -> Optional[float]:
+        """Human-level performance: mean per-item pairwise agreement (Fleiss' P-bar).
+
+        Over items with >= 2 labels, the mean of sum_k n_ik(n_ik-1) / (n_i(n_i-1)): the
+        chance that two different annotators picked at random agree on a random item.
+        None when no item has two labels.
+        """
+        return _ratio((self._agreeing_pairs_by_m() * self._weights(2)).sum(), self.n_pairable_items)
+
+    def pairwise_agreement_pooled(self) -> Optional[float]:
+        """Pooled pairwise agreement: all agreeing ordered pairs / all ordered pairs.
+
+        Equals `hlp()` when every item has the same number of labels; otherwise it
+        weights items with more labels more. None when there are no pairs.
+        """
+        m = np.arange(self.n_annotators + 1)
+        return _ratio(self._agreeing_pairs_by_m().sum(), (self.items_by_m * m * (m - 1)).sum())
+
+    def _pairable_class_counts(self) -> np.ndarray:
+        return self.coincidence_by_m.sum(axis=(0, 2))  # row sums = labels per class on pairable items
+
+    def fleiss_kappa(self) -> Optional[float]:
+        """Fleiss' kappa over items with >= 2 labels.
+
+        P-bar = `hlp()`; P_e = sum_j p_j^2 with p_j the share of class j among all labels
+        on those items. With a constant number of raters this is exactly Fleiss (1971)
+        (= statsmodels' fleiss_kappa); with varying raters it is the usual generalisation
+        that averages P_i per item and pools the labels for p_j. None when undefined.
+        """
+        p_bar = self.hlp()
+        n_c = self._pairable_class_counts().astype(np.float64)
+        total = n_c.sum()
+        if p_bar is None or total == 0:
+            return None
+        p = n_c / total
+        p_e = float((p * p).sum())
+        return None if p_e == 1.0 else (p_bar - p_e) / (1.0 - p_e)
+
+    def coincidence_matrix(self) -> np.ndarray:
+        """Krippendorff's coincidence matrix (K, K) float: pairs within items weighted 1/(m-1)."""
+        return np.tensordot(self._weights(1), self.coincidence_by_m.astype(np.float64), axes=1)
+
+    def krippendorff_alpha(self) -> Optional[float]:
+        """Krippendorff's alpha, nominal level, from the coincidence matrix.
+
+        alpha = 1 - (n-1) * sum_{c!=k} o_ck / sum_{c!=k} n_c n_k, with n the number of
+        pairable values (labels on items with >= 2 labels). None when undefined.
+        """
+        o = self.coincidence_matrix()
+        n_c = o.sum(axis=1)
+        n = n_c.sum()
+        expected = n * n - (n_c * n_c).sum()
+        if n <= 1 or expected == 0:
+            return None
+        observed = o.sum() - np.trace(o)
+        return float(1.0 - (n - 1.0) * observed / expected)
+
+    def cohen_kappas(self) -> Dict[Tuple[int, int], Optional[float]]:
+        """Cohen's kappa of each annotator pair (a, b), a < b, on items both labelled.
+
+        Same formula as sklearn's cohen_kappa_score (unweighted). None when the pair
+        shares no item or chance agreement is 1 (kappa undefined).
+        """
+        out: Dict[Tuple[int, int], Optional[float]] = {}
+        for a, b in zip(*np.triu_indices(self.n_annotators, k=1)):
+            t = self.pair_tables[a, b].astype(np.float64)
+            n = t.sum()
+            if n == 0:
+                out[(int(a), int(b))] = None
+                continue
+            p_o = np.trace(t) / n
+            p_e = float((t.sum(axis=1) * t.sum(axis=0)).sum()) / (n * n)
+            out[(int(a), int(b))] = None if p_e == 1.0 else float((p_o - p_e) / (1.0 - p_e))
+        return out
+
+    def pair_counts(self) -> Dict[Tuple[int, int], int]:
+        """Number of items each annotator pair (a < b) both labelled."""
+        return {(int(a), int(b)): int(self.pair_tables[a, b].sum())
+                for a, b in zip(*np.triu_indices(self.n_annotators, k=1))}
+
+    def unanimous_share(self) -> Optional[float]:
+        """Share of items with >= 2 labels whose labels are all the same class."""
+        return _ratio(self.unanimous_by_m[2:].sum(), self.n_pairable_items)
+
+    def annotator_agreement(self) -> List[Dict[str, object]]:
+        """Per annotator: labels given, items compared with the consensus, share agreeing.
+
+        Also the annotator's pooled pairwise agreement with every other annotator (from
+        the pair tables). Agreement with the consensus is None until `add` was given
+        consensus codes (or when the annotator labelled no item with a consensus).
+        """
+        A = self.n_annotators
+        diag = np.trace(self.pair_tables, axis1=2, axis2=3)  # (A, A) agreeing items, a<b filled
+        tot = self.pair_tables.sum(axis=(2, 3))
+        diag, tot = diag + diag.T, tot + tot.T
+        rows = []
+        for a in range(A):
+            rows.append({
+                "annotator": self.annotators[a] if self.annotators else a,
+                "labels": int(self.labels_by_annotator[a]),
+                "items_with_consensus": int(self.with_consensus_by_annotator[a]),
+                "agreement_with_consensus": _ratio(self.agree_consensus_by_annotator[a],
+                                                   self.with_consensus_by_annotator[a]),
+                "pairs_with_others": int(tot[a].sum()),
+                "pairwise_agreement_with_others": _ratio(diag[a].sum(), tot[a].sum()),
+            })
+        return rows
+
+    def class_agreement(self) -> List[Dict[str, object]]:
+        """Per consensus class: items, mean item agreement and pooled label agreement.
+
+        mean_item_agreement = mean over items whose consensus is the class of the share of
+        their labels equal to it; label_agreement pools the labels of those items. Needs
+        `add(..., consensus=)`; also reports each class's share of all labels.
+        """
+        m = np.arange(self.n_annotators + 1, dtype=np.float64)
+        inv_m = np.where(m > 0, 1.0 / np.maximum(m, 1.0), 0.0)
+        items = self.consensus_items_by_class_m.sum(axis=1)
+        labels = (self.consensus_items_by_class_m * np.arange(self.n_annotators + 1)).sum(axis=1)
+        agree = self.consensus_agree_by_class_m.sum(axis=1)
+        mean_item = (self.consensus_agree_by_class_m * inv_m).sum(axis=1)
+        label_totals = self.class_counts
+        rows = []
+        for k in range(self.K):
+            rows.append({
+                "class": self.classes[k] if self.classes else k,
+                "items": int(items[k]),
+                "mean_item_agreement": _ratio(mean_item[k], items[k]),
+                "labels_on_items": int(labels[k]),
+                "label_agreement": _ratio(agree[k], labels[k]),
+                "labels_of_class": int(label_totals[k]),
+                "label_share": _ratio(label_totals[k], self.n_labels),
+            })
+        return rows
+
+    def to_dict(self) -> Dict[str, object]:
+        """A JSON-ready summary; every figure comes with the number of items behind it."""
+        kappas = self.cohen_kappas()
+        pairs = self.pair_counts()
+        return {
+            "classes": list(self.classes) if self.classes else list(range(self.K)),
+            "annotators": list(self.annotators) if self.annotators else list(range(self.n_annotators)),
+            "items": self.n_items,
+            "labelled_items": self.n_labelled_items,
+            "pairable_items": self.n_pairable_items,
+            "labels": self.n_labels,
+            "items_by_label_count": {int(m): int(c) for m, c in enumerate(self.items_by_m) if c},
+            "hlp": {"value": self.hlp(), "items": self.n_pairable_items,
+                    "definition": "mean over items with >=2 labels of the share of agreeing annotator pairs"},
+            "pairwise_agreement_pooled": {"value": self.pairwise_agreement_pooled(), "items": self.n_pairable_items},
+            "fleiss_kappa": {"value": self.fleiss_kappa(), "items": self.n_pairable_items},
+            "krippendorff_alpha_nominal": {"value": self.krippendorff_alpha(), "items": self.n_pairable_items},
+            "unanimous_share": {"value": self.unanimous_share(), "items": self.n_pairable_items,
+                                "unanimous_items": int(self.unanimous_by_m[2:].sum())},
+            "cohen_kappa": [{"pair": [a, b], "kappa": kappas[(a, b)], "items": pairs[(a, b)]} for (a, b) in kappas],
+            "consensus": {"items_given": self.n_items_consensus_given,
+                          "labelled_items_without_consensus": self.n_items_no_consensus},
+            "annotators_detail": self.annotator_agreement(),
+            "classes_detail": self.class_agreement(),
+        }

@@ -1,0 +1,275 @@
+"""The labels stage: the consensus label of every example, its agreement, and the report.
+
+`ConsolidateLabels` takes clean batches carrying one label per annotator (wide form:
+columns; long form: the list column `AttachAnnotations` adds) and replaces the label
+with the consensus. Dataset-wide figures are small combines of `AgreementStats`.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam import pvalue
+
+from transforms.batches import (EXAMPLE_ID, ROW, SOURCE, as_batches, count_reasons, json_records, quarantine_batch,
+                                set_column)
+from transforms.labels.agreement import AgreementStats
+from transforms.labels.consensus import (MISSING, Consensus, DSStats, consensus_agreement, ds_estep, ds_init_stats,
+                                         ds_mstep, ds_mstep_stats, encode_labels, majority, unanimous)
+
+AGREEMENT = "label_agreement"
+N_LABELS = "label_count"
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    """Where the labels are, how to reach a consensus, and what to report agreement by."""
+
+    annotators: Tuple[str, ...]
+    label: str                               # the column the consensus is written to
+    consensus: str = "majority"              # majority | unanimous | dawid_skene
+    on_tie: str = "quarantine"
+    slices: Tuple[str, ...] = ()
+    classes: Tuple[str, ...] = ()            # fixed class list; empty: found in the data
+    iterations: int = 10                     # Dawid-Skene EM rounds (each one pass over the data)
+    matrix_column: Optional[str] = None      # long form: one list column, a label per known annotator
+
+
+def label_matrix(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str]) -> np.ndarray:
+    """The batch's (n, A) label matrix: from the annotator columns (wide form) or from
+    the fixed-width list column of the long form."""
+    if spec.matrix_column:
+        lists = batch.column(spec.matrix_column)
+        n = batch.num_rows
+        flat = encode_labels([pc.list_flatten(lists)], list(classes))
+        return flat.reshape(n, -1) if n else np.zeros((0, 0), np.int64)
+    return encode_labels([batch.column(a) for a in spec.annotators], list(classes))
+
+
+def _class_values(batch: pa.RecordBatch, spec: LabelsSpec) -> set:
+    columns = ([pc.list_flatten(batch.column(spec.matrix_column))] if spec.matrix_column
+               else [batch.column(a) for a in spec.annotators])
+    values = set()
+    for col in columns:
+        values.update(v for v in pc.unique(col).to_pylist() if v is not None)
+    return values
+
+
+def _consensus_for(L: np.ndarray, K: int, spec: LabelsSpec, ds: Optional[Tuple[np.ndarray, np.ndarray]]) -> Consensus:
+    if spec.consensus == "unanimous":
+        return unanimous(L, K)
+    if spec.consensus == "dawid_skene":
+        pi, prior = ds
+        T = ds_estep(L, pi, prior)
+        n_labels = (L >= 0).sum(axis=1).astype(np.int64)
+        has = n_labels > 0
+        top = T.max(axis=1, initial=0.0)
+        tie = (np.isclose(T, top[:, None]).sum(axis=1) > 1) & has
+        codes = np.where(has, T.argmax(axis=1), MISSING)
+        if spec.on_tie == "quarantine":
+            codes = np.where(tie, MISSING, codes)
+        return Consensus(codes.astype(np.int64), consensus_agreement(L, codes), n_labels, tie, ~has)
+    return majority(L, K, spec.on_tie)
+
+
+def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str],
+                    ds: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
+    """(rows with the consensus label, quarantine rows without one) of a batch.
+
+    The consensus goes into `spec.label`; `label_agreement` (share of the item's labels
+    equal to it) and `label_count` ride along with the annotators' own columns.
+    """
+    K = len(classes)
+    L = label_matrix(batch, spec, classes)
+    result = _consensus_for(L, K, spec, ds)
+    names = pa.array(list(classes) + [None], pa.string())
+    label = names.take(pa.array(np.where(result.codes >= 0, result.codes, K)))
+    agreement = consensus_agreement(L, result.codes)
+    out = batch
+    for name, arr in ((spec.label, label), (AGREEMENT, pa.array(agreement, pa.float64())),
+                      (N_LABELS, pa.array(result.n_labels, pa.int64()))):
+        out = set_column(out, name, arr)
+    keep = result.codes >= 0
+    reasons = np.char.add("label_", result.reasons().astype(str))
+    bad = np.flatnonzero(~keep)
+    rows = pa.Table.from_batches([out.take(pa.array(bad))])
+    data_cols = [c for c in rows.schema.names
+                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, EXAMPLE_ID, spec.matrix_column)]
+    quarantine = quarantine_batch(json_records(rows, data_cols), pa.array(reasons[bad].tolist(), pa.string()),
+                                  "labels", rows.column(SOURCE), rows.column(ROW))
+    return out.filter(pa.array(keep)), quarantine
+
+
+class _ConsensusFn(beam.DoFn):
+    QUARANTINE = "quarantine"
+
+    def __init__(self, spec: LabelsSpec):
+        self._spec = spec
+
+    def process(self, batch, classes, ds=None):
+        rows, quarantine = apply_consensus(batch, self._spec, classes, ds)
+        if rows.num_rows:
+            yield rows
+        if quarantine.num_rows:
+            count_reasons(quarantine)
+            yield pvalue.TaggedOutput(self.QUARANTINE, quarantine)
+
+
+def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str], names: Sequence[str],
+                     ds=None) -> Dict[str, AgreementStats]:
+    """{"": overall, "<slice column>=<value>": ...} agreement counts of one batch."""
+    K, A = len(classes), len(names)
+    L = label_matrix(batch, spec, classes)
+    codes = _consensus_for(L, K, spec, ds).codes
+    out = {"": AgreementStats(K, A, list(names), list(classes)).add(L, codes)}
+    for col in spec.slices:
+        values = pc.fill_null(pc.cast(batch.column(col), pa.string()), "<null>")
+        enc = pc.dictionary_encode(values)
+        idx = enc.indices.to_numpy(zero_copy_only=False)
+        for j, value in enumerate(enc.dictionary.to_pylist()):
+            sel = idx == j
+            out[_json.dumps([col, value])] = AgreementStats(K, A, list(names), list(classes)).add(
+                L[sel], codes[sel])
+    return out
+
+
+class _MergeAgreement(beam.CombineFn):
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, stats):
+        return self.merge_accumulators([acc, stats])
+
+    def merge_accumulators(self, accs):
+        out: Dict[str, AgreementStats] = {}
+        for acc in accs:
+            for key, st in acc.items():
+                if key in out:
+                    out[key].merge(st)
+                else:
+                    out[key] = AgreementStats(st.K, st.n_annotators, st.annotators, st.classes).merge(st)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+class _SumDawidSkeneStats(beam.CombineFn):
+    """Sums `DSStats` (one M-step's statistics) over all batches."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return stats if acc is None else DSStats.merge(acc, stats)
+
+    def merge_accumulators(self, accs):
+        present = [a for a in accs if a is not None]
+        if not present:
+            return None
+        out = present[0]
+        for a in present[1:]:
+            out = out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def agreement_report(stats: Dict[str, AgreementStats], spec: LabelsSpec) -> Dict:
+    """The `labels` section of report.json: overall figures, then slices, classes and
+    annotators ranked by agreement, lowest first, each with the items behind it."""
+    overall = stats[""].to_dict() if "" in stats else {}
+    slices: Dict[str, List[Dict]] = {}
+    for key, st in stats.items():
+        if not key:
+            continue
+        col, value = _json.loads(key)
+        slices.setdefault(col, []).append({
+            "value": value, "items": st.n_items, "pairable_items": st.n_pairable_items,
+            "hlp": st.hlp(), "fleiss_kappa": st.fleiss_kappa(), "krippendorff_alpha": st.krippendorff_alpha(),
+            "unanimous_share": st.unanimous_share()})
+    for rows in slices.values():
+        rows.sort(key=lambda r: (r["hlp"] is None, r["hlp"] if r["hlp"] is not None else 0, str(r["value"])))
+    classes = sorted(overall.get("classes_detail", []),
+                     key=lambda r: (r["mean_item_agreement"] is None, r["mean_item_agreement"] or 0))
+    annotators = sorted(overall.get("annotators_detail", []),
+                        key=lambda r: (r["agreement_with_consensus"] is None, r["agreement_with_consensus"] or 0))
+    return {"consensus": spec.consensus, "on_tie": spec.on_tie, "overall": overall,
+            "slices_by_agreement": slices, "classes_by_agreement": classes, "annotators_by_agreement": annotators}
+
+
+class LabelsResult(NamedTuple):
+    """`ConsolidateLabels`' outputs."""
+
+    rows: beam.PCollection         # record batches: the label set, plus label_agreement and label_count
+    quarantine: beam.PCollection   # record batches, QUARANTINE_SCHEMA: label_tie, label_disagreement,
+    #                                label_no_labels (stage "labels")
+    report: beam.PCollection       # one dict: `agreement_report`, the `labels` section of report.json
+
+
+@beam.typehints.with_input_types(pa.RecordBatch)
+class ConsolidateLabels(beam.PTransform):
+    """Clean batches with a label per annotator → a `LabelsResult`, whose rows carry the
+    consensus as their label.
+
+    The class list comes from `spec.classes` or from the data (a pre-pass); Dawid-Skene
+    runs `spec.iterations` EM rounds, each an E-step per batch and a small combine of
+    M-step statistics.
+    """
+
+    def __init__(self, spec: LabelsSpec, annotator_names=None):
+        """`annotator_names`: for the long form, a one-element PCollection with the list of
+        annotators, in the order of the matrix column."""
+        super().__init__()
+        self._spec = spec
+        self._names = annotator_names
+
+    def expand(self, batches) -> LabelsResult:
+        spec = self._spec
+        if self._names is None:
+            names = batches.pipeline | "AnnotatorNames" >> beam.Create([list(spec.annotators)])
+        else:
+            names = self._names
+        if spec.classes:
+            classes = batches.pipeline | "Classes" >> beam.Create([list(spec.classes)])
+        else:
+            classes = (batches
+                       | "LabelValues" >> beam.Map(_class_values, spec)
+                       | "UnionValues" >> beam.CombineGlobally(lambda sets: set().union(*sets))
+                       | "SortClasses" >> beam.Map(sorted))
+        classes_si = pvalue.AsSingleton(classes)
+        ds_si = None
+        if spec.consensus == "dawid_skene":
+            def encode(b, cls):
+                return label_matrix(b, spec, cls)
+
+            stats = (batches
+                     | "DSInit" >> beam.Map(lambda b, cls: ds_init_stats(encode(b, cls), len(cls)), classes_si)
+                     | "DSInitSum" >> beam.CombineGlobally(_SumDawidSkeneStats()))
+            params = stats | "DSMStep0" >> beam.Map(ds_mstep)
+            for i in range(1, spec.iterations + 1):
+                def step(b, cls, prm):
+                    L = encode(b, cls)
+                    return ds_mstep_stats(L, ds_estep(L, *prm), len(cls))
+
+                stats = (batches
+                         | f"DSStats[{i}]" >> beam.Map(step, classes_si, pvalue.AsSingleton(params))
+                         | f"DSSum[{i}]" >> beam.CombineGlobally(_SumDawidSkeneStats()))
+                params = stats | f"DSMStep[{i}]" >> beam.Map(ds_mstep)
+            ds_si = pvalue.AsSingleton(params)
+        extra = [ds_si] if ds_si is not None else []
+        parts = as_batches(batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_outputs(
+            _ConsensusFn.QUARANTINE, main="rows"), "rows", _ConsensusFn.QUARANTINE)
+        report = (batches
+                  | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
+                                                 *extra)
+                  | "MergeAgreement" >> beam.CombineGlobally(_MergeAgreement())
+                  | "AgreementReport" >> beam.Map(agreement_report, spec))
+        return LabelsResult(parts.rows, parts[_ConsensusFn.QUARANTINE], report)
