@@ -131,3 +131,21 @@ def test_cli_missing_column_in_header_exit_2(tmp_path, capsys):
         code, _, err = run_cli(command, capsys)
         assert code == 2
         assert err.strip().startswith("dataprep: error: inputs[0].path: ") and "has no column(s) ['y']" in err
+
+
+def test_cli_version(capsys):
+    from pipeline.version import package_version
+
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith(f"dataprep {package_version()} (code {package_version()}")
+
+
+def test_cli_missing_column_in_annotations_names_the_field(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("id,x\nk1,1\n")
+    (tmp_path / "ann.csv").write_text("id,who,label\nk1,a,y\n")         # no column `annotator`
+    cfg = {"name": "t", "inputs": [{"path": "data.csv", "format": "csv"}],
+           "schema": {"id": "id", "label": "y", "columns": {"id": "string", "x": "float"}},
+           "labels": {"annotations": {"path": "ann.csv", "id": "id"}}}
+    code, _, err = run_cli(["validate", _write(tmp_path, cfg)], capsys)
+    assert code == 2
+    assert err.strip().startswith("dataprep: error: labels.annotations.path: ") and "['annotator']" in err

@@ -1,0 +1,54 @@
+"""pipeline/build.py: the config becomes the transforms' specs, and the plan names exactly
+the stages built (the launcher records those in MLMD)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipeline.build import Plan, build_pipeline, dedup_spec, feature_specs, rule_spec, validate_spec
+from pipeline.config import parse_config
+from pipeline.inputs import ANNOTATIONS, DATA, match_inputs
+from pipeline.layout import Layout
+from transforms.clean import RuleSpec
+from transforms.features import FeatureSpec
+
+
+def _cfg(tmp_path, **extra):
+    (tmp_path / "data.csv").write_text("id,x,y,a1,a2\nk1,1,p,p,q\nk2,2,q,q,q\n")
+    (tmp_path / "ann.csv").write_text("id,annotator,label\nk1,a,p\n")
+    data = {"name": "t", "inputs": [{"path": str(tmp_path / "data.csv"), "format": "csv"}],
+            "schema": {"id": "id", "label": "y", "columns": {"id": "string", "x": "float", "y": "string"}},
+            "split": {"fractions": {"train": 0.5, "test": 0.5}}, **extra}
+    return parse_config(data)
+
+
+def _plan(cfg, tmp_path) -> Plan:
+    return build_pipeline(beam.Pipeline(), cfg, match_inputs(cfg), Layout(str(tmp_path / "run")))
+
+
+def test_plan_names_the_stages_built(tmp_path):
+    plain = _plan(_cfg(tmp_path), tmp_path)
+    assert plain.stages == ["ingest", "clean", "split", "write"] and plain.splits == ["train", "test"]
+    assert plain.job_results.startswith(str(tmp_path / "run" / "tmp"))
+    labelled = _plan(_cfg(tmp_path, labels={"annotators": ["a1", "a2"], "on_tie": "keep_first"},
+                          features={"x": "zscore"}), tmp_path)
+    assert labelled.stages == ["ingest", "clean", "labels", "split", "transform", "write"]
+
+
+def test_input_kinds_are_explicit(tmp_path):
+    cfg = _cfg(tmp_path, labels={"annotations": {"path": str(tmp_path / "ann.csv"), "id": "id"}})
+    files = match_inputs(cfg)
+    assert [(f.kind, f.index, f.where) for f in files] == [(DATA, 0, "inputs[0]"),
+                                                           (ANNOTATIONS, 0, "labels.annotations")]
+    assert _plan(cfg, tmp_path).stages == ["ingest", "clean", "labels", "split", "write"]
+
+
+def test_config_models_become_frozen_specs(tmp_path):
+    cfg = _cfg(tmp_path, clean={"rules": [{"column": "y", "in": ["p", "q"], "reason": "bad"}],
+                                "dedup": {"keys": "all"}},
+               features={"x": "bucketize:3", "y": {"transform": "vocabulary", "top_k": 5}})
+    assert rule_spec(cfg.clean.rules[0]) == RuleSpec(column="y", in_=("p", "q"), reason="bad")
+    assert validate_spec(cfg).rules == (RuleSpec(column="y", in_=("p", "q"), reason="bad"),)
+    assert dedup_spec(cfg).keys == ("x", "y")            # "all": every read column but the id
+    assert feature_specs(cfg) == [FeatureSpec(column="x", kind="bucketize", arg=3),
+                                  FeatureSpec(column="y", kind="vocabulary", arg=5)]
