@@ -45,13 +45,13 @@ class AnalyzeAndTransform(beam.PTransform):
         import tensorflow_transform.beam as tft_beam
         from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-        config = self._input.tensor_adapter_config()
+        adapter_config = self._input.tensor_adapter_config()
         encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
                    for name, pcoll in splits.items()}
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
-            transform_fn = ((encoded[self._train], config)
+            transform_fn = ((encoded[self._train], adapter_config)
                             | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
             metadata = transform_fn[1]
@@ -59,7 +59,7 @@ class AnalyzeAndTransform(beam.PTransform):
             decoder = self._input.with_outputs(schema_utils.schema_as_feature_spec(tf_schema).feature_spec)
             schema = decoder.output_schema()
             for name, pcoll in encoded.items():
-                transformed, _ = (((pcoll, config), transform_fn)
+                transformed, _ = (((pcoll, adapter_config), transform_fn)
                                   | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=True))
                 # TFT leaves it untyped: Beam would pickle sampled batches to estimate their size
                 transformed.element_type = beam.typehints.Tuple[pa.RecordBatch, beam.typehints.Dict[str, Any]]
