@@ -11,6 +11,9 @@ Filled in when the user left them out:
   `--sdk_worker_parallelism` defaults to `--parallelism`, one Python worker process per slot,
   kept from one stage to the next (`--environment_cache_millis`).
 - `--flink_version`: the cluster's, read from its REST API.
+- `--execution_mode_for_batch BATCH_FORCED`: blocking exchanges. Pipelined ones (Flink's default)
+  keep every stage of the job alive at once, each holding network buffers; at a million rows the
+  task manager runs out of them.
 
 The cluster (and the worker pool, for EXTERNAL) are checked before anything is recorded, so a
 wrong address is one line and exit 2, not a job-server traceback.
@@ -36,6 +39,19 @@ CACHE_ENV = "DATAPREP_FLINK_CACHE"
 REPO_CACHE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "flink"))
 _MAGIC_MASTERS = ("[auto]", "[local]")
 ENVIRONMENT_CACHE_MILLIS = 30_000
+
+
+class FlinkBatchOptions(PipelineOptions):
+    """Flink runner options Beam's Python SDK does not declare (it sends the Java side only the
+    options some PipelineOptions class declares)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--execution_mode_for_batch", default=None, choices=["PIPELINED", "BATCH", "BATCH_FORCED"],
+            help="Flink's exchange mode for batch jobs (Beam's executionModeForBatch). dataprep's default "
+                 "for Flink is BATCH_FORCED: every exchange is blocking, so stages run one after another "
+                 "and their results spill to the task managers' disks instead of holding network buffers.")
 
 
 def is_flink(runner: str) -> bool:
@@ -131,6 +147,8 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
         elif minor:
             raise RunnerOptionsError(f"--flink_master: the cluster runs Flink {version}; Beam "
                                      f"{apache_beam.__version__} supports {FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS}")
+    if not options.view_as(FlinkBatchOptions).execution_mode_for_batch:
+        args += ["--execution_mode_for_batch", "BATCH_FORCED"]
     environment = (portable.environment_type or "").upper()
     if not environment:
         args += ["--environment_type", "LOOPBACK"]
