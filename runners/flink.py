@@ -8,8 +8,12 @@ Filled in when the user left them out:
   SDK container image on every task manager. LOOPBACK runs the Python work in this process.
   For every core, start the SDK worker pool beside each task manager (`scripts/flink.sh start`
   does) and pass `--environment_type EXTERNAL --environment_config localhost:50000`: then
-  `--sdk_worker_parallelism` defaults to `--parallelism`, one Python worker process per slot.
+  `--sdk_worker_parallelism` defaults to `--parallelism`, one Python worker process per slot,
+  kept from one stage to the next (`--environment_cache_millis`).
 - `--flink_version`: the cluster's, read from its REST API.
+- `--execution_mode_for_batch BATCH_FORCED`: blocking exchanges. Pipelined ones (Flink's default)
+  keep every stage of the job alive at once, each holding network buffers; at a million rows the
+  task manager runs out of them.
 
 The cluster (and the worker pool, for EXTERNAL) are checked before anything is recorded, so a
 wrong address is one line and exit 2, not a job-server traceback.
@@ -34,6 +38,20 @@ JAR_ENV = "DATAPREP_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DATAPREP_FLINK_CACHE"
 REPO_CACHE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "flink"))
 _MAGIC_MASTERS = ("[auto]", "[local]")
+ENVIRONMENT_CACHE_MILLIS = 30_000
+
+
+class FlinkBatchOptions(PipelineOptions):
+    """Flink runner options Beam's Python SDK does not declare (it sends the Java side only the
+    options some PipelineOptions class declares)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument(
+            "--execution_mode_for_batch", default=None, choices=["PIPELINED", "BATCH", "BATCH_FORCED"],
+            help="Flink's exchange mode for batch jobs (Beam's executionModeForBatch). dataprep's default "
+                 "for Flink is BATCH_FORCED: every exchange is blocking, so stages run one after another "
+                 "and their results spill to the task managers' disks instead of holding network buffers.")
 
 
 def is_flink(runner: str) -> bool:
@@ -129,6 +147,8 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
         elif minor:
             raise RunnerOptionsError(f"--flink_master: the cluster runs Flink {version}; Beam "
                                      f"{apache_beam.__version__} supports {FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS}")
+    if not options.view_as(FlinkBatchOptions).execution_mode_for_batch:
+        args += ["--execution_mode_for_batch", "BATCH_FORCED"]
     environment = (portable.environment_type or "").upper()
     if not environment:
         args += ["--environment_type", "LOOPBACK"]
@@ -137,7 +157,13 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
             raise RunnerOptionsError("--environment_config: EXTERNAL needs the worker pool's HOST:PORT "
                                      "(scripts/flink.sh start starts one on localhost:50000)")
         check_worker_pool(portable.environment_config)
-    if environment in ("EXTERNAL", "PROCESS") and not _has(args, "--sdk_worker_parallelism"):
-        parallelism = flink.parallelism if flink.parallelism and flink.parallelism > 0 else 0
-        args += ["--sdk_worker_parallelism", str(parallelism)]
+    if environment in ("EXTERNAL", "PROCESS"):
+        if not _has(args, "--sdk_worker_parallelism"):
+            parallelism = flink.parallelism if flink.parallelism and flink.parallelism > 0 else 0
+            args += ["--sdk_worker_parallelism", str(parallelism)]
+        if not _has(args, "--environment_cache_millis"):
+            # Keep a stage's workers for the next stage instead of starting new ones (each pays
+            # the imports of TensorFlow and Beam). Takes effect where Beam's classes are on the
+            # cluster's own classpath, as scripts/flink.sh sets up; elsewhere it changes nothing.
+            args += ["--environment_cache_millis", str(ENVIRONMENT_CACHE_MILLIS)]
     return args

@@ -163,6 +163,7 @@ parallelism.default: 2
 rest.address: localhost
 rest.port: ${REST_PORT}
 rest.bind-address: 127.0.0.1
+classloader.resolve-order: parent-first
 EOF
   mv "$tmp" "${FLINK_CONF}/config.yaml"
   printf 'localhost:%s\n' "$REST_PORT" > "${FLINK_CONF}/masters"
@@ -264,12 +265,36 @@ is_set_up() {
   [[ -f "$STAMP" && -n "$(job_server_jar)" ]]
 }
 
+# Beam's Flink runner keeps an SDK environment (the worker processes) alive between the stages
+# of a job (--environment_cache_millis) only when its classes come from Flink's own classloader;
+# loaded from the job's jars, every stage starts new workers. So the job server's jars go into
+# lib/beam/ of the cluster, without Flink's own and without what flink-dist already bundles
+# (kryo, chill, commons-*, lz4, snappy, slf4j, ...), and job classes resolve parent-first (the
+# same classes then come from one classloader).
+BEAM_IN_LIB="${FLINK_HOME_DIR}/lib/beam"
+BUNDLED_IN_FLINK_DIST='^(flink-|slf4j-|kryo-|chill-java-|minlog-|objenesis-|javassist-|lz4-java-|snappy-java-|snakeyaml-engine-|jsr305-|commons-(lang3|text|collections|compress|math3|io|cli)-)'
+
+link_beam_into_flink_lib() {
+  local lib="${CLASSPATH_DIR}/lib"
+  [[ -d "$lib" ]] || return 0          # a shaded jar only: nothing to split, stages start workers
+  [[ -f "${BEAM_IN_LIB}/.complete" ]] && return 0
+  rm -rf "$BEAM_IN_LIB"
+  mkdir -p "$BEAM_IN_LIB"
+  local jar
+  for jar in "$lib"/*.jar; do
+    [[ "$(basename "$jar")" =~ $BUNDLED_IN_FLINK_DIST ]] && continue
+    ln "$jar" "$BEAM_IN_LIB/" 2>/dev/null || cp "$jar" "$BEAM_IN_LIB/"
+  done
+  touch "${BEAM_IN_LIB}/.complete"
+}
+
 cmd_setup() {
   command -v java >/dev/null 2>&1 || [[ -n "${JAVA_HOME:-}" ]] || die "java not found (Flink 1.19 needs Java 11 or 17)"
   # The jar first: without it there is nothing to run, so don't download Flink for nothing.
   mkdir -p "$CACHE_DIR"
   fetch_job_server_jar
   assemble_flink_home
+  link_beam_into_flink_lib
   write_config
   log "setup done: FLINK_HOME=${FLINK_HOME_DIR}"
   log "job server jar: $(job_server_jar)"
@@ -314,7 +339,7 @@ start_worker_pool() {
       log "SDK worker pool up on localhost:${WORKER_POOL_PORT} (pid $(cat "$POOL_PID"))"
       return 0
     fi
-    pool_pid >/dev/null || { tail -n 20 "$POOL_LOG" >&2; die "the worker pool exited during startup"; }
+    kill -0 "$(cat "$POOL_PID")" 2>/dev/null || { tail -n 20 "$POOL_LOG" >&2; die "the worker pool exited during startup"; }
     sleep 0.5
   done
   die "the worker pool did not listen on ${WORKER_POOL_PORT} within 30 s"
@@ -376,6 +401,7 @@ cmd_start() {
   if ! is_set_up; then
     cmd_setup
   else
+    link_beam_into_flink_lib
     write_config
   fi
   local ov

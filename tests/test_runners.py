@@ -54,3 +54,104 @@ def test_local_output_refused_on_dataflow(example, tmp_path):
         run(example, output=str(tmp_path / "out"), store=str(tmp_path / "m.sqlite"), beam_args=DATAFLOW)
     with pytest.raises(ConfigError, match=r"inputs\[0\].path: DataflowRunner workers cannot read the local path"):
         run(example, output="gs://fake-bucket/out", store=str(tmp_path / "m.sqlite"), beam_args=DATAFLOW)
+
+
+# ---------------------------------------------------------------- Flink (no cluster needed)
+
+def _serve_config(flink_version: str):
+    """A loopback HTTP server answering /config as Flink's REST API does; (url, stop)."""
+    import http.server
+    import json as _json
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = _json.dumps({"flink-version": flink_version}).encode()
+            self.send_response(200 if self.path == "/config" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_port}", server.shutdown
+
+
+def test_flink_args_fill_in_job_server_environment_and_version(tmp_path, monkeypatch):
+    from runners.flink import JAR_ENV, flink_args
+
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"PK")
+    monkeypatch.setenv(JAR_ENV, str(jar))
+    master, stop = _serve_config("1.19.3")
+    try:
+        args = flink_args(["--runner", "FlinkRunner", "--flink_master", master, "--parallelism", "2"])
+        assert args[args.index("--flink_job_server_jar") + 1] == str(jar)
+        assert args[args.index("--environment_type") + 1] == "LOOPBACK"
+        assert args[args.index("--flink_version") + 1] == "1.19"
+        given = flink_args(["--flink_master", master, "--flink_job_server_jar", "/x.jar"])
+        assert given.count("--flink_job_server_jar") == 1 and "/x.jar" in given
+        with pytest.raises(RunnerOptionsError, match="--flink_version: 1.18 given, but the cluster at .* runs Flink 1.19.3"):
+            flink_args(["--flink_master", master, "--flink_version", "1.18"])
+        with pytest.raises(RunnerOptionsError, match="--environment_config: EXTERNAL needs"):
+            flink_args(["--flink_master", master, "--environment_type", "EXTERNAL"])
+        with pytest.raises(RunnerOptionsError, match="--environment_config: no SDK worker pool answers at 127.0.0.1:1"):
+            flink_args(["--flink_master", master, "--environment_type", "EXTERNAL",
+                        "--environment_config", "127.0.0.1:1"])
+    finally:
+        stop()
+    old, stop = _serve_config("1.16.3")
+    try:
+        with pytest.raises(RunnerOptionsError, match=r"--flink_master: the cluster runs Flink 1.16.3"):
+            flink_args(["--flink_master", old])
+    finally:
+        stop()
+    with pytest.raises(RunnerOptionsError, match="--flink_master: no Flink cluster answers at http://127.0.0.1:1"):
+        flink_args(["--flink_master", "127.0.0.1:1"])
+
+
+def test_flink_pool_environment_gets_one_worker_per_slot_kept_across_stages(tmp_path, monkeypatch):
+    import socket
+
+    from runners.flink import ENVIRONMENT_CACHE_MILLIS, JAR_ENV, flink_args
+
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"PK")
+    monkeypatch.setenv(JAR_ENV, str(jar))
+    with socket.socket() as pool:                        # something listening, as the worker pool does
+        pool.bind(("127.0.0.1", 0))
+        pool.listen()
+        address = f"127.0.0.1:{pool.getsockname()[1]}"
+        args = flink_args(["--flink_master", "[auto]", "--parallelism", "2", "--environment_type", "EXTERNAL",
+                           "--environment_config", address])
+    assert args[args.index("--sdk_worker_parallelism") + 1] == "2"
+    assert args[args.index("--environment_cache_millis") + 1] == str(ENVIRONMENT_CACHE_MILLIS)
+    assert "--flink_version" not in args                 # [auto]: Beam's embedded cluster, nothing to ask
+
+
+def test_flink_job_server_is_found_in_the_cache_or_named_clearly(tmp_path, monkeypatch):
+    import apache_beam
+
+    from runners.flink import CACHE_ENV, JAR_ENV, find_job_server_jar
+
+    monkeypatch.delenv(JAR_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr("runners.flink.REPO_CACHE", str(tmp_path / "nothing-here"))
+    with pytest.raises(RunnerOptionsError, match=r"--flink_job_server_jar: no Beam .* found; get one with "
+                                                 r"`scripts/flink.sh jobserver`"):
+        find_job_server_jar()
+    v = apache_beam.__version__
+    launcher = tmp_path / f"beam-flink-1.19-job-server-{v}" / f"beam-flink-1.19-job-server-{v}-launcher.jar"
+    launcher.parent.mkdir()
+    launcher.write_bytes(b"PK")
+    (tmp_path / "beam-flink-1.19-job-server-2.0.0").mkdir()     # another Beam version: never picked
+    assert find_job_server_jar() == str(launcher)
+    shaded = tmp_path / f"beam-runners-flink-1.19-job-server-{v}.jar"
+    shaded.write_bytes(b"PK")
+    assert find_job_server_jar() == str(shaded)                 # the shaded jar first, where Maven served it
+    monkeypatch.setenv(JAR_ENV, str(tmp_path / "missing.jar"))
+    with pytest.raises(RunnerOptionsError, match=f"{JAR_ENV}: no file at"):
+        find_job_server_jar()

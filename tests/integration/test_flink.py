@@ -1,63 +1,192 @@
-"""The example on a real Flink 1.19 session cluster (make test-integration): the same
-split assignment, byte for byte, as on DirectRunner single- and multi-process."""
+"""On a real Flink 1.19 session cluster (make test-integration starts it, with the Python SDK
+worker pool beside its task manager):
+
+- the example, with features, gives byte for byte the outputs of DirectRunner (single- and
+  multi-process), in both environments: LOOPBACK (Python work in the launching process) and
+  EXTERNAL (two worker processes from the pool);
+- multi-annotator labels with Dawid-Skene and split groups, on the real Rzhetsky et al. labels,
+  equal DirectRunner's, recorded in the MariaDB store when one is given;
+- a failure injected in a DoFn leaves the run and its stages FAILED in MLMD with the message;
+- the CLI reaches the cluster with one flag, and a wrong address is exit 2 before anything runs.
+"""
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-import time
 import urllib.request
 
+import pandas as pd
 import pytest
 
-from pipeline.run import run
-from tests.conftest import example_config
+from pipeline.config import load_config, parse_config
+from pipeline.run import PipelineFailure, run
+from tests.conftest import TESTS, example_config, plain_mlmd_store, run_cli, shared
 
-JAR = os.environ.get("DATAPREP_FLINK_JAR", "")
-if not JAR:
-    raise RuntimeError("tests/integration/test_flink.py runs under `make test-integration`, which starts Flink")
 REST = "http://localhost:8081"
+POOL = os.environ.get("DATAPREP_WORKER_POOL", "localhost:50000")
+try:
+    urllib.request.urlopen(f"{REST}/overview", timeout=5).close()
+except OSError as e:
+    raise RuntimeError("tests/integration/test_flink.py runs under `make test-integration`, which starts "
+                       f"Flink ({REST} did not answer: {e})") from None
 
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    return example_config(tmp_path_factory.mktemp("vi"), rows=1500)
-
-
-def _raw_files(summary):
-    out = {}
-    for path in sorted(glob.glob(os.path.join(summary["output"], "raw", "*", "*.parquet"))):
-        with open(path, "rb") as f:
-            out[os.path.relpath(path, summary["output"])] = f.read()
-    return out
+FLINK = ["--runner", "FlinkRunner", "--flink_master", "localhost:8081", "--parallelism", "2"]
+ENVIRONMENTS = {
+    "direct": [],
+    "direct-multiprocess": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+    "flink-loopback": FLINK,
+    "flink-workers": FLINK + ["--environment_type", "EXTERNAL", "--environment_config", POOL],
+}
 
 
 def _jobs():
     with urllib.request.urlopen(f"{REST}/jobs/overview", timeout=10) as r:
-        return json.load(r)["jobs"]
+        return {j["jid"]: j for j in json.load(r)["jobs"]}
 
 
-def test_flink_matches_direct_runner_byte_for_byte(example, tmp_path):
-    runs = {}
-    timings = {}
-    for name, args in [("direct", []),
-                       ("direct-multiprocess", ["--direct_num_workers", "2", "--direct_running_mode",
-                                                "multi_processing"]),
-                       ("flink", ["--runner", "FlinkRunner", "--flink_master", "localhost:8081",
-                                  "--flink_job_server_jar", JAR, "--environment_type", "LOOPBACK",
-                                  "--parallelism", "2"])]:
-        before = {j["jid"] for j in _jobs()} if name == "flink" else set()
-        start = time.time()
-        runs[name] = run(example, output=str(tmp_path / name), store=str(tmp_path / f"{name}.sqlite"),
-                         beam_args=args, force=True)
-        timings[name] = time.time() - start
-        if name == "flink":
-            new = [j for j in _jobs() if j["jid"] not in before]
-            assert len(new) == 1, new
-            print(f"\nFlink job {new[0]['jid']} ({new[0]['name']}): {new[0]['state']} per {REST}/jobs/overview")
-            assert new[0]["state"] == "FINISHED"
-    print("wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    assert runs["flink"]["rows"] == runs["direct"]["rows"] == runs["direct-multiprocess"]["rows"]
-    direct = _raw_files(runs["direct"])
-    assert direct and _raw_files(runs["flink"]) == direct == _raw_files(runs["direct-multiprocess"])
+def _run_on(name, cfg, tmp_path, store=None):
+    """Runs cfg on one environment; on Flink, also the job's final state as the cluster saw it."""
+    before = set(_jobs()) if name.startswith("flink") else set()
+    summary = run(cfg, output=str(tmp_path / name), store=store or str(tmp_path / f"{name}.sqlite"),
+                  beam_args=ENVIRONMENTS[name], force=True)
+    if name.startswith("flink"):
+        new = [j for jid, j in _jobs().items() if jid not in before]
+        assert len(new) == 1 and new[0]["state"] == "FINISHED", new
+        summary["flink_job"] = new[0]
+    return summary
+
+
+def _digests(summary, patterns=("raw/*/*.parquet", "transformed/*/*.parquet", "quarantine/*.parquet",
+                                "duplicates/*.parquet", "transform_fn/assets/*")):
+    out = {}
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(summary["output"], pattern))):
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, summary["output"])] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory):
+    cfg = example_config(tmp_path_factory.mktemp("vi"), rows=1500)
+    tmp = tmp_path_factory.mktemp("runs")
+    return {name: _run_on(name, cfg, tmp) for name in ENVIRONMENTS}
+
+
+def test_example_on_flink_equals_direct_runner_byte_for_byte(example_runs):
+    direct = _digests(example_runs["direct"])
+    kinds = {path.split("/")[0] for path in direct}
+    assert kinds == {"raw", "transformed", "quarantine", "duplicates", "transform_fn"}, kinds
+    assert any(p.startswith("transform_fn/assets/") for p in direct)       # the vocabularies
+    for name, summary in example_runs.items():
+        assert summary["rows"] == example_runs["direct"]["rows"], name
+        assert _digests(summary) == direct, name
+
+
+def test_worker_pool_ran_two_python_workers(example_runs):
+    # The pool's log names each worker it started: two, one per slot (--sdk_worker_parallelism
+    # follows --parallelism), so the Python work of a Flink job uses both cores.
+    log = os.path.join(os.environ.get("DATAPREP_FLINK_CACHE", os.path.join(TESTS, "..", ".cache", "flink")),
+                       "log", "worker-pool.log")
+    with open(log, encoding="utf-8", errors="replace") as f:
+        started = [line for line in f if "Starting worker with command" in line]
+    assert len(started) >= 2
+    job = example_runs["flink-workers"]["flink_job"]
+    with urllib.request.urlopen(f"{REST}/jobs/{job['jid']}", timeout=10) as r:
+        vertices = json.load(r)["vertices"]
+    assert max(v["parallelism"] for v in vertices) == 2
+
+
+def _rzhetsky_with_groups(tmp_path):
+    """The real Rzhetsky et al. labels with made-up columns: `batch` (7 items a batch) to split by,
+    `site` (3 values) to slice the agreement by."""
+    m = pd.read_csv(shared("annotations_rzhetsky2009_e2.txt"), header=None, skipinitialspace=True).iloc[:, :8]
+    m.columns = [f"a{i}" for i in range(8)]
+    m = m.astype("int64").astype(str).replace("-1", "")
+    m.insert(0, "item", [f"i{k}" for k in range(len(m))])
+    m["batch"] = [f"b{k // 7}" for k in range(len(m))]
+    m["site"] = [f"s{k % 3}" for k in range(len(m))]
+    path = tmp_path / "rzhetsky_groups.csv"
+    m.to_csv(path, index=False)
+    cfg = load_config(os.path.join(TESTS, "configs", "rzhetsky.yaml")).model_dump(by_alias=True, exclude_none=True)
+    cfg.update({"name": "rzhetsky-ds-groups",
+                "inputs": [{"path": str(path), "format": "csv", "source": "Rzhetsky et al. 2009 + batches"}],
+                "schema": {"id": "item", "label": "consensus", "metadata": ["batch", "site"],
+                           "columns": {"item": "string", "batch": "string", "site": "string"}},
+                "split": {"fractions": {"train": 0.6, "dev": 0.2, "test": 0.2}, "group_by": "batch", "seed": 7}})
+    cfg["labels"].update({"consensus": "dawid_skene", "iterations": 5, "slices": ["site"]})
+    return parse_config(cfg)
+
+
+def test_dawid_skene_with_groups_on_flink_workers_equals_direct(tmp_path):
+    cfg = _rzhetsky_with_groups(tmp_path)
+    store = os.environ.get("DATAPREP_TEST_STORE")        # MariaDB under make test-integration
+    direct = _run_on("direct", cfg, tmp_path)
+    flink = _run_on("flink-workers", cfg, tmp_path, store=store)
+    assert flink["rows"] == direct["rows"] and flink["rows"]["clean"] > 15000
+    assert _digests(flink) == _digests(direct)
+    reports = []
+    for s in (direct, flink):
+        with open(os.path.join(s["output"], "report.json")) as f:
+            reports.append(json.load(f))
+    assert reports[1]["labels"] == reports[0]["labels"] and reports[1]["split"] == reports[0]["split"]
+    batches = {}
+    for split in ("train", "dev", "test"):
+        for part in glob.glob(os.path.join(flink["output"], "raw", split, "*.parquet")):
+            for b in pd.read_parquet(part, columns=["batch"])["batch"]:
+                batches.setdefault(b, set()).add(split)
+    assert batches and all(len(s) == 1 for s in batches.values())        # no group spans two splits
+    if store:
+        assert flink["store"].startswith("mysql://")
+        ctx = plain_mlmd_store(flink["store"]).get_context_by_type_and_name("pipeline_run", flink["run_id"])
+        assert ctx.properties["status"].string_value == "COMPLETE"
+        assert ctx.properties["runner"].string_value == "FlinkRunner"
+
+
+def test_failure_in_a_dofn_on_flink_is_recorded_failed(tmp_path, capsys):
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    cfg = example_config(tmp_path / "data", rows=200).model_copy(deep=True)
+    cfg.features = {}
+    cfg.clean.filters = ["tests.faults:explode"]
+    store = str(tmp_path / "m.sqlite")
+    before = set(_jobs())
+    with pytest.raises(PipelineFailure, match="injected failure in a DoFn"):
+        run(cfg, output=str(tmp_path / "out"), store=store, beam_args=ENVIRONMENTS["flink-workers"])
+    new = [j for jid, j in _jobs().items() if jid not in before]
+    assert len(new) == 1 and new[0]["state"] == "FAILED", new
+    mlmd = plain_mlmd_store(store)
+    [ctx] = mlmd.get_contexts_by_type("pipeline_run")
+    assert ctx.properties["status"].string_value == "FAILED"
+    assert "injected failure in a DoFn" in ctx.properties["error"].string_value
+    executions = mlmd.get_executions_by_context(ctx.id)
+    assert executions and {e.last_known_state for e in executions} == {pb.Execution.FAILED}
+    assert not glob.glob(str(tmp_path / "out" / "*" / "_SUCCESS"))
+
+
+def test_cli_reaches_flink_with_one_flag_and_refuses_a_wrong_master(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("id,y\n" + "".join(f"r{i},{'a' if i % 3 else 'b'}\n" for i in range(60)))
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"name": "flink-cli", "inputs": [{"path": str(data), "format": "csv"}],
+                                  "schema": {"id": "id", "label": "y", "columns": {"id": "string", "y": "string"}},
+                                  "split": {"fractions": {"train": 0.5, "test": 0.5}},
+                                  "output": {"path": str(tmp_path / "out")}}))
+    store = str(tmp_path / "m.sqlite")
+    code, out, err = run_cli(["run", str(config), "--store", store, "--runner", "FlinkRunner",
+                              "--flink_master", "localhost:8081"], capsys)
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["rows"]["train"] + summary["rows"]["test"] == 60
+    code, out, err = run_cli(["run", str(config), "--store", store, "--force", "--runner", "FlinkRunner",
+                              "--flink_master", "localhost:1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--flink_master: no Flink cluster answers at" in err
+    code, _, err = run_cli(["run", str(config), "--store", store, "--force", "--runner", "FlinkRunner",
+                            "--flink_master", "localhost:8081", "--environment_type", "EXTERNAL",
+                            "--environment_config", "localhost:1"], capsys)
+    assert code == 2 and "--environment_config: no SDK worker pool answers at localhost:1" in err
+    runs = [c for c in plain_mlmd_store(store).get_contexts_by_type("pipeline_run")]
+    assert len(runs) == 1                                 # the refused runs recorded nothing
