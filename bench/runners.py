@@ -62,9 +62,9 @@ def _cmdline(pid: int) -> str:
 class PeakSampler(threading.Thread):
     """Peak RSS per process of each role, while the run lasts."""
 
-    def __init__(self, launcher: int, every: float = 0.2):
+    def __init__(self, launcher: int, roles=ROLES, every: float = 0.2):
         super().__init__(daemon=True)
-        self.launcher, self.every = launcher, every
+        self.launcher, self.roles, self.every = launcher, roles, every
         self.peaks: Dict[str, Dict[int, float]] = {}
         self.done = threading.Event()
 
@@ -72,7 +72,7 @@ class PeakSampler(threading.Thread):
         if pid == self.launcher:
             return "launcher"
         cmd = _cmdline(pid)
-        for role, needle in ROLES:
+        for role, needle in self.roles:
             if needle in cmd:
                 return role
         return None
@@ -91,10 +91,10 @@ class PeakSampler(threading.Thread):
             self.done.wait(self.every)
 
 
-def measure(cmd: List[str]):
+def measure(cmd: List[str], on_flink: bool):
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    sampler = PeakSampler(proc.pid)
+    sampler = PeakSampler(proc.pid, ROLES if on_flink else ())   # an idle cluster is not the run's
     sampler.start()
     err = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
@@ -131,7 +131,7 @@ def main() -> None:
         for name in names:
             cmd = [sys.executable, "-m", "pipeline.cli", "run", cfg_path, "--force", "--output",
                    os.path.join(work, f"{name}-{k}"), "--store", os.path.join(work, f"{name}.sqlite"), *RUNNERS[name]]
-            wall, peaks, counts = measure(cmd)
+            wall, peaks, counts = measure(cmd, name.startswith("flink"))
             rows.append((name, wall, peaks, counts))
             print(f"  run {k + 1} {name:15s} {wall:8.1f} s  " +
                   ", ".join(f"{r} {v:.0f} MiB" + (f" (x{counts[r]})" if counts.get(r, 1) > 1 else "")

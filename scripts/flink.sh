@@ -153,12 +153,23 @@ jobmanager.execution.failover-strategy: region
 taskmanager.bind-host: localhost
 taskmanager.host: localhost
 taskmanager.numberOfTaskSlots: ${WANT_SLOTS}
-taskmanager.memory.process.size: 3072m
+taskmanager.memory.process.size: 4096m
+# The Beam data plane to the Python workers is gRPC (Netty), which buffers elements (record
+# batches of a few MB) in direct memory that Flink does not manage: the default of 0 for task
+# off-heap gave "OutOfMemoryError: Direct buffer memory" at a million rows.
+taskmanager.memory.task.off-heap.size: 512m
+taskmanager.memory.framework.off-heap.size: 256m
 # A Beam job with many shuffles needs more network buffers than the default 10% gives
 # ("Insufficient number of network buffers: required 512, but only 319 available").
 taskmanager.memory.network.fraction: 0.25
 taskmanager.memory.network.min: 256mb
 taskmanager.memory.network.max: 768mb
+# Blocking exchanges (dataprep's BATCH_FORCED) use Flink's sort-merge shuffle, which reserves
+# taskmanager.network.sort-shuffle.min-buffers (512 by default) per result partition: a Beam job
+# has hundreds of partitions, and at a million rows enough of them are open at once to exhaust
+# the pool ("Insufficient number of network buffers: required 512"). 64 buffers (2 MB) each is
+# plenty at parallelism 2.
+taskmanager.network.sort-shuffle.min-buffers: 64
 parallelism.default: 2
 rest.address: localhost
 rest.port: ${REST_PORT}
