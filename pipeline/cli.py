@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--store")
     d.add_argument("--format", choices=["text", "json"], default="text")
 
+    rep = sub.add_parser("report", help="render report.html again from a run's report.json and the store")
+    rep.add_argument("target", metavar="RUN_ID|RUN_DIR")
+    rep.add_argument("--store", help="the metadata store (default: the one named in the run's report.json)")
+
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store")
     runs.add_argument("--format", choices=["table", "json"], default="table")
@@ -182,6 +186,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"dataprep: error: {e}", file=sys.stderr)
                 return EXIT_USAGE
             print(json.dumps(d, indent=2) if args.format == "json" else format_diff(d))
+            return EXIT_OK
+        if args.command == "report":
+            from pipeline.lineage import TargetNotFound
+            from pipeline.report import rerender
+
+            try:
+                print(rerender(args.target, args.store or (None if os.path.isdir(args.target)
+                                                           else _default_store())))
+            except TargetNotFound as e:
+                print(f"dataprep: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
             return EXIT_OK
         if args.command == "runs":
             from pipeline.lineage import format_runs, list_runs

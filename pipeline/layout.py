@@ -31,6 +31,10 @@ class Layout:
         return self.join("duplicates")
 
     @property
+    def review(self) -> str:
+        return self.join("review")
+
+    @property
     def annotation_faults(self) -> str:
         return self.join("annotation_faults")
 
@@ -45,6 +49,10 @@ class Layout:
     @property
     def report(self) -> str:
         return self.join("report.json")
+
+    @property
+    def report_html(self) -> str:
+        return self.join("report.html")
 
     @property
     def tmp(self) -> str:
