@@ -168,8 +168,9 @@ def _count(pcoll, label: str):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], layout: Layout,
-                   shuffle_buckets: int = 16) -> Plan:
-    """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`."""
+                   shuffle_buckets: int = 16, progress_dir: Optional[str] = None) -> Plan:
+    """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`
+    (and, with `progress_dir`, the bytes read so far there: see `pipeline/progress.py`)."""
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
     stages = ["ingest", "clean"]
@@ -180,7 +181,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     outputs: List[Output] = []
 
     paths = p | "InputFiles" >> beam.Create([(f.index, f.uri) for f in files if f.kind == DATA])
-    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns))
+    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns),
+                                                         progress_dir=progress_dir)
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
     clean = validated.rows
     duplicates = None

@@ -60,6 +60,11 @@ class Layout:
         return self.join("tmp")
 
     @property
+    def progress(self) -> str:
+        """Where the read stage leaves the bytes it has read, for the progress line."""
+        return self.join("tmp", "progress")
+
+    @property
     def job_results(self) -> str:
         """The job's small combine results, which the launcher turns into report.json."""
         return self.join("tmp", "job_results.json")

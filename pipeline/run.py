@@ -31,7 +31,9 @@ from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError
 from pipeline.guard import after_job, as_property, check_growth, last_complete_run
 from pipeline.inputs import InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint, match_inputs
+from pipeline.inputs import DATA
 from pipeline.layout import Layout
+from pipeline.progress import Progress
 from pipeline.metadata import RunRecorder, StoreLocation, open_store
 from pipeline.report import assemble_report, read_json, run_lineage, write_html_report, write_report
 from pipeline.version import code_version
@@ -75,8 +77,10 @@ MANIFEST_THRESHOLD = 100   # more input files than this: one manifest artifact i
 
 
 def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
-        beam_args: Sequence[str] = (), force: bool = False) -> Dict:
+        beam_args: Sequence[str] = (), force: bool = False, progress: bool = False) -> Dict:
     """Runs the pipeline for `cfg` and returns the closing summary (the CLI's JSON line).
+
+    With `progress`, a progress line on stderr while it runs (`pipeline/progress.py`).
 
     A rerun of a COMPLETE run with the same config hash and input fingerprints is not
     run again unless `force`: the summary of the earlier run comes back with
@@ -128,16 +132,31 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
             raise GrowthRefused(f"guard: {verdict['message']} (guard.on_exceed: fail; run {run_id} not run)")
         _warn(f"guard: {verdict['message']}")
     log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), layout.root, location.describe())
+    local = "://" not in layout.root
+    watch = Progress(sum(f.size for f in files if f.kind == DATA), layout.progress if local else None,
+                     enabled=progress)
+    with watch:
+        return _run_job(cfg, layout, files, recorder, store_handle, location, options, dry_run, run_id, started,
+                        version, runner, fingerprint_all, verdict, watch)
+
+
+def _run_job(cfg: Config, layout: Layout, files, recorder: RunRecorder, store_handle, location: StoreLocation,
+             options: PipelineOptions, dry_run: bool, run_id: str, started: dt.datetime, version: str, runner: str,
+             fingerprint_all: str, verdict: Dict, watch: Progress) -> Dict:
+    """The recorded part of `run`: the job, the report, the outputs in the store."""
     try:
+        watch.phase("recording the inputs in the store" + (", loading TensorFlow Transform" if cfg.features else ""))
         input_artifacts = _record_inputs(recorder, cfg, layout, files)
         if cfg.features:    # imported now, so that it is frozen below
             importlib.import_module("tensorflow_transform.beam")
         with _frozen_heap():
+            watch.phase("building the job")
             p = beam.Pipeline(options=options)
-            plan = build_pipeline(p, cfg, files, layout)
+            plan = build_pipeline(p, cfg, files, layout, progress_dir=watch_folder(layout))
             for stage in plan.stages:
                 recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
             gc.freeze()     # the traced graphs and the pipeline too
+            watch.phase("running the job")
             result = p.run()
             state = result.wait_until_finish()
             if dry_run:  # the job was built (and its files listed for staging) but not submitted
@@ -149,6 +168,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                         "staged": staged_files(result)}
             if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
                 raise PipelineFailure(f"the Beam job ended in state {state}")
+            watch.phase("writing the report")
             report = assemble_report(read_json(plan.job_results), plan.splits)
             _check_funnel(report["rows"], plan.splits)
             checked = after_job(verdict, report["rows"]["input"])
@@ -165,6 +185,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                            "store": location.describe(), "started": started.isoformat(), "ended": ended.isoformat(),
                            "seconds": round((ended - started).total_seconds(), 3)})
             write_report(layout.report, report)
+            watch.phase("recording the outputs in the store")
             _record_outputs(recorder, plan, cfg, layout, report, input_artifacts)
             write_html_report(layout.report_html, report, run_lineage(store_handle, run_id))
             recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]),
@@ -222,6 +243,12 @@ def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequenc
     return [rec.artifact("DataManifest", path, {
         "files": len(files), "size_bytes": sum(f.size for f in files), "sha256": hashlib.sha256(body).hexdigest(),
         "source": "; ".join(sorted({s for s in (entry_of(cfg, f).source for f in files) if s}))})]
+
+
+def watch_folder(layout: Layout) -> Optional[str]:
+    """The folder the read stage reports its bytes to: local runs only (a file per block on
+    gs:// would cost more than the line is worth)."""
+    return layout.progress if "://" not in layout.root else None
 
 
 def _warn(message: str) -> None:

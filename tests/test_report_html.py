@@ -180,3 +180,12 @@ def test_report_html_is_written_and_rendered_again(demo, capsys, tmp_path):
     assert code == 0 and out.strip() == path, err
     code, out, err = run_cli(["report", "no-such-run", "--store", os.path.join(demo["out"], "m.sqlite")], capsys)
     assert code == 2 and "no-such-run" in err
+
+
+def test_review_rows_with_dawid_skene_posteriors():
+    batch = pa.RecordBatch.from_pydict({"example_id": ["a", "b", "c"]})
+    out = review_rows(batch, np.array([1.0, 1.0, 0.5]), np.array([False, False, False]), np.array([0.99, 0.6, 0.9]),
+                      np.array([True, True, True]), ReviewSpec(max_agreement=0.67, min_posterior=0.8))
+    assert out.column("example_id").to_pylist() == ["b", "c"]
+    assert out.column(REASON).to_pylist() == ["low_posterior", "low_agreement"]
+    assert out.column(SCORE).to_pylist() == [0.6, 0.9]     # the posterior is the score
