@@ -20,6 +20,7 @@ setup(
         "pyarrow==10.0.1",
         "pydantic>=2,<3",
         "pyyaml",
+        "vl-convert-python>=1.9,<2",   # report.html's charts: Vega/Vega-Lite to SVG, offline (bundled engine)
     ],
     extras_require={
         "test": [

@@ -18,13 +18,14 @@ import pyarrow as pa
 from pipeline.config import AnnotationsConfig, Config, FeatureConfig, InputConfig, RuleConfig
 from pipeline.inputs import ANNOTATIONS, DATA, InputFile
 from pipeline.layout import Layout
-from pipeline.report import WriteJobResults, funnel_totals
+from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
 from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, RuleSpec, ValidateRows, ValidateSpec
 from transforms.features import (AnalyzeAndTransform, FeatureSpec, TftInput, combined_preprocessing_fn,
                                  declarative_preprocessing_fn)
 from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MATRIX, N_LABELS, AnnotationsSpec,
-                               AttachAnnotations, ConsolidateLabels, LabelsSpec, ReadAnnotations)
+                               AttachAnnotations, ConsolidateLabels, LabelsSpec, ReadAnnotations, ReviewFiles,
+                               ReviewSpec, WriteReviewQueue)
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
 from transforms.user_code import load_function
@@ -74,6 +75,23 @@ def labels_spec(cfg: Config) -> LabelsSpec:
     return LabelsSpec(annotators=tuple(lab.annotators), label=cfg.schema.label, consensus=lab.consensus,
                       on_tie=lab.on_tie, slices=tuple(lab.slices), classes=tuple(lab.classes),
                       iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None)
+
+
+def review_spec(cfg: Config) -> Optional[ReviewSpec]:
+    r = cfg.labels.review if cfg.labels else None
+    if r is None:
+        return None
+    slice_by = r.slice_by or (cfg.labels.slices[0] if cfg.labels.slices else None)
+    return ReviewSpec(max_agreement=r.max_agreement, min_posterior=r.min_posterior, per_slice=r.per_slice,
+                      slice_by=slice_by, drop_columns=(MATRIX,) if cfg.labels.annotations else ())
+
+
+def review_files(cfg: Config, layout: Layout) -> ReviewFiles:
+    lab = cfg.labels
+    return ReviewFiles(directory=layout.review, label=cfg.schema.label, annotators=tuple(lab.annotators),
+                       shown=tuple(c for c in [cfg.schema.id, *cfg.schema.metadata] if c),
+                       annotations_column=ANNOTATIONS_COLUMN if lab.annotations else None,
+                       classes=tuple(lab.classes))
 
 
 def annotations_spec(cfg: Config) -> AnnotationsSpec:
@@ -150,8 +168,9 @@ def _count(pcoll, label: str):
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], layout: Layout,
-                   shuffle_buckets: int = 16) -> Plan:
-    """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`."""
+                   shuffle_buckets: int = 16, progress_dir: Optional[str] = None) -> Plan:
+    """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`
+    (and, with `progress_dir`, the bytes read so far there: see `pipeline/progress.py`)."""
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
     stages = ["ingest", "clean"]
@@ -162,7 +181,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     outputs: List[Output] = []
 
     paths = p | "InputFiles" >> beam.Create([(f.index, f.uri) for f in files if f.kind == DATA])
-    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns))
+    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns),
+                                                         progress_dir=progress_dir)
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
     clean = validated.rows
     duplicates = None
@@ -183,9 +203,12 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
             clean, names = joined.rows, joined.annotators
             results["annotations"] = joined.stats
             results["annotation_faults"] = _count(annotations.faults, "annotation_faults")
-        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names)
+        review = review_spec(cfg)
+        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names, review)
         clean = labelled.rows
         results["labels"] = labelled.report
+        if review is not None:
+            results["review"] = labelled.review | "Review" >> WriteReviewQueue(review_files(cfg, layout))
         quarantines.append(labelled.quarantine)
         if cfg.labels.annotations:
             clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX]).with_output_types(pa.RecordBatch)
@@ -208,6 +231,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
         _write(add_features(cfg, split.splits, layout, shards), "WriteTransformed")
     stages.append("write")
 
+    results["quarantine_samples"] = quarantine_samples(quarantine)
     results["totals"] = funnel_totals(read.rows, read.quarantine, quarantine, duplicates, split.splits)
     results | "JobResults" >> WriteJobResults(layout.job_results)
     return Plan(stages=stages, splits=splits, job_results=layout.job_results)

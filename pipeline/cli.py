@@ -53,12 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action=_Version, help="print the package and code version, and exit")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run a pipeline config (extra arguments go to Beam)")
+    r = sub.add_parser(
+        "run", help="run a pipeline config (extra arguments go to Beam)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Runs the pipeline of CONFIG.yaml: ingest, clean, labels, split, transform, write; each stage "
+                    "recorded in the metadata store.\n\nOptions this command does not know go to Apache Beam "
+                    "untouched (--runner, --direct_num_workers, --flink_master, --project, ...).",
+        epilog="example:\n  dataprep run examples/visual_inspection/config.yaml --direct_num_workers 2\n"
+               "  dataprep run config.yaml --runner FlinkRunner --flink_master localhost:8081\n\n"
+               "exit status: 0 success (one JSON line: run_id, rows, output, store); 2 bad config or arguments,\n"
+               "  or the growth guard refused the run (guard.on_exceed: fail); 1 the pipeline failed (recorded\n"
+               "  FAILED in the store).\n\n"
+               "default store: metadata_store of the config, else the SQLite file metadata.sqlite under the\n"
+               "  output root (output.path of the config, or --output).\n"
+               "writes OUT/<run_id>/: raw/, transformed/, quarantine/, duplicates/, review/ (with labels.review),\n"
+               "  report.json and report.html.")
     r.add_argument("config")
     r.add_argument("--output", help="output root (default: output.path of the config)")
-    r.add_argument("--store", help="metadata store: a SQLite path or mysql://user@host:port/db")
+    r.add_argument("--store", help="metadata store: a SQLite path or mysql://user@host:port/db "
+                                   "(default: metadata_store of the config, else OUTPUT/metadata.sqlite)")
     r.add_argument("--verbose", action="store_true", help="show Beam/TF logs")
     r.add_argument("--force", action="store_true", help="run even if an identical run is already in the store")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (by default: phase, input bytes read of the total, elapsed; "
+                        "at most once a second)")
 
     v = sub.add_parser("validate", help="check a config without running it")
     v.add_argument("config")
@@ -76,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("run_b")
     d.add_argument("--store")
     d.add_argument("--format", choices=["text", "json"], default="text")
+
+    rep = sub.add_parser("report", help="render report.html again from a run's report.json and the store")
+    rep.add_argument("target", metavar="RUN_ID|RUN_DIR")
+    rep.add_argument("--store", help="the metadata store (default: the one named in the run's report.json)")
 
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store")
@@ -139,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from pipeline.run import PipelineFailure, run
 
             try:
-                summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force)
+                summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force,
+                              progress=not args.no_progress)
             except PipelineFailure as e:
                 print(f"dataprep: run failed: {e}", file=sys.stderr)
                 return EXIT_FAILED
@@ -182,6 +205,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"dataprep: error: {e}", file=sys.stderr)
                 return EXIT_USAGE
             print(json.dumps(d, indent=2) if args.format == "json" else format_diff(d))
+            return EXIT_OK
+        if args.command == "report":
+            from pipeline.lineage import TargetNotFound
+            from pipeline.report import rerender
+
+            try:
+                print(rerender(args.target, args.store or (None if os.path.isdir(args.target)
+                                                           else _default_store())))
+            except TargetNotFound as e:
+                print(f"dataprep: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
             return EXIT_OK
         if args.command == "runs":
             from pipeline.lineage import format_runs, list_runs

@@ -134,6 +134,15 @@ class AnnotationsConfig(_Strict):
     csv: CsvOptions = Field(default_factory=CsvOptions)
 
 
+class ReviewConfig(_Strict):
+    """`labels.review`: which examples go to review/ for the next labelling round."""
+
+    max_agreement: float = Field(default=0.67, ge=0, le=1)   # agreement with the consensus below this
+    min_posterior: Optional[float] = Field(default=None, ge=0, le=1)   # Dawid-Skene posterior below this
+    per_slice: int = Field(default=1000, ge=1)   # at most this many per value of slice_by
+    slice_by: Optional[str] = None    # default: the first of labels.slices, else none
+
+
 class LabelsConfig(_Strict):
     annotators: List[str] = Field(default_factory=list)   # wide form: one column per annotator
     annotations: Optional[AnnotationsConfig] = None         # long form
@@ -146,6 +155,7 @@ class LabelsConfig(_Strict):
     slices: List[str] = Field(default_factory=list)
     classes: List[str] = Field(default_factory=list)      # default: every label value seen
     iterations: int = Field(default=10, ge=1, le=200)     # Dawid-Skene EM rounds
+    review: Optional[ReviewConfig] = None                  # the review queue (review/); off when absent
 
 
 class SplitConfig(_Strict):
@@ -201,6 +211,13 @@ class StoreConfig(_Strict):
         if self.sqlite and self.mysql:
             raise ValueError("set one of sqlite or mysql, not both")
         return self
+
+
+class GuardConfig(_Strict):
+    """`guard`: a run whose input exceeds max_growth × the last COMPLETE run's warns (or fails)."""
+
+    max_growth: float = Field(default=10.0, gt=1)
+    on_exceed: Literal["warn", "fail"] = "warn"
 
 
 class FeatureConfig(BaseModel):
@@ -315,6 +332,7 @@ class Config(_Strict):
     features: Dict[str, Any] = Field(default_factory=dict)   # column: "zscore" or {transform: ..., ...}
     output: OutputConfig = Field(default_factory=OutputConfig)
     metadata_store: StoreConfig = Field(default_factory=StoreConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
 
     # Not part of the YAML: where the file was and its exact text (hashed into MLMD).
     base_dir: str = Field(default=".", exclude=True)
@@ -381,7 +399,13 @@ class Config(_Strict):
 
     @property
     def config_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        dumped = self.model_dump(mode="json", by_alias=True)
+        # Sections added later hash only when set, so earlier configs keep their hash.
+        if "guard" not in self.model_fields_set:
+            dumped.pop("guard", None)
+        if dumped.get("labels") and dumped["labels"].get("review") is None:
+            dumped["labels"].pop("review", None)
+        canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def resolve(self, path: str) -> str:
@@ -439,6 +463,15 @@ class Config(_Strict):
             for col in self.labels.slices:
                 if col not in known:
                     raise _FieldError("labels.slices", f"unknown column {col!r}")
+            review = self.labels.review
+            if review is not None:
+                if not self.consensus_label:
+                    raise _FieldError("labels.review", "needs several annotators (labels.annotators or "
+                                      "labels.annotations)")
+                if review.slice_by is not None and review.slice_by not in known:
+                    raise _FieldError("labels.review.slice_by", f"unknown column {review.slice_by!r}")
+                if review.min_posterior is not None and self.labels.consensus != "dawid_skene":
+                    raise _FieldError("labels.review.min_posterior", "is for consensus: dawid_skene")
         for col, text in self.features.items():
             where = f"features.{col}"
             if col == "preprocessing_fn":

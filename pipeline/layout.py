@@ -31,6 +31,10 @@ class Layout:
         return self.join("duplicates")
 
     @property
+    def review(self) -> str:
+        return self.join("review")
+
+    @property
     def annotation_faults(self) -> str:
         return self.join("annotation_faults")
 
@@ -47,9 +51,18 @@ class Layout:
         return self.join("report.json")
 
     @property
+    def report_html(self) -> str:
+        return self.join("report.html")
+
+    @property
     def tmp(self) -> str:
         """Scratch space of the job (TFT's temp files, the job's results); removed after a run."""
         return self.join("tmp")
+
+    @property
+    def progress(self) -> str:
+        """Where the read stage leaves the bytes it has read, for the progress line."""
+        return self.join("tmp", "progress")
 
     @property
     def job_results(self) -> str:

@@ -47,7 +47,7 @@ EXECUTION_PROPS = {"config_hash": STRING, "code_version": STRING, "runner": STRI
 RUN_PROPS = {"status": STRING, "config_hash": STRING, "config": STRING, "code_version": STRING,
              "runner": STRING, "options": STRING, "user": STRING, "started": STRING, "ended": STRING,
              "rows": STRING, "output": STRING, "error": STRING, "pipeline": STRING, "inputs_fingerprint": STRING,
-             "quarantine_reasons": STRING}
+             "quarantine_reasons": STRING, "guard": STRING}
 PIPELINE_CONTEXT, RUN_CONTEXT = "pipeline", "pipeline_run"
 
 

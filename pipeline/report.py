@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import SOURCE, MergeCounts, value_counts
+from transforms.batches import ROW, SOURCE, MergeCounts, value_counts
 
 
 def _tally(pcoll, label: str, key: str, by: Optional[str] = None):
@@ -52,6 +52,55 @@ def funnel_totals(read_rows, ingest_quarantine, quarantine, duplicates, splits: 
     return tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(MergeCounts())
 
 
+SAMPLES_PER_REASON = 5
+MAX_SAMPLE_CHARS = 2000     # of one sample record: a report holds a glimpse, not the data
+
+
+class QuarantineSamples(beam.CombineFn):
+    """A few quarantined records per (stage, reason): the `k` first by (source, row), so the
+    sample does not depend on bundle order. Output: {"stage\treason": [{record, _source, _row}]}.
+
+    A batch is reduced per reason (a handful) with Arrow sorts, never per row.
+    """
+
+    def __init__(self, k: int = SAMPLES_PER_REASON):
+        self._k = k
+
+    def create_accumulator(self) -> Dict[str, list]:
+        return {}
+
+    def add_input(self, acc: Dict[str, list], batch: pa.RecordBatch) -> Dict[str, list]:
+        if batch.num_rows == 0:
+            return acc
+        keys = pc.binary_join_element_wise(batch.column("stage"), batch.column("reason"), "\t")
+        table = pa.Table.from_batches([batch]).append_column("_key", keys)
+        for key in pc.unique(keys).to_pylist():
+            part = table.filter(pc.equal(table.column("_key"), key))
+            part = part.take(pc.sort_indices(part, [(SOURCE, "ascending"), (ROW, "ascending")])[:self._k])
+            part = part.set_column(0, "record", pc.utf8_slice_codeunits(part.column("record"), 0, MAX_SAMPLE_CHARS))
+            rows = part.select(["record", SOURCE, ROW]).to_pylist()
+            acc[key] = self._smallest(acc.get(key, []) + rows)
+        return acc
+
+    def _smallest(self, rows: list) -> list:
+        return sorted(rows, key=lambda r: (r[SOURCE] or "", r[ROW] or 0))[:self._k]
+
+    def merge_accumulators(self, accs) -> Dict[str, list]:
+        out: Dict[str, list] = {}
+        for acc in accs:
+            for key, rows in acc.items():
+                out[key] = self._smallest(out.get(key, []) + rows)
+        return out
+
+    def extract_output(self, acc: Dict[str, list]) -> Dict[str, list]:
+        return {k: acc[k] for k in sorted(acc)}
+
+
+def quarantine_samples(quarantine, k: int = SAMPLES_PER_REASON):
+    """A one-element PCollection: `QuarantineSamples` over every quarantined batch."""
+    return quarantine | "QuarantineSamples" >> beam.CombineGlobally(QuarantineSamples(k))
+
+
 def _write_json(_, path: str, **results) -> str:
     with FileSystems.create(path) as f:
         f.write(json.dumps(results).encode())
@@ -62,7 +111,7 @@ class WriteJobResults(beam.PTransform):
     """{name: one-element PCollection} → one JSON object {name: value} at `path`.
 
     The input names are those `assemble_report` reads: "totals" (`funnel_totals`),
-    "balance", and with labels "labels", with long-form annotations "annotations" and
+    "balance", "quarantine_samples", and with labels "labels", with long-form annotations "annotations" and
     "annotation_faults". Output: the path, once written.
     """
 
@@ -108,8 +157,12 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
         "inputs": {uri: inputs[uri] for uri in sorted(inputs)},
         "split": results["balance"],
     }
+    if "quarantine_samples" in results:
+        report["quarantine_samples"] = results["quarantine_samples"]
     if "labels" in results:
         report["labels"] = results["labels"]
+    if "review" in results:
+        report["review"] = results["review"]
     if "annotations" in results:
         report["labels"]["annotations"] = dict(results["annotations"], faults=results["annotation_faults"])
     return report
@@ -118,3 +171,71 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
 def write_report(path: str, report: Dict) -> None:
     with FileSystems.create(path) as f:
         f.write(json.dumps(report, indent=2).encode())
+
+
+def run_lineage(store, run_id: str) -> Optional[Dict]:
+    """The run's lineage (its final outputs, upstream) as `Graph.to_json()`; None when the
+    store does not know the run."""
+    from pipeline.lineage import Lineage, TargetNotFound
+
+    lineage = Lineage(store)
+    try:
+        return lineage.graph(lineage.resolve(run_id), "upstream").to_json()
+    except TargetNotFound:
+        return None
+
+
+def write_html_report(path: str, report: Dict, lineage: Optional[Dict]) -> None:
+    """`report.html` beside `report.json` (see `pipeline/html_report.py`)."""
+    from pipeline.html_report import render_html
+
+    with FileSystems.create(path) as f:
+        f.write(render_html(report, lineage).encode("utf-8"))
+
+
+def rerender(target: str, store_text: Optional[str]) -> str:
+    """`dataprep report RUN_ID|RUN_DIR`: report.html written again from the run's
+    report.json and the store's lineage; returns its path.
+
+    Raises:
+      FileNotFoundError: no such run folder, or the run has no report.json.
+      pipeline.lineage.TargetNotFound: a run id the store does not know.
+    """
+    from pipeline.lineage import TargetNotFound, list_runs
+
+    store = None
+    if FileSystems.exists(FileSystems.join(target, "report.json")):
+        run_dir = target
+        report = read_json(FileSystems.join(run_dir, "report.json"))
+        store_text = store_text or report.get("store")
+    else:
+        if not store_text:
+            raise FileNotFoundError(f"{target}: not a run folder with report.json (for a run id, give --store)")
+        store = _open_existing(store_text)
+        found = [r for r in list_runs(store) if r["run_id"] == target]
+        if not found:
+            raise TargetNotFound(f"no run {target!r} in the store")
+        run_dir = found[0].get("output")
+        if not run_dir or not FileSystems.exists(FileSystems.join(run_dir, "report.json")):
+            raise FileNotFoundError(f"run {target}: no report.json under {run_dir}")
+        report = read_json(FileSystems.join(run_dir, "report.json"))
+    lineage = None
+    if store is None and store_text:
+        try:
+            store = _open_existing(store_text)
+        except FileNotFoundError:
+            store = None    # the page is still written, without the graph
+    if store is not None and report.get("run_id"):
+        lineage = run_lineage(store, report["run_id"])
+    path = FileSystems.join(run_dir, "report.html")
+    write_html_report(path, report, lineage)
+    return path
+
+
+def _open_existing(store_text: str):
+    from pipeline.metadata import StoreLocation, open_store
+
+    location = StoreLocation.parse(store_text)
+    if location.sqlite and not FileSystems.exists(location.sqlite):
+        raise FileNotFoundError(f"no metadata store at {location.sqlite} (use --store)")
+    return open_store(location)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -28,10 +29,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError
+from pipeline.guard import after_job, as_property, check_growth, last_complete_run
 from pipeline.inputs import InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint, match_inputs
+from pipeline.inputs import DATA
 from pipeline.layout import Layout
+from pipeline.progress import Progress
 from pipeline.metadata import RunRecorder, StoreLocation, open_store
-from pipeline.report import assemble_report, read_json, write_report
+from pipeline.report import assemble_report, read_json, run_lineage, write_html_report, write_report
 from pipeline.version import code_version
 from runners import RunnerOptionsError, check_runner_paths, runner_args, sanitized_options
 
@@ -40,6 +44,11 @@ log = logging.getLogger("dataprep")
 
 class PipelineFailure(RuntimeError):
     """The Beam job or its bookkeeping failed; the run is recorded as FAILED."""
+
+
+class GrowthRefused(ConfigError):
+    """`guard.on_exceed: fail` and the input grew more than `guard.max_growth`: exit 2,
+    before the job runs (the run is recorded as REFUSED)."""
 
 
 def store_location(cfg: Config, store_override: Optional[str], output_root: str) -> StoreLocation:
@@ -68,8 +77,10 @@ MANIFEST_THRESHOLD = 100   # more input files than this: one manifest artifact i
 
 
 def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
-        beam_args: Sequence[str] = (), force: bool = False) -> Dict:
+        beam_args: Sequence[str] = (), force: bool = False, progress: bool = False) -> Dict:
     """Runs the pipeline for `cfg` and returns the closing summary (the CLI's JSON line).
+
+    With `progress`, a progress line on stderr while it runs (`pipeline/progress.py`).
 
     A rerun of a COMPLETE run with the same config hash and input fingerprints is not
     run again unless `force`: the summary of the earlier run comes back with
@@ -102,6 +113,9 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                      earlier["output"])
             return {**earlier, "store": location.describe(), "reused_from": earlier["run_id"]}
 
+    baseline = None if dry_run else last_complete_run(store_handle, cfg.name)
+    verdict = check_growth(baseline, sum(f.size for f in files), cfg.guard.max_growth)
+
     started = _now()
     run_id = new_run_id(started)
     layout = Layout(FileSystems.join(output_root, run_id))
@@ -111,18 +125,38 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=cfg.raw_text, code_version=version,
                         runner=runner, options=json.dumps(sanitized_options(options)), user=_user(),
                         started=started.isoformat(), output=layout.root, inputs_fingerprint=fingerprint_all,
-                        pipeline=cfg.name)
+                        pipeline=cfg.name, guard=as_property(verdict))
+    if verdict["exceeded"]:
+        if cfg.guard.on_exceed == "fail":
+            recorder.update_run(status="REFUSED", ended=_now().isoformat(), error=f"guard: {verdict['message']}")
+            raise GrowthRefused(f"guard: {verdict['message']} (guard.on_exceed: fail; run {run_id} not run)")
+        _warn(f"guard: {verdict['message']}")
     log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), layout.root, location.describe())
+    local = "://" not in layout.root
+    watch = Progress(sum(f.size for f in files if f.kind == DATA), layout.progress if local else None,
+                     enabled=progress)
+    with watch:
+        return _run_job(cfg, layout, files, recorder, store_handle, location, options, dry_run, run_id, started,
+                        version, runner, fingerprint_all, verdict, watch)
+
+
+def _run_job(cfg: Config, layout: Layout, files, recorder: RunRecorder, store_handle, location: StoreLocation,
+             options: PipelineOptions, dry_run: bool, run_id: str, started: dt.datetime, version: str, runner: str,
+             fingerprint_all: str, verdict: Dict, watch: Progress) -> Dict:
+    """The recorded part of `run`: the job, the report, the outputs in the store."""
     try:
+        watch.phase("recording the inputs in the store" + (", loading TensorFlow Transform" if cfg.features else ""))
         input_artifacts = _record_inputs(recorder, cfg, layout, files)
         if cfg.features:    # imported now, so that it is frozen below
             importlib.import_module("tensorflow_transform.beam")
         with _frozen_heap():
+            watch.phase("building the job")
             p = beam.Pipeline(options=options)
-            plan = build_pipeline(p, cfg, files, layout)
+            plan = build_pipeline(p, cfg, files, layout, progress_dir=watch_folder(layout))
             for stage in plan.stages:
                 recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
             gc.freeze()     # the traced graphs and the pipeline too
+            watch.phase("running the job")
             result = p.run()
             state = result.wait_until_finish()
             if dry_run:  # the job was built (and its files listed for staging) but not submitted
@@ -134,8 +168,13 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                         "staged": staged_files(result)}
             if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
                 raise PipelineFailure(f"the Beam job ended in state {state}")
+            watch.phase("writing the report")
             report = assemble_report(read_json(plan.job_results), plan.splits)
             _check_funnel(report["rows"], plan.splits)
+            checked = after_job(verdict, report["rows"]["input"])
+            if checked["exceeded"] and not verdict["exceeded"]:
+                _warn(f"guard: {checked['message']}")
+            report["guard"] = checked
             if "transform" in plan.stages:  # the analysed statistics (means, vocabulary sizes, boundaries)
                 from transforms.features import summarize_transform
 
@@ -146,8 +185,11 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                            "store": location.describe(), "started": started.isoformat(), "ended": ended.isoformat(),
                            "seconds": round((ended - started).total_seconds(), 3)})
             write_report(layout.report, report)
+            watch.phase("recording the outputs in the store")
             _record_outputs(recorder, plan, cfg, layout, report, input_artifacts)
+            write_html_report(layout.report_html, report, run_lineage(store_handle, run_id))
             recorder.update_run(status="COMPLETE", ended=ended.isoformat(), rows=json.dumps(report["rows"]),
+                                guard=as_property(checked),
                                 quarantine_reasons=json.dumps(report.get("quarantine_reasons", {})))
             _remove_tmp(layout)
     except BaseException as e:
@@ -201,6 +243,17 @@ def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, files: Sequenc
     return [rec.artifact("DataManifest", path, {
         "files": len(files), "size_bytes": sum(f.size for f in files), "sha256": hashlib.sha256(body).hexdigest(),
         "source": "; ".join(sorted({s for s in (entry_of(cfg, f).source for f in files) if s}))})]
+
+
+def watch_folder(layout: Layout) -> Optional[str]:
+    """The folder the read stage reports its bytes to: local runs only (a file per block on
+    gs:// would cost more than the line is worth)."""
+    return layout.progress if "://" not in layout.root else None
+
+
+def _warn(message: str) -> None:
+    """A warning the person at the terminal must see, whatever the log level."""
+    print(f"dataprep: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _user() -> str:
@@ -269,5 +322,6 @@ def _record_outputs(rec: RunRecorder, plan: Plan, cfg: Config, layout: Layout, r
         rec.finish_stage("transform", [graph, schema] + transformed, raw_splits,
                          {"rows_in": rows["clean"], "rows_out": rows["clean"]})
         outputs += transformed + [graph]
-    report_artifact = rec.artifact("DataReport", layout.report, custom={"rows": json.dumps(rows)})
+    report_artifact = rec.artifact("DataReport", layout.report, custom={"rows": json.dumps(rows),
+                                                                       "html": layout.report_html})
     rec.finish_stage("write", [report_artifact], outputs, {"rows_in": rows["input"], "rows_out": rows["clean"]})

@@ -24,7 +24,8 @@ def shared(name: str) -> str:
 
 
 def example_config(folder, rows: int):
-    """The visual-inspection example's config, reading `rows` generated rows per file in `folder`."""
+    """The visual-inspection example's config, reading `rows` generated images per file (and
+    their inspectors' labels) in `folder`."""
     import subprocess
     import sys
 
@@ -35,6 +36,7 @@ def example_config(folder, rows: int):
                    check=True, capture_output=True)
     cfg = load_config(os.path.join(example, "config.yaml"))
     cfg.inputs[0].path = os.path.join(str(folder), "inspection-*.csv")
+    cfg.labels.annotations.path = os.path.join(str(folder), "labels-*.csv")
     return cfg
 
 

@@ -9,3 +9,11 @@ def explode(batch):
 
 def keep_all(batch):
     return np.zeros(batch.num_rows, bool)
+
+
+def slow(batch):
+    """Keeps every row, slowly: a run that takes long enough to watch."""
+    import time
+
+    time.sleep(3)
+    return np.zeros(batch.num_rows, bool)

@@ -310,15 +310,35 @@ def parse_header(head: bytes, spec: ReaderSpec) -> List[str]:
     return [n.strip() for n in next(csv.reader([head.decode("utf-8", "replace")], **kw))]
 
 
+def report_progress(folder: Optional[str], path: str, done: int) -> None:
+    """Bytes of `path` read so far, as a small file in `folder` (local only) that the
+    launcher's progress line sums; nothing when `folder` is None."""
+    if folder is None:
+        return
+    import hashlib
+    import os
+
+    name = os.path.join(folder, hashlib.sha1(path.encode()).hexdigest()[:16])
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(name + ".tmp", "w", encoding="ascii") as f:
+            f.write(str(done))
+        os.replace(name + ".tmp", name)
+    except OSError:   # a progress line is a courtesy: never a failed read
+        pass
+
+
 class _ReadFileFn(beam.DoFn):
     """(input index, file path) → raw record batches; reader faults on the `quarantine` tag."""
 
     QUARANTINE = "quarantine"
 
-    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int):
+    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int,
+                 progress_dir: Optional[str] = None):
         self._specs = list(specs)
         self._wanted = list(wanted)
         self._block_bytes = block_bytes
+        self._progress_dir = progress_dir
         self._rows = Metrics.counter(METRICS_NAMESPACE, "ingest.rows")
 
     def process(self, element: Tuple[int, str]):
@@ -343,6 +363,7 @@ class _ReadFileFn(beam.DoFn):
                     raise ValueError(f"{path}: the file has no column(s) {missing}; it has {names}")
             # the next block is parsed on a thread while this one goes downstream
             pool = OrderedThreadPool()
+            done = 0
             try:
                 for block, first_line in blocks:
                     if spec.format == "csv":
@@ -351,8 +372,12 @@ class _ReadFileFn(beam.DoFn):
                         parsed = pool.submit(parse_jsonl_block, block, first_line, self._wanted, spec)
                     for batch, bad in parsed:
                         yield from self._emit(batch, bad, path)
+                    done += len(block)
+                    report_progress(self._progress_dir, path, done)
                 for batch, bad in pool.finish():
                     yield from self._emit(batch, bad, path)
+                if self._progress_dir is not None:   # the header and line ends too: the whole file
+                    report_progress(self._progress_dir, path, max(done, f.tell()))
             finally:
                 pool.close()
 
@@ -398,17 +423,21 @@ class ReadResult(NamedTuple):
 @beam.typehints.with_output_types(pa.RecordBatch)
 class ReadInputs(beam.PTransform):
     """(reader index, file path) pairs, the files already matched by the launcher → a
-    `ReadResult`. `specs[reader index]` says how to read the file."""
+    `ReadResult`. `specs[reader index]` says how to read the file; with `progress_dir` (a
+    local folder), the bytes read of each file are left there as they go (`report_progress`)."""
 
-    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int = BLOCK_BYTES):
+    def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int = BLOCK_BYTES,
+                 progress_dir: Optional[str] = None):
         super().__init__()
         self._specs = specs
         self._wanted = wanted
         self._block_bytes = block_bytes
+        self._progress_dir = progress_dir     # local folder for the launcher's progress line, or None
 
     def expand(self, files) -> ReadResult:
         parts = as_batches(files
                            | "Spread" >> beam.Reshuffle()
-                           | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes))
+                           | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes,
+                                                                   self._progress_dir))
                            .with_outputs(_ReadFileFn.QUARANTINE, main="rows"), "rows", _ReadFileFn.QUARANTINE)
         return ReadResult(parts.rows, parts[_ReadFileFn.QUARANTINE])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +15,8 @@ from transforms.features.library import FILL_VOCABULARY_PREFIX, STAT_PREFIX, Fea
 def summarize_transform(output_dir: str, specs: Optional[Sequence[FeatureSpec]] = None) -> Dict[str, Any]:
     """What the analysis found, read back from the saved transform graph under `output_dir`.
 
-    Returns `{"columns": {column: {...}}, "vocabularies": {name: size}, "outputs": {name: type}}`:
+    Returns `{"columns": {column: {...}}, "vocabularies": {name: size}, "vocabulary_heads": {name: [first
+    entries]}, "outputs": {name: type}}`:
     per column the statistics named with `report_stat` (mean, std, min, max, boundaries,
     fill) and, given the declarative `specs`, its transform, outputs and vocabulary size.
     """
@@ -28,10 +29,11 @@ def summarize_transform(output_dir: str, specs: Optional[Sequence[FeatureSpec]] 
     for name in feature_spec:
         outputs.setdefault(name, type(feature_spec[name]).__name__)
     assets = tf.io.gfile.join(tft_output.transform_savedmodel_dir, "assets")
-    vocabularies = {}
+    vocabularies, heads = {}, {}
     for name in sorted(tf.io.gfile.listdir(assets)) if tf.io.gfile.exists(assets) else []:
         if not name.startswith(FILL_VOCABULARY_PREFIX):   # those hold one value: the fill, reported as such
             vocabularies[name] = int(tft_output.vocabulary_size_by_name(name))
+            heads[name] = _vocabulary_head(tf.io.gfile.join(assets, name), VOCABULARY_HEAD)
     columns: Dict[str, Dict[str, Any]] = {}
     for spec in specs or ():
         entry = columns.setdefault(spec.column, {})
@@ -42,7 +44,23 @@ def summarize_transform(output_dir: str, specs: Optional[Sequence[FeatureSpec]] 
             entry["oov_buckets"] = 1 if spec.kind == "tfidf" else spec.num_oov_buckets
     for (column, stat), value in sorted(read_stats(tft_output.transform_savedmodel_dir).items()):
         columns.setdefault(column, {})[stat] = value
-    return {"columns": columns, "vocabularies": vocabularies, "outputs": outputs}
+    return {"columns": columns, "vocabularies": vocabularies, "vocabulary_heads": heads, "outputs": outputs}
+
+
+VOCABULARY_HEAD = 10    # entries of each vocabulary shown in the report
+
+
+def _vocabulary_head(path: str, n: int) -> List[str]:
+    """The first `n` entries of a vocabulary file (the most frequent), as text."""
+    import tensorflow as tf
+
+    out: List[str] = []
+    with tf.io.gfile.GFile(path, "rb") as f:
+        for line in f:
+            if len(out) >= n:
+                break
+            out.append(line.rstrip(b"\n").decode("utf-8", "replace"))
+    return out
 
 
 def _type_name(t: Optional[pa.DataType]) -> str:

@@ -20,6 +20,7 @@ from apache_beam import pvalue
 from transforms.batches import (EXAMPLE_ID, ROW, SOURCE, as_batches, count_reasons, json_records, quarantine_batch,
                                 set_column)
 from transforms.labels.agreement import AgreementStats
+from transforms.labels.review import ReviewSpec, WeakestPerSlice, review_rows
 from transforms.labels.consensus import (MISSING, Consensus, DSStats, consensus_agreement, ds_estep, ds_init_stats,
                                          ds_mstep, ds_mstep_stats, encode_labels, majority, unanimous)
 
@@ -62,8 +63,15 @@ def _class_values(batch: pa.RecordBatch, spec: LabelsSpec) -> set:
 
 
 def _consensus_for(L: np.ndarray, K: int, spec: LabelsSpec, ds: Optional[Tuple[np.ndarray, np.ndarray]]) -> Consensus:
+    return _consensus_and_posterior(L, K, spec, ds)[0]
+
+
+def _consensus_and_posterior(L: np.ndarray, K: int, spec: LabelsSpec, ds: Optional[Tuple[np.ndarray, np.ndarray]]
+                             ) -> Tuple[Consensus, Optional[np.ndarray]]:
+    """The consensus of a label matrix, and (Dawid-Skene) each item's posterior of its
+    most likely class (None for the other methods)."""
     if spec.consensus == "unanimous":
-        return unanimous(L, K)
+        return unanimous(L, K), None
     if spec.consensus == "dawid_skene":
         pi, prior = ds
         T = ds_estep(L, pi, prior)
@@ -74,20 +82,22 @@ def _consensus_for(L: np.ndarray, K: int, spec: LabelsSpec, ds: Optional[Tuple[n
         codes = np.where(has, T.argmax(axis=1), MISSING)
         if spec.on_tie == "quarantine":
             codes = np.where(tie, MISSING, codes)
-        return Consensus(codes.astype(np.int64), consensus_agreement(L, codes), n_labels, tie, ~has)
-    return majority(L, K, spec.on_tie)
+        return Consensus(codes.astype(np.int64), consensus_agreement(L, codes), n_labels, tie, ~has), top
+    return majority(L, K, spec.on_tie), None
 
 
 def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str],
-                    ds: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
-    """(rows with the consensus label, quarantine rows without one) of a batch.
+                    ds: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                    review: Optional[ReviewSpec] = None) -> Tuple[pa.RecordBatch, pa.RecordBatch]:
+    """(rows with the consensus label, quarantine rows without one) of a batch; with
+    `review`, a third item: the review candidates (`review_rows`), or None.
 
     The consensus goes into `spec.label`; `label_agreement` (share of the item's labels
     equal to it) and `label_count` ride along with the annotators' own columns.
     """
     K = len(classes)
     L = label_matrix(batch, spec, classes)
-    result = _consensus_for(L, K, spec, ds)
+    result, posterior = _consensus_and_posterior(L, K, spec, ds)
     names = pa.array(list(classes) + [None], pa.string())
     label = names.take(pa.array(np.where(result.codes >= 0, result.codes, K)))
     agreement = consensus_agreement(L, result.codes)
@@ -103,22 +113,29 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
                  if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, EXAMPLE_ID, spec.matrix_column)]
     quarantine = quarantine_batch(json_records(rows, data_cols), pa.array(reasons[bad].tolist(), pa.string()),
                                   "labels", rows.column(SOURCE), rows.column(ROW))
-    return out.filter(pa.array(keep)), quarantine
+    if review is None:
+        return out.filter(pa.array(keep)), quarantine
+    candidates = review_rows(out, result.agreement, result.tie, posterior, ~result.no_labels, review)
+    return out.filter(pa.array(keep)), quarantine, candidates
 
 
 class _ConsensusFn(beam.DoFn):
     QUARANTINE = "quarantine"
+    REVIEW = "review"
 
-    def __init__(self, spec: LabelsSpec):
+    def __init__(self, spec: LabelsSpec, review: Optional[ReviewSpec] = None):
         self._spec = spec
+        self._review = review
 
     def process(self, batch, classes, ds=None):
-        rows, quarantine = apply_consensus(batch, self._spec, classes, ds)
+        rows, quarantine, *rest = apply_consensus(batch, self._spec, classes, ds, self._review)
         if rows.num_rows:
             yield rows
         if quarantine.num_rows:
             count_reasons(quarantine)
             yield pvalue.TaggedOutput(self.QUARANTINE, quarantine)
+        if rest and rest[0] is not None:
+            yield pvalue.TaggedOutput(self.REVIEW, rest[0])
 
 
 def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str], names: Sequence[str],
@@ -212,6 +229,7 @@ class LabelsResult(NamedTuple):
     quarantine: beam.PCollection   # record batches, QUARANTINE_SCHEMA: label_tie, label_disagreement,
     #                                label_no_labels (stage "labels")
     report: beam.PCollection       # one dict: `agreement_report`, the `labels` section of report.json
+    review: Optional[beam.PCollection] = None   # with a ReviewSpec: one (table or None, {reason: candidates})
 
 
 @beam.typehints.with_input_types(pa.RecordBatch)
@@ -224,12 +242,14 @@ class ConsolidateLabels(beam.PTransform):
     M-step statistics.
     """
 
-    def __init__(self, spec: LabelsSpec, annotator_names=None):
+    def __init__(self, spec: LabelsSpec, annotator_names=None, review: Optional[ReviewSpec] = None):
         """`annotator_names`: for the long form, a one-element PCollection with the list of
-        annotators, in the order of the matrix column."""
+        annotators, in the order of the matrix column. `review`: also choose the review
+        queue (`LabelsResult.review`)."""
         super().__init__()
         self._spec = spec
         self._names = annotator_names
+        self._review = review
 
     def expand(self, batches) -> LabelsResult:
         spec = self._spec
@@ -265,11 +285,17 @@ class ConsolidateLabels(beam.PTransform):
                 params = stats | f"DSMStep[{i}]" >> beam.Map(ds_mstep)
             ds_si = pvalue.AsSingleton(params)
         extra = [ds_si] if ds_si is not None else []
-        parts = as_batches(batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec), classes_si, *extra).with_outputs(
-            _ConsensusFn.QUARANTINE, main="rows"), "rows", _ConsensusFn.QUARANTINE)
+        tags = [_ConsensusFn.QUARANTINE] + ([_ConsensusFn.REVIEW] if self._review else [])
+        parts = as_batches(batches | "Consensus" >> beam.ParDo(_ConsensusFn(spec, self._review), classes_si,
+                                                               *extra).with_outputs(*tags, main="rows"),
+                           "rows", *tags)
         report = (batches
                   | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
                                                  *extra)
                   | "MergeAgreement" >> beam.CombineGlobally(_MergeAgreement())
                   | "AgreementReport" >> beam.Map(agreement_report, spec))
-        return LabelsResult(parts.rows, parts[_ConsensusFn.QUARANTINE], report)
+        review = None
+        if self._review:
+            review = (parts[_ConsensusFn.REVIEW]
+                      | "WeakestPerSlice" >> beam.CombineGlobally(WeakestPerSlice(self._review.per_slice)))
+        return LabelsResult(parts.rows, parts[_ConsensusFn.QUARANTINE], report, review)

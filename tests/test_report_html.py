@@ -1,0 +1,191 @@
+"""report.html and review/: the page is self-contained and escapes what the data holds; the
+review queue is what a pandas filter of the outputs gives; the Label Studio tasks follow
+its documented import format; `dataprep report` renders the page again."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.html_report import layered_layout, render_html
+from pipeline.run import run
+from tests.conftest import example_config, run_cli
+from transforms.labels.review import (LABEL_STUDIO, LABEL_STUDIO_CONFIG, REASON, SCORE, SLICE, ReviewSpec,
+                                      review_rows, weakest_per_slice)
+
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def _report_with(record: str) -> dict:
+    return {
+        "run_id": "r1", "pipeline": "p<b>", "runner": "DirectRunner",
+        "rows": {"input": 3, "clean": 1, "quarantined": 1, "duplicates": 1, "train": 1},
+        "quarantine_reasons": {"clean": {"spam": 1}},
+        "quarantine_samples": {"clean\tspam": [{"record": record, "_source": "/d/a.csv", "_row": 2}]},
+        "inputs": {"/d/a.csv": 3},
+        "split": {"unit": "examples", "largest_deviation": 0, "strata": [
+            {"stratum": EVIL, "split": "train", "n": 1, "target": 1, "actual": 1, "proportion": 1.0}]},
+        "labels": {"overall": {"hlp": {"value": 0.9}, "fleiss_kappa": {"value": 0.8}, "items": 1},
+                   "classes_by_agreement": [{"class": EVIL, "items": 1, "mean_item_agreement": 0.5}],
+                   "slices_by_agreement": {"camera": [{"value": EVIL, "items": 1, "hlp": 0.5}]},
+                   "annotators_by_agreement": [{"annotator": EVIL, "labels": 1}]},
+    }
+
+
+def test_a_record_holding_script_renders_as_text():
+    page = render_html(_report_with(EVIL), {"nodes": [
+        {"id": "a:1", "kind": "artifact", "type": "DataFile", "uri": EVIL, "properties": {}},
+        {"id": "e:1", "kind": "execution", "type": "dataprep.ingest", "state": "COMPLETE", "properties": {}}],
+        "edges": [{"from": "a:1", "to": "e:1"}]})
+    assert "<script" not in page.lower()
+    assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 5   # sample, stratum, class, ...
+    assert not re.search(r"<img\b", page)
+    # self-contained: nothing to fetch (no src/href to another place, a CSP that forbids it)
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
+    assert "default-src 'none'" in page
+
+
+def test_layered_layout_puts_each_node_after_its_parents():
+    pos = layered_layout(["in", "stage", "out", "other"], [("in", "stage"), ("stage", "out"), ("in", "out")])
+    assert pos["in"][0] == 0 and pos["stage"][0] == 1 and pos["out"][0] == 2 and pos["other"][0] == 0
+
+
+def test_weakest_per_slice_is_a_pandas_sort_and_head():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"example_id": [f"e{i:03d}" for i in range(300)],
+                       SLICE: rng.choice(["a", "b", "c"], 300), SCORE: rng.choice([0.0, 0.33, 0.5, 0.6], 300),
+                       REASON: "low_agreement"})
+    got = weakest_per_slice(pa.Table.from_pandas(df, preserve_index=False), 7).to_pandas()
+    want = (df.sort_values([SLICE, SCORE, "example_id"]).groupby(SLICE).head(7)
+            .sort_values([SCORE, "example_id"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_review_rows_picks_ties_and_low_agreement():
+    batch = pa.RecordBatch.from_pydict({"example_id": ["a", "b", "c", "d"], "cam": ["x", "y", None, "x"]})
+    out = review_rows(batch, np.array([1.0, 0.5, 0.5, np.nan]), np.array([False, False, True, False]), None,
+                      np.array([True, True, True, False]), ReviewSpec(max_agreement=0.67, slice_by="cam"))
+    assert out.column("example_id").to_pylist() == ["b", "c"]
+    assert out.column(REASON).to_pylist() == ["low_agreement", "tie"]
+    assert out.column(SCORE).to_pylist() == [0.5, 0.0] and out.column(SLICE).to_pylist() == ["y", "<null>"]
+
+
+# ---- end to end on the demo data ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    cfg = example_config(tmp_path_factory.mktemp("vi"), rows=600).model_copy(deep=True)
+    cfg.labels.review.per_slice = 10_000          # no cap: the queue is then a plain filter
+    out = tmp_path_factory.mktemp("out")
+    summary = run(cfg, output=str(out), store=str(out / "m.sqlite"))
+    with open(os.path.join(summary["output"], "report.json")) as f:
+        report = json.load(f)
+    return {"cfg": cfg, "summary": summary, "report": report, "out": str(out)}
+
+
+def test_review_queue_is_the_pandas_filter_of_the_outputs(demo):
+    root = demo["summary"]["output"]
+    splits = pd.concat([pq.read_table(p).to_pandas() for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
+    quarantine = pq.read_table(os.path.join(root, "quarantine")).to_pandas()
+    ties = quarantine[quarantine["reason"] == "label_tie"]
+    tied_ids = {json.loads(r)["image_id"] for r in ties["record"]}
+    weak = splits[splits["label_agreement"] < 0.67]
+    review = pq.read_table(os.path.join(root, "review", "part-00000-of-00001.parquet")).to_pandas()
+    assert set(review["image_id"]) == set(weak["image_id"]) | tied_ids
+    assert len(review) == len(weak) + len(tied_ids) > 0
+    assert set(review.loc[review[REASON] == "tie", "image_id"]) == tied_ids
+    # weakest first, and every queued example keeps its place: nothing left a split
+    assert list(review[SCORE]) == sorted(review[SCORE])
+    assert set(weak["image_id"]) <= set(splits["image_id"])
+    rows = demo["summary"]["rows"]
+    assert rows["input"] == rows["train"] + rows["dev"] + rows["test"] + rows["quarantined"] + rows["duplicates"]
+    assert demo["report"]["review"]["queued"] == len(review)
+    assert {"annotations", "camera", "factory", "line"} <= set(review.columns)
+    csv = pd.read_csv(os.path.join(root, "review", "review.csv"))
+    assert list(csv["image_id"]) == list(review["image_id"])
+
+
+# Label Studio's "basic JSON format" for importing tasks (labelstud.io/guide/tasks and
+# /guide/predictions): a list of tasks, each with a `data` object; pre-annotations go in
+# `predictions`, each with a `result` list of regions {from_name, to_name, type, value},
+# `choices` regions holding {"choices": [label, ...]}.
+LABEL_STUDIO_TASKS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object", "required": ["data"],
+        "properties": {
+            "data": {"type": "object", "minProperties": 1},
+            "predictions": {"type": "array", "items": {
+                "type": "object", "required": ["result"],
+                "properties": {
+                    "model_version": {"type": "string"}, "score": {"type": "number"},
+                    "result": {"type": "array", "items": {
+                        "type": "object", "required": ["from_name", "to_name", "type", "value"],
+                        "properties": {"from_name": {"type": "string"}, "to_name": {"type": "string"},
+                                       "type": {"const": "choices"},
+                                       "value": {"type": "object", "required": ["choices"], "properties": {
+                                           "choices": {"type": "array", "items": {"type": "string"}}}}}}}}}},
+            "annotations": {"type": "array"},
+        },
+    },
+}
+
+
+def test_label_studio_tasks_follow_its_import_format(demo):
+    import jsonschema
+
+    folder = os.path.join(demo["summary"]["output"], "review")
+    with open(os.path.join(folder, LABEL_STUDIO)) as f:
+        tasks = json.load(f)
+    jsonschema.validate(tasks, LABEL_STUDIO_TASKS_SCHEMA)
+    assert len(tasks) == demo["report"]["review"]["queued"]
+    config = ET.parse(os.path.join(folder, LABEL_STUDIO_CONFIG)).getroot()
+    choices = config.find("Choices")
+    names = {el.get("name") for el in config.iter() if el.get("name")}
+    variables = {el.get("value")[1:] for el in config.iter() if (el.get("value") or "").startswith("$")}
+    classes = {c.get("value") for c in choices.iter("Choice")}
+    assert classes == {"none", "scratch", "discoloration"}
+    for t in tasks:
+        assert variables <= set(t["data"])                       # every $variable of the config is there
+        for p in t["predictions"]:
+            for r in p["result"]:
+                assert {r["from_name"], r["to_name"]} <= names and set(r["value"]["choices"]) <= classes
+
+
+def test_report_html_is_written_and_rendered_again(demo, capsys, tmp_path):
+    root = demo["summary"]["output"]
+    path = os.path.join(root, "report.html")
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    rows = demo["summary"]["rows"]
+    assert f'data-funnel="input">{rows["input"]}<' in page and f'data-funnel="train">{rows["train"]}<' in page
+    assert 'id="lineage-graph"' in page and "dataprep.transform" in page
+    assert page.count("<svg") >= 5 and "<script" not in page
+    os.remove(path)
+    code, out, err = run_cli(["report", root], capsys)
+    assert code == 0, err
+    assert out.strip() == path and os.path.exists(path)
+    os.remove(path)
+    code, out, err = run_cli(["report", demo["summary"]["run_id"], "--store", os.path.join(demo["out"], "m.sqlite")],
+                             capsys)
+    assert code == 0 and out.strip() == path, err
+    code, out, err = run_cli(["report", "no-such-run", "--store", os.path.join(demo["out"], "m.sqlite")], capsys)
+    assert code == 2 and "no-such-run" in err
+
+
+def test_review_rows_with_dawid_skene_posteriors():
+    batch = pa.RecordBatch.from_pydict({"example_id": ["a", "b", "c"]})
+    out = review_rows(batch, np.array([1.0, 1.0, 0.5]), np.array([False, False, False]), np.array([0.99, 0.6, 0.9]),
+                      np.array([True, True, True]), ReviewSpec(max_agreement=0.67, min_posterior=0.8))
+    assert out.column("example_id").to_pylist() == ["b", "c"]
+    assert out.column(REASON).to_pylist() == ["low_posterior", "low_agreement"]
+    assert out.column(SCORE).to_pylist() == [0.6, 0.9]     # the posterior is the score
