@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test-integration`: the tests that need real services. Starts MariaDB (the shared
 # metadata store) and a local Flink 1.19 cluster with the Beam 2.62.0 job server and the Python
-# SDK worker pool, runs the tests against them, and stops them all at the end, even on failure.
+# SDK worker pool, runs the tests against them, and stops them all at the end, even on failure;
+# then report.html in headless Chromium (installed from Debian's packages).
 # Nothing here is optional: a service that does not start fails the run.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,4 +40,11 @@ else
   echo "Flink did not start"; status=1
 fi
 echo "== Flink part: $(( SECONDS - start )) s"
+
+echo "== Browser: report.html in headless Chromium"
+if bash scripts/chromium.sh install; then
+  "$PY" -m pytest -q -p no:randomly tests/integration/test_report_browser.py || status=1
+else
+  echo "Chromium could not be installed"; status=1
+fi
 exit $status

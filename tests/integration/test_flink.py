@@ -60,7 +60,7 @@ def _run_on(name, cfg, tmp_path, store=None):
 
 
 def _digests(summary, patterns=("raw/*/*.parquet", "transformed/*/*.parquet", "quarantine/*.parquet",
-                                "duplicates/*.parquet", "transform_fn/assets/*")):
+                                "duplicates/*.parquet", "transform_fn/assets/*", "review/*")):
     out = {}
     for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(summary["output"], pattern))):
@@ -79,7 +79,7 @@ def example_runs(tmp_path_factory):
 def test_example_on_flink_equals_direct_runner_byte_for_byte(example_runs):
     direct = _digests(example_runs["direct"])
     kinds = {path.split("/")[0] for path in direct}
-    assert kinds == {"raw", "transformed", "quarantine", "duplicates", "transform_fn"}, kinds
+    assert kinds == {"raw", "transformed", "quarantine", "duplicates", "transform_fn", "review"}, kinds
     assert any(p.startswith("transform_fn/assets/") for p in direct)       # the vocabularies
     for name, summary in example_runs.items():
         assert summary["rows"] == example_runs["direct"]["rows"], name
