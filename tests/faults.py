@@ -9,3 +9,17 @@ def explode(batch):
 
 def keep_all(batch):
     return np.zeros(batch.num_rows, bool)
+
+
+def slow(batch):
+    """Marks that the clean stage has begun (a file `clean` in $DATAPREP_FAULT_DIR), then
+    holds the job there: a point at which a test kills the launcher."""
+    import os
+    import time
+
+    folder = os.environ.get("DATAPREP_FAULT_DIR")
+    if folder:
+        with open(os.path.join(folder, "clean"), "a", encoding="utf-8") as f:
+            f.write(f"{batch.num_rows}\n")
+    time.sleep(float(os.environ.get("DATAPREP_FAULT_SLEEP", "60")))
+    return np.zeros(batch.num_rows, bool)

@@ -1,0 +1,390 @@
+"""Issue 15: bad arguments, bad inputs and half-done outputs, each from the issue's reproduction."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+
+def _config(tmp_path, lines=None, name="rel", **extra):
+    """A small CSV config in `tmp_path` (config beside its data), written to c.yaml."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    if lines is None:
+        lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(60)]
+    (data / "in.csv").write_text("\n".join(lines) + "\n")
+    cfg = {"name": name, "inputs": [{"path": "data/in.csv", "format": "csv"}],
+           "schema": {"id": "id", "label": "label",
+                      "columns": {"id": "string", "label": "string", "x": "float", "n": "int", "comment": "string"}},
+           "split": {"fractions": {"train": 0.6, "dev": 0.2, "test": 0.2}}, "output": {"shards": 1}}
+    cfg.update(extra)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _store_is_empty(store) -> bool:
+    return not os.path.exists(store) or os.path.getsize(store) == 0 or _no_runs(store)
+
+
+def _no_runs(store) -> bool:
+    from pipeline.metadata import StoreLocation, open_store
+
+    s = open_store(StoreLocation.parse(str(store)))
+    try:
+        return not s.get_contexts_by_type("pipeline_run")
+    except Exception:  # the type was never registered: nothing recorded
+        return True
+
+
+# ---- (6) arguments ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (["--ouput", "/x"], "--ouput /x"),
+    (["--direct_num_wokers", "2"], "--direct_num_wokers 2"),
+    (["--direct_num_wokers=2", "--flink_mastr", "h:1"], "--direct_num_wokers=2 --flink_mastr h:1"),
+])
+def test_unknown_flags_exit_2_naming_them_before_anything_is_recorded(tmp_path, capsys, flags, named):
+    path = _config(tmp_path)
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store)] + flags,
+                             capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and named in err and "Traceback" not in err
+    assert _store_is_empty(store) and not (tmp_path / "out").exists()
+
+
+def test_beam_and_flink_options_are_known(tmp_path):
+    from runners import unknown_beam_args
+
+    assert unknown_beam_args(["--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+                              "--runner", "FlinkRunner", "--flink_master", "h:8081",
+                              "--execution_mode_for_batch", "BATCH_FORCED", "--dry_run", "True"]) == []
+
+
+def test_unknown_runner_exits_2_before_anything_is_recorded(tmp_path, capsys):
+    path = _config(tmp_path)
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store),
+                              "--runner", "NoSuchRunner"], capsys)
+    assert code == 2 and "--runner: unknown runner 'NoSuchRunner'" in err and err.count("\n") == 1
+    assert _store_is_empty(store) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("filters, message", [
+    (["no_such_module_15:f"], "clean.filters[0]: no_such_module_15:f: cannot import 'no_such_module_15'"),
+    (["os:sep"], "clean.filters[0]: os:sep: os.sep is a str, not a function"),
+    (["os:no_such_function"], "clean.filters[0]: os:no_such_function: os has no function 'no_such_function'"),
+    (["broken15:f"], "clean.filters[0]: broken15:f: cannot import 'broken15' (ZeroDivisionError"),
+])
+def test_validate_imports_filters_and_checks_callables(tmp_path, capsys, filters, message):
+    (tmp_path / "broken15.py").write_text("x = 1 / 0\n")
+    path = _config(tmp_path, clean={"filters": filters})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store)], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert _store_is_empty(store)
+
+
+def test_validate_checks_preprocessing_fn(tmp_path, capsys):
+    path = _config(tmp_path, features={"preprocessing_fn": "os:sep"})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and "features.preprocessing_fn: os:sep: os.sep is a str, not a function" in err
+
+
+def test_a_filter_module_beside_the_config_is_found(tmp_path, capsys):
+    (tmp_path / "beside15.py").write_text(
+        "import numpy as np\n\ndef odd(batch):\n"
+        "    n = batch.column('n').to_numpy(zero_copy_only=False)\n    return n % 2 == 1\n")
+    path = _config(tmp_path, clean={"filters": ["beside15:odd"]})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite")], capsys)
+    assert code == 0, err
+    import json
+
+    rows = json.loads(out.strip().splitlines()[-1])["rows"]
+    assert rows["quarantined"] == 30 and rows["input"] == 60
+
+
+# ---- (2) types ----------------------------------------------------------------------------------------
+
+def _run(tmp_path, capsys, path, *flags):
+    import json
+
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite"), *flags], capsys)
+    summary = json.loads(out.strip().splitlines()[-1]) if code == 0 else None
+    return code, summary, err
+
+
+def _quarantine(summary):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(os.path.join(summary["output"], "quarantine", "*.parquet")))
+    return pq.ParquetDataset(files).read().to_pylist() if files else []
+
+
+def _split_rows(summary, kind="raw"):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    rows = []
+    for split in ("train", "dev", "test"):
+        for f in sorted(glob.glob(os.path.join(summary["output"], kind, split, "*.parquet"))):
+            rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+def test_the_full_int64_range_is_accepted(tmp_path):
+    import pyarrow as pa
+
+    from transforms.clean.validate import coerce
+
+    values = ["1234567890123456789", str(2**63 - 1), str(-2**63), "+" + str(2**63 - 1), "007",
+              str(2**63), str(-2**63 - 1), "12345678901234567890"]
+    typed, bad = coerce(pa.array(values), "int")
+    assert typed.to_pylist()[:5] == [1234567890123456789, 2**63 - 1, -2**63, 2**63 - 1, 7]
+    assert bad.tolist() == [False] * 5 + [True] * 3
+    typed, bad = coerce(pa.array(values[:3]), "int")   # Arrow's own parse of the whole column
+    assert typed.to_pylist() == [1234567890123456789, 2**63 - 1, -2**63] and not bad.any()
+
+
+def test_19_digit_ids_pass_end_to_end(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{v},c" for i, v in
+                                        enumerate([1234567890123456789, 2**63 - 1, -2**63] * 10)]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["quarantined"] == 0
+    assert sorted({r["n"] for r in _split_rows(summary)}) == [-2**63, 1234567890123456789, 2**63 - 1]
+
+
+def test_non_finite_floats_are_quarantined_by_default(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,NaN,1,c", "f2,b,inf,2,c", "f3,a,1e309,3,c", "f4,b,-Infinity,4,c"]
+    path = _config(tmp_path, lines, features={"x": "zscore"})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    q = _quarantine(summary)
+    assert sorted((r["reason"], r["_row"]) for r in q) == [("non_finite:x", 32), ("non_finite:x", 33),
+                                                           ("non_finite:x", 34), ("non_finite:x", 35)]
+    import math
+
+    assert all(math.isfinite(r["x_xf"]) for r in _split_rows(summary, "transformed"))
+
+
+def test_allow_non_finite_keeps_them(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,NaN,1,c", "f2,b,inf,2,c"]
+    path = _config(tmp_path, lines, clean={"allow_non_finite": True})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0 and summary["rows"]["quarantined"] == 0, err
+
+
+def test_a_value_past_float32_in_a_feature_is_quarantined(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,3.5e38,1,c", "f2,b,-1e39,2,c"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines, features={"x": "zscore"}))
+    assert code == 0, err
+    assert sorted(r["reason"] for r in _quarantine(summary)) == ["float32_overflow:x"] * 2
+    # not a feature: a float64 column holds it
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines, name="rel2"))
+    assert code == 0 and summary["rows"]["quarantined"] == 0, err
+
+
+def test_a_duplicated_header_name_exits_2_naming_it(tmp_path, capsys):
+    lines = ["id,label,x,n,comment,n"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c,{i}" for i in range(30)]
+    path = _config(tmp_path, lines)
+    for command in (["validate", str(path)], ["run", str(path), "--output", str(tmp_path / "out"),
+                                              "--store", str(tmp_path / "m.sqlite")]):
+        code, out, err = run_cli(command, capsys)
+        assert code == 2 and "the header names column(s) ['n'] more than once" in err and err.count("\n") == 1
+    assert _store_is_empty(tmp_path / "m.sqlite")
+
+
+def test_an_empty_train_split_with_features_exits_1_clearly(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)]
+    path = _config(tmp_path, lines, clean={"rules": [{"column": "n", "min": 1000}]}, features={"x": "zscore"})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 1
+    assert "features: the train split is empty" in err and "Traceback" not in err and err.count("\n") == 1, err
+    from pipeline.lineage import list_runs
+    from pipeline.metadata import StoreLocation, open_store
+
+    [r] = list_runs(open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))))
+    assert r["status"] == "FAILED"
+
+
+def test_duplicate_yaml_keys_exit_2(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text() + "name: again\n")
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and f"{path}: key 'name' is given twice" in err and err.count("\n") == 1
+
+
+def test_a_non_utf8_config_names_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and f"{path}: not UTF-8 text" in err and err.count("\n") == 1
+
+
+# ---- (3)+(4) atomic publication, signals, abandoned runs: a real `dataprep run` killed -------------------
+
+def test_a_complete_run_is_published_with_success_and_live_artifacts(tmp_path, capsys):
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    from pipeline.metadata import StoreLocation, open_store
+
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 0, err
+    out = tmp_path / "out"
+    assert summary["output"] == str(out / summary["run_id"])
+    assert (out / summary["run_id"] / "_SUCCESS").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".staging-")] == []
+    assert not (out / summary["run_id"] / "tmp").exists()
+    store = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite")))
+    [ctx] = store.get_contexts_by_type("pipeline_run")
+    assert {a.state for a in store.get_artifacts_by_context(ctx.id)} == {pb.Artifact.LIVE}
+    assert ctx.properties["pid"].int_value == os.getpid() and ctx.properties["host"].string_value
+
+
+def test_pending_outputs_are_refused_by_lineage(tmp_path, capsys):
+    from pipeline.metadata import RunRecorder, StoreLocation, open_store
+
+    store_path = tmp_path / "m.sqlite"
+    rec = RunRecorder(open_store(StoreLocation.parse(str(store_path))), "p", "r1", {})
+    rec.update_run(status="RUNNING", host="elsewhere", pid=1, heartbeat="2000-01-01T00:00:00+00:00",
+                   started="2000-01-01T00:00:00+00:00")
+    split = tmp_path / "out" / "r1" / "raw" / "train"
+    rec.pending_artifact("Examples", str(split), {"split": "train"})
+    code, out, err = run_cli(["lineage", str(split), "--store", str(store_path)], capsys)
+    assert code == 2 and "did not finish" in err and "PENDING" in err
+    code, out, err = run_cli(["runs", "--store", str(store_path), "--format", "json"], capsys)
+    import json
+
+    assert [r["status"] for r in json.loads(out)] == ["ABANDONED"]   # its heartbeat is decades old
+
+
+def _start_run(cfg_path, out, store, env):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--output", str(out),
+                             "--store", str(store), "--force"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=240.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate() or proc.poll() is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to kill it at")
+
+
+def _check_no_unfinished_split(out):
+    """A run folder holding a split folder has _SUCCESS; no staging folder of a closed run is left."""
+    for run in out.iterdir() if out.exists() else ():
+        if not run.name.startswith("."):
+            assert (run / "_SUCCESS").is_file(), f"{run} has no _SUCCESS: {sorted(os.listdir(run))}"
+
+
+POINTS = [("SIGKILL", "start"), ("SIGTERM", "clean"), ("SIGINT", "clean"), ("SIGKILL", "clean"),
+          ("SIGTERM", "write"), ("SIGINT", "start")]
+
+
+def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
+    """SIGKILL, SIGTERM and SIGINT at the start of the run, in the clean stage (a filter that
+    sleeps) and while the shards are written: no split folder without _SUCCESS, no run left
+    RUNNING, a canceled run is one line and 130/143, and the next run completes and cleans up
+    after the killed ones."""
+    import glob
+    import json
+    import signal
+
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(200)]
+    cfg_path = _config(tmp_path, lines, clean={"filters": ["tests.faults:slow"]})
+    out, store, faults, tmp = tmp_path / "out", tmp_path / "m.sqlite", tmp_path / "faults", tmp_path / "tmp"
+    faults.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "DATAPREP_FAULT_DIR": str(faults), "TMPDIR": str(tmp), "DATAPREP_HEARTBEAT_SECONDS": "1"}
+    outcomes = []
+    for sig_name, point in POINTS:
+        marker = faults / "clean"
+        if marker.exists():
+            marker.unlink()
+        sleep = "0" if point == "write" else "120"
+        proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": sleep})
+        if point == "start":     # recorded RUNNING (its staging folder named in the store), job not built
+            _wait_for(lambda: os.path.exists(store) and _has_running(store), proc)
+        elif point == "clean":
+            _wait_for(marker.exists, proc)
+        else:                    # the job writing its shards
+            _wait_for(lambda: glob.glob(str(out / ".staging-*" / "*" / "*" / "*.parquet")), proc)
+        sig = getattr(signal, sig_name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=240)
+        where = f"{sig_name} at {point}: exit {proc.returncode}, stderr {stderr[-2000:]}"
+        _check_no_unfinished_split(out)
+        code, listing, _ = run_cli(["runs", "--store", str(store), "--format", "json"], capsys)
+        runs = json.loads(listing)
+        assert "RUNNING" not in {r["status"] for r in runs}, where
+        outcomes.append((sig_name, point, proc.returncode))
+        if proc.returncode == 0:   # it finished before the signal: then it is a complete run
+            assert point == "write" and runs[-1]["status"] == "COMPLETE", where
+            continue
+        if sig_name == "SIGKILL":
+            assert proc.returncode == -9 and runs[-1]["status"] == "ABANDONED", where
+        else:
+            assert proc.returncode == 128 + sig, where
+            assert "Traceback" not in stderr, where
+            assert stderr.strip().splitlines()[-1].endswith(f"canceled by {sig_name}; recorded CANCELED, "
+                                                            "its files removed"), where
+            assert runs[-1]["status"] == "CANCELED", where
+            assert not (out / (".staging-" + runs[-1]["run_id"])).exists(), where
+    print(outcomes)
+    # the rerun completes, and closes and cleans up after the killed runs
+    proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": "0"})
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert (out / summary["run_id"] / "_SUCCESS").is_file()
+    _check_no_unfinished_split(out)
+    assert not glob.glob(str(out / ".staging-*")), os.listdir(out)
+    assert not glob.glob(str(out / "*" / "tmp"))
+    from pipeline.lineage import _props
+    from pipeline.metadata import StoreLocation, open_store
+
+    s = open_store(StoreLocation.parse(str(store)))
+    stored = {_props(c).get("status") for c in s.get_contexts_by_type("pipeline_run")}
+    assert "RUNNING" not in stored   # written ABANDONED by the rerun, not only shown so
+    left = [p for p in glob.glob(str(tmp / "**"), recursive=True) if os.path.isfile(p)]
+    assert not left, left
+
+
+def _has_running(store) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.2) as db:
+            return bool(db.execute("select count(*) from ContextProperty where name = 'status' "
+                                   "and string_value = 'RUNNING'").fetchone()[0])
+    except sqlite3.Error:
+        return False
