@@ -388,3 +388,55 @@ def _has_running(store) -> bool:
                                    "and string_value = 'RUNNING'").fetchone()[0])
     except sqlite3.Error:
         return False
+
+
+# ---- (7) secrets ---------------------------------------------------------------------------------------
+
+def test_redact_by_value():
+    from runners import redact
+
+    assert redact("http://u:SECRET@h:8020/x") == "http://u:<redacted>@h:8020/x"
+    assert redact("password=SECRET") == "password=<redacted>"
+    assert redact("team=ml,api_key=SECRET&x=1") == "team=ml,api_key=<redacted>&x=1"
+    assert redact("  # token: SECRET (rotate monthly)") == "  # token: <redacted> (rotate monthly)"
+    for kept in ("password_env: DATAPREP_MYSQL_PASSWORD", "dedup: {keys: [image_id]}", "author: Jane",
+                 "mysql://root@h:3306/db", "path: data/*.csv"):
+        assert redact(kept) == kept
+
+
+def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsys):
+    """`--hdfs_host=http://u:SECRET@h`, `--labels=password=SECRET`, a `source:` with URL
+    credentials and a commented token in the config: none is in the store, the report, the
+    outputs, stdout or stderr; `lineage` shows the source redacted."""
+    import glob
+
+    planted = ["S3CR3T-URL", "S3CR3T-LABEL", "S3CR3T-SOURCE", "S3CR3T-COMMENT"]
+    path = _config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["inputs"][0]["source"] = "export from https://bob:S3CR3T-SOURCE@files.example.com/x.csv"
+    path.write_text(yaml.safe_dump(cfg) + "# api token: S3CR3T-COMMENT\n")
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite"), "--hdfs_host=http://u:S3CR3T-URL@h",
+                              "--labels=password=S3CR3T-LABEL"], capsys)
+    assert code == 0, err
+    import json
+
+    summary = json.loads(out.strip().splitlines()[-1])
+    code, lineage_out, lineage_err = run_cli(["lineage", os.path.join(summary["output"], "raw", "train"),
+                                              "--store", str(tmp_path / "m.sqlite")], capsys)
+    assert code == 0 and "https://bob:<redacted>@files.example.com" in lineage_out
+    code, runs_out, runs_err = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    seen = {"stdout": out + lineage_out + runs_out, "stderr": err + lineage_err + runs_err}
+    for f in glob.glob(str(tmp_path / "out" / "**"), recursive=True) + [str(tmp_path / "m.sqlite")]:
+        if os.path.isfile(f):
+            with open(f, "rb") as fh:
+                seen[f] = fh.read().decode("latin-1")
+    assert "report.json" in " ".join(seen)
+    leaks = [(where, s) for where, text in seen.items() for s in planted if s in text]
+    assert not leaks, leaks
+    from pipeline.metadata import StoreLocation, open_store
+
+    [ctx] = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))).get_contexts_by_type("pipeline_run")
+    options = json.loads(ctx.properties["options"].string_value)
+    assert options["hdfs_host"] == "http://u:<redacted>@h" and options["labels"] == ["password=<redacted>"]
+    assert "# api token: <redacted>" in ctx.properties["config"].string_value
