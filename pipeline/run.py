@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import gc
 import getpass
 import importlib
@@ -19,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import threading
@@ -27,13 +29,14 @@ from typing import Dict, List, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from ml_metadata import errors as mlmd_errors
 
 from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError, check_user_code
 from pipeline.inputs import InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint, match_inputs
 from pipeline.layout import Layout
-from pipeline.metadata import (Heartbeat, RunRecorder, StoreLocation, is_abandoned, mark_abandoned, open_store,
-                               run_identity)
+from pipeline.metadata import (Heartbeat, RunRecorder, StoreError, StoreLocation, is_abandoned, mark_abandoned,
+                               open_store, run_identity)
 from pipeline.report import assemble_report, read_json, write_report
 from pipeline.version import code_version
 from runners import (RunnerOptionsError, check_runner, check_runner_paths, redact, runner_args, sanitized_options,
@@ -105,29 +108,32 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     files = fingerprinted(matched)
     fingerprint_all = inputs_fingerprint(files)
     store_handle = open_store(location)
-    if not force and not dry_run:
-        earlier = find_identical_run(store_handle, cfg.name, cfg.config_hash, fingerprint_all)
-        if earlier is not None:
-            log.info("identical to run %s (same config and inputs), outputs in %s", earlier["run_id"],
-                     earlier["output"])
-            return {**earlier, "store": location.describe(), "reused_from": earlier["run_id"]}
-
-    close_abandoned_runs(store_handle)
     started = _now()
     run_id = new_run_id(started)
     final = Layout(FileSystems.join(output_root, run_id))
     layout = Layout(FileSystems.join(output_root, STAGING_PREFIX + run_id))   # where the job writes
     version = code_version()
     common = {"config_hash": cfg.config_hash, "code_version": version, "runner": runner, "run_id": run_id}
-    recorder = RunRecorder(store_handle, cfg.name, run_id, common)
+    try:   # before the run is open: a store that cannot be read or written is one line, nothing to close
+        if not force and not dry_run:
+            earlier = find_identical_run(store_handle, cfg.name, cfg.config_hash, fingerprint_all)
+            if earlier is not None:
+                log.info("identical to run %s (same config and inputs), outputs in %s", earlier["run_id"],
+                         earlier["output"])
+                return {**earlier, "store": location.describe(), "reused_from": earlier["run_id"]}
+        close_abandoned_runs(store_handle)
+        recorder = RunRecorder(store_handle, cfg.name, run_id, common)
+    except mlmd_errors.StatusError as e:
+        raise StoreError(f"metadata store {location.describe()}: {failure_line(e)}") from e
     with _cancel_on_signals():   # from here, SIGINT/SIGTERM close the run as CANCELED
-        recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=redact(cfg.raw_text),
-                            code_version=version, runner=runner, options=json.dumps(sanitized_options(options)),
-                            user=_user(), started=started.isoformat(), output=final.root, staging=layout.root,
-                            inputs_fingerprint=fingerprint_all, pipeline=cfg.name, **run_identity())
-        log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), final.root, location.describe())
         heartbeat = Heartbeat(location, recorder)
         try:
+            recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=redact(cfg.raw_text),
+                                code_version=version, runner=runner, options=json.dumps(sanitized_options(options)),
+                                user=_user(), started=started.isoformat(), output=final.root, staging=layout.root,
+                                inputs_fingerprint=fingerprint_all, pipeline=cfg.name, **run_identity())
+            log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), final.root,
+                     location.describe())
             with heartbeat:
                 input_artifacts = _record_inputs(recorder, cfg, layout, final, files)
                 if cfg.features:    # imported now, so that it is frozen below
@@ -187,8 +193,30 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                 raise
             if isinstance(e, KeyboardInterrupt):
                 raise RunCanceled("canceled by SIGINT", signal.SIGINT, run_id) from None
-            raise PipelineFailure(message) from e
+            raise PipelineFailure(failure_line(e)) from e
     return {"run_id": run_id, "rows": report["rows"], "output": final.root, "store": location.describe()}
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\]\[]+?): '([^']+)'")
+
+
+def failure_line(e: BaseException) -> str:
+    """One line for a failed run. A disk fault anywhere in the chain (Beam re-raises a DoFn's
+    OSError as a RuntimeError carrying its text) is named with its path: `No space left on
+    device: /out/.staging-…/raw/train/part-00000-of-00002.parquet`; otherwise the error's first line."""
+    seen = set()
+    x: Optional[BaseException] = e
+    while x is not None and id(x) not in seen:
+        seen.add(id(x))
+        if isinstance(x, OSError) and x.errno in _DISK_ERRNOS and x.filename:
+            return f"{x.strerror}: {x.filename}"
+        found = _ERRNO_TEXT.search(str(x))
+        if found and int(found.group(1)) in _DISK_ERRNOS:
+            return f"{found.group(2)}: {found.group(3)}"
+        x = x.__cause__ or x.__context__
+    lines = [line for line in f"{type(e).__name__}: {e}".splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 STAGING_PREFIX = ".staging-"   # OUT/.staging-<run_id>/: a run's files until it reaches COMPLETE

@@ -440,3 +440,59 @@ def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsy
     options = json.loads(ctx.properties["options"].string_value)
     assert options["hdfs_host"] == "http://u:<redacted>@h" and options["labels"] == ["password=<redacted>"]
     assert "# api token: <redacted>" in ctx.properties["config"].string_value
+
+
+# ---- (5) disk and store failures --------------------------------------------------------------------------
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_shard(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import transforms.write as write
+
+    real = write.write_parquet
+
+    def full_disk(table, path):
+        if "/raw/train/" in path:   # a truncated shard, then the disk is full
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"PAR1")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real(table, path)
+
+    monkeypatch.setattr(write, "write_parquet", full_disk)
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 1 and err.count("\n") == 1, err
+    assert "No space left on device: " in err and "/raw/train/part-" in err and "Traceback" not in err
+    out = tmp_path / "out"
+    assert not [p for p in out.rglob("*.parquet")], list(out.rglob("*"))   # nothing half-written left
+    code, listing, _ = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    import json
+
+    [r] = json.loads(listing)
+    assert r["status"] == "FAILED" and "No space left on device" in r["error"]
+
+
+def test_a_store_failing_mid_run_is_one_line_and_the_run_is_closed(tmp_path, capsys, monkeypatch):
+    from ml_metadata import errors as mlmd_errors
+
+    from pipeline.metadata import RunRecorder
+
+    def disk_full(self, *a, **k):
+        raise mlmd_errors.InternalError("database or disk is full\n  (a long chained message)")
+
+    monkeypatch.setattr(RunRecorder, "finish_stage", disk_full)
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 1 and err.count("\n") == 1 and "database or disk is full" in err and "Traceback" not in err
+    code, listing, _ = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    import json
+
+    assert [r["status"] for r in json.loads(listing)] == ["FAILED"]   # the store still takes writes
+    assert not list((tmp_path / "out").glob("*/_SUCCESS"))
+
+
+def test_an_unwritable_store_is_one_line_exit_1(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, out, err = run_cli(["run", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
+                              "--store", str(blocker / "m.sqlite")], capsys)
+    assert code == 1 and err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err, err
