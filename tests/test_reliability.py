@@ -496,3 +496,58 @@ def test_an_unwritable_store_is_one_line_exit_1(tmp_path, capsys):
     code, out, err = run_cli(["run", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
                               "--store", str(blocker / "m.sqlite")], capsys)
     assert code == 1 and err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err, err
+
+
+# ---- (1) RFC 4180 records -------------------------------------------------------------------------------
+
+def test_a_quoted_newline_is_one_record_at_the_line_it_starts(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
+        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail"', 'e6,b,1.5,6,"a ""quoted"", comma, and', '', 'blank"',
+        "e7,a,3.5,7,after"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["input"] == 8 and summary["rows"]["quarantined"] == 0
+    rows = {r["id"]: r for r in _split_rows(summary)}
+    assert "e99" not in rows                                     # no made-up row
+    assert rows["e5"]["comment"] == "see attached:\ne99,b,9.5,99,tail" and rows["e5"]["_row"] == 7
+    assert rows["e6"]["comment"] == 'a "quoted", comma, and\n\nblank' and rows["e6"]["_row"] == 9
+    assert rows["e7"]["_row"] == 12
+
+
+def test_a_multiline_record_that_does_not_parse_is_quarantined_once(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
+        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail",extra', "e7,a,3.5,7,after"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["input"] == 7
+    [q] = _quarantine(summary)
+    assert (q["reason"], q["_row"]) == ("csv_field_count", 7)
+    assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail",extra'
+
+
+def test_a_stray_quote_does_not_swallow_the_lines_after_it():
+    from transforms.read import ReaderSpec, parse_csv_block
+
+    names = ["id", "label", "x", "n", "comment"]
+    block = b'e1,none,"120.5,F1\ne2,b,3,6,fine\ne3,b,3,7,"a, b"'
+    batch, bad = parse_csv_block(block, 2, names, names, ReaderSpec("csv"))
+    assert batch.column("id").to_pylist() == ["e2", "e3"] and batch.column("_row").to_pylist() == [3, 4]
+    assert (bad.rows, bad.reasons) == ([2], ["csv_malformed"])
+
+
+def test_blocks_are_cut_outside_quotes():
+    import io
+
+    from transforms.read import iter_line_blocks
+
+    data = b'h\n1,"a\nb"\n2,x\n3,"c\n\n""d"""\n4,y\n'
+    for size in (4, 5, 8, 13, 100):   # a record is at most 4 x the block size here
+        blocks = list(iter_line_blocks(io.BytesIO(data), size, '"'))
+        assert b"\n".join(b for b, _ in blocks) + b"\n" == data
+        assert all(b.count(b'"') % 2 == 0 for b, _ in blocks), (size, blocks)
+        assert [n for _, n in blocks] == [1 + b"\n".join(x for x, _ in blocks[:i]).count(b"\n") + (1 if i else 0)
+                                         for i in range(len(blocks))]
+    # a quote that never closes holds the cut back for 4 blocks at most, then lines are cut as usual
+    stray = b'1,"a\n' + b"2,x\n" * 50
+    blocks = list(iter_line_blocks(io.BytesIO(stray), 8, '"'))
+    assert len(blocks) > 5 and max(len(b) for b, _ in blocks) < 4 * 8 + 8
