@@ -150,7 +150,6 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                         heartbeat.stop()
                         recorder.cancel_open_stages("dry run: the job was built, not run")
                         recorder.update_run(status="DRY_RUN", ended=_now().isoformat())
-                        _remove_folder(layout.root)
                         from runners.dataflow import staged_files
 
                         return {"run_id": run_id, "dry_run": True, "output": final.root, "store": location.describe(),
