@@ -15,7 +15,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 import apache_beam as beam
 import pyarrow as pa
 
-from pipeline.config import AnnotationsConfig, Config, FeatureConfig, InputConfig, RuleConfig
+from pipeline.config import AnnotationsConfig, Config, ConfigError, FeatureConfig, InputConfig, RuleConfig
 from pipeline.inputs import ANNOTATIONS, DATA, InputFile
 from pipeline.layout import Layout
 from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
@@ -28,7 +28,7 @@ from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MAT
                                ReviewSpec, WriteReviewQueue)
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.split import StratifiedSplit
-from transforms.user_code import load_function
+from transforms.user_code import UserCodeError, load_function
 from transforms.write import WriteAllShards
 
 # ---- config → the transforms' specs ---------------------------------------------------------
@@ -58,7 +58,9 @@ def validate_spec(cfg: Config) -> ValidateSpec:
         label_map=tuple(labels.normalize.items()) if labels else (),
         label_replace=tuple(labels.replace.items()) if labels else (),
         label_trim=bool(labels and labels.trim), label_case_fold=bool(labels and labels.case_fold),
-        filters=tuple(cfg.clean.filters))
+        filters=tuple(cfg.clean.filters), code_dirs=(cfg.base_dir,) if cfg.clean.filters else (),
+        allow_non_finite=cfg.clean.allow_non_finite,
+        float32_columns=tuple(c for c, k in tft_columns(cfg).items() if k == "float"))
 
 
 def dedup_spec(cfg: Config) -> DedupSpec:
@@ -242,29 +244,35 @@ def preprocessing_fn(cfg: Config):
     `preprocessing_fn`, or both (each set of outputs written).
 
     Raises:
-      ValueError: the user module has no such function (named `features.preprocessing_fn`).
+      ConfigError: the user's function cannot be loaded (named `features.preprocessing_fn`).
     """
     specs = feature_specs(cfg)
     declarative = declarative_preprocessing_fn(specs, cfg.column_types)
     if not cfg.preprocessing_fn:
         return declarative
     try:
-        fn = load_function(cfg.preprocessing_fn)
-    except ValueError as e:
-        raise ValueError(f"features.preprocessing_fn: {e}") from e
+        fn = load_function(cfg.preprocessing_fn, (cfg.base_dir,))
+    except UserCodeError as e:
+        raise ConfigError(f"features.preprocessing_fn: {e}") from None
     return combined_preprocessing_fn(fn, declarative) if specs else fn
 
 
-def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int) -> List[Output]:
-    """The transform stage for `splits`, and the transformed outputs to write."""
+def tft_columns(cfg: Config) -> Dict[str, str]:
+    """The columns TFT reads (none without `features:`), with their types."""
+    if not cfg.features:
+        return {}
     types = cfg.column_types
     specs = feature_specs(cfg)
     if cfg.preprocessing_fn:   # the user's code sees every column but the passthrough ones
         declared = {s.column for s in specs}   # a metadata column may be a feature too
         passthrough = _passthrough_columns(cfg)
-        feature_columns = {c: k for c, k in types.items() if c not in passthrough or c in declared}
-    else:
-        feature_columns = {s.column: types[s.column] for s in specs}
+        return {c: k for c, k in types.items() if c not in passthrough or c in declared}
+    return {s.column: types[s.column] for s in specs}
+
+
+def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int) -> List[Output]:
+    """The transform stage for `splits`, and the transformed outputs to write."""
+    feature_columns = tft_columns(cfg)
     raw = clean_schema(cfg)
     tft_input = TftInput(feature_columns, {c: raw.field(c).type for c in _passthrough_columns(cfg)})
     transformed = splits | "Transform" >> AnalyzeAndTransform(

@@ -1,7 +1,8 @@
 """The `dataprep` command line (see ../shared/CONTRACT.md).
 
 Exit status: 0 success; 2 bad config or arguments (one line naming the field); 1 the
-pipeline failed (and the run is recorded as FAILED in the store).
+pipeline failed (and the run is recorded as FAILED in the store); 130/143 the run was
+canceled by SIGINT/SIGTERM (recorded CANCELED).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2   # and 128 + signal: 130 (SIGINT), 143 (SIGTERM) for a canceled run
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -150,7 +151,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "validate":
             cfg = load_config(args.config)
+            from pipeline.config import check_user_code
             from pipeline.inputs import check_input_columns, match_inputs
+
+            check_user_code(cfg)
 
             files = match_inputs(cfg)
             check_input_columns(cfg, files)
@@ -158,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_OK
         if args.command == "run":
             cfg = load_config(args.config)
-            from pipeline.run import PipelineFailure, run
+            from pipeline.run import PipelineFailure, RunCanceled, run
 
             try:
                 summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force,
@@ -166,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             except PipelineFailure as e:
                 print(f"dataprep: run failed: {e}", file=sys.stderr)
                 return EXIT_FAILED
+            except RunCanceled as e:
+                print(f"dataprep: run {e.run_id} canceled by {e.signal_name}; recorded CANCELED, its files removed",
+                      file=sys.stderr, flush=True)
+                return 128 + e.signum
             if "reused_from" in summary:
                 print(f"dataprep: identical to run {summary['reused_from']} (same config and inputs); "
                       f"not run again, use --force to run anyway", file=sys.stderr)
@@ -243,6 +251,10 @@ def entry() -> None:
     """
     code = main()
     gc.freeze()
+    if code > 128:   # canceled: the job's threads may still be busy in a DoFn; recorded and cleaned already
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

@@ -21,6 +21,8 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from transforms.user_code import UserCodeError, load_function
+
 COLUMN_TYPES = ("string", "int", "float", "bool")
 FEATURE_KINDS = ("zscore", "minmax", "log_zscore", "bucketize", "vocabulary", "hash", "passthrough",
                  "tokens_vocabulary", "tfidf")
@@ -120,6 +122,9 @@ class CleanConfig(_Strict):
     rules: List[RuleConfig] = Field(default_factory=list)
     filters: List[str] = Field(default_factory=list)   # "module:function", f(RecordBatch) -> bool mask, True = drop
     on_missing_label: Literal["quarantine"] = "quarantine"
+    # NaN, inf and -inf (and 1e309, which parses as inf) in a float column: quarantined as
+    # non_finite:<column> unless allowed (pandas would read them; a zscore of them is NaN).
+    allow_non_finite: bool = False
 
 
 class AnnotationsConfig(_Strict):
@@ -540,6 +545,30 @@ def parse_config(data: Any, base_dir: str = ".", raw_text: str = "") -> Config:
     return cfg
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:   # its own keys; merged ones (`<<: *anchor`) may be overridden
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:   # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not key_node:
+                raise _DuplicateKey(f"key {key!r} is given twice (lines {first.start_mark.line + 1} and "
+                                    f"{key_node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str) -> Config:
     """Reads and validates a YAML config file.
 
@@ -551,8 +580,32 @@ def load_config(path: str) -> Config:
             text = f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     return parse_config(data, base_dir=os.path.dirname(os.path.abspath(path)), raw_text=text)
+
+
+def check_user_code(cfg: Config) -> None:
+    """Imports the config's user code (`clean.filters`, `features.preprocessing_fn`), with
+    the config's folder on `sys.path`, and checks each is a function: a bad module is
+    refused before anything runs, not by a worker's traceback.
+
+    Raises:
+      ConfigError: naming the field and the path.
+    """
+    for i, path in enumerate(cfg.clean.filters):
+        try:
+            load_function(path, (cfg.base_dir,))
+        except UserCodeError as e:
+            raise ConfigError(f"clean.filters[{i}]: {e}") from None
+    if cfg.preprocessing_fn:
+        try:
+            load_function(cfg.preprocessing_fn, (cfg.base_dir,))
+        except UserCodeError as e:
+            raise ConfigError(f"features.preprocessing_fn: {e}") from None

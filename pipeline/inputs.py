@@ -76,7 +76,7 @@ def check_input_columns(cfg: Config, files: Sequence[InputFile]) -> None:
     before anything runs; header-less CSV and JSON lines are checked row by row instead.
 
     Raises:
-      ConfigError: naming the input, the file and the missing columns.
+      ConfigError: naming the input, the file and the missing (or repeated) columns.
     """
     import pyarrow.parquet as pq
 
@@ -97,6 +97,9 @@ def check_input_columns(cfg: Config, files: Sequence[InputFile]) -> None:
                 present = pq.ParquetFile(fh).schema_arrow.names
         else:
             continue
+        repeated = sorted({c for c in present if present.count(c) > 1})
+        if repeated:   # which copy is meant is a guess (pandas renames to n.1): refused
+            raise ConfigError(f"{f.where}.path: {f.uri}: the header names column(s) {repeated} more than once")
         missing = [c for c in wanted if c not in present]
         if missing:
             raise ConfigError(f"{f.where}.path: {f.uri} has no column(s) {missing}; it has {present}")

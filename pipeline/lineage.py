@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from pipeline.metadata import RUN_CONTEXT
+from pipeline.metadata import RUN_CONTEXT, is_abandoned
 
 _STATES = {v: k for k, v in pb.Execution.State.items()}
 
@@ -66,14 +66,22 @@ class Lineage:
             return self._run_outputs(ctx.id)
         path = target if "://" in target else os.path.abspath(target)
         probe = path.rstrip("/")
+        unfinished = None
         while probe and probe not in ("/", "."):
-            found = [a for a in self.store.get_artifacts_by_uri(probe) if a.state == pb.Artifact.LIVE]
+            at_probe = self.store.get_artifacts_by_uri(probe)
+            found = [a for a in at_probe if a.state == pb.Artifact.LIVE]
             if found:
                 return _prefer_specific(found, self._atype)
+            unfinished = unfinished or next((a for a in at_probe if a.state != pb.Artifact.UNKNOWN), None)
+            parent = os.path.dirname(probe)
             parent = os.path.dirname(probe)
             if parent == probe:
                 break
             probe = parent
+        if unfinished is not None:   # registered PENDING by a run that never published it
+            state = pb.Artifact.State.Name(unfinished.state)
+            raise TargetNotFound(f"{target!r} is an output of a run that did not finish (artifact {unfinished.id} "
+                                 f"is {state}): it was never published")
         raise TargetNotFound(f"no artifact, run or path in the store matches {target!r}")
 
     def _run_outputs(self, context_id: int) -> List[pb.Artifact]:
@@ -129,7 +137,8 @@ class Lineage:
         return g
 
     def _artifact_node(self, a: pb.Artifact) -> Dict:
-        return {"kind": "artifact", "type": self._atype.get(a.type_id, "?"), "uri": a.uri, "properties": _props(a)}
+        return {"kind": "artifact", "type": self._atype.get(a.type_id, "?"), "uri": a.uri, "properties": _props(a),
+                "state": pb.Artifact.State.Name(a.state)}
 
 
 def _missing_artifacts(g: Graph) -> List[str]:
@@ -153,6 +162,8 @@ def _label(node: Dict) -> str:
     if node["kind"] == "execution":
         return f"{node['type']} [{node['state']}]"
     bits = [node["type"], node["uri"]]
+    if node.get("state") not in (None, "LIVE"):   # an output its run never published
+        bits.insert(1, f"[{node['state']}]")
     for key in ("split", "kind", "rows", "sha256", "source"):
         if p.get(key) not in (None, ""):
             v = p[key]
@@ -204,7 +215,8 @@ def format_graph(g: Graph, direction: str, fmt: str) -> str:
 
 
 def list_runs(store: metadata_store.MetadataStore) -> List[Dict]:
-    """Every run in the store, oldest first, with status, counts, duration and config hash."""
+    """Every run in the store, oldest first, with status, counts, duration and config hash.
+    A RUNNING run whose launcher is gone (`is_abandoned`) shows as ABANDONED."""
     runs = []
     for ctx in store.get_contexts_by_type(RUN_CONTEXT):
         p = _props(ctx)
@@ -213,10 +225,11 @@ def list_runs(store: metadata_store.MetadataStore) -> List[Dict]:
         if p.get("started") and p.get("ended"):
             seconds = round((dt.datetime.fromisoformat(p["ended"]) - dt.datetime.fromisoformat(p["started"]))
                             .total_seconds(), 1)
-        runs.append({"run_id": ctx.name, "pipeline": p.get("pipeline"), "status": p.get("status"),
+        status = "ABANDONED" if is_abandoned(p) else p.get("status")   # its launcher died mid-run
+        runs.append({"run_id": ctx.name, "pipeline": p.get("pipeline"), "status": status,
                      "started": p.get("started"), "seconds": seconds, "config_hash": (p.get("config_hash") or "")[:12],
                      "rows": rows, "runner": p.get("runner"), "output": p.get("output"), "error": p.get("error"),
-                     "properties": {k: p.get(k) for k in ("pipeline", "config_hash", "inputs_fingerprint")}})
+                     "properties": {k: p.get(k) for k in ("pipeline", "config_hash", "inputs_fingerprint", "staging")}})
     return sorted(runs, key=lambda r: (r["started"] or "", r["run_id"]))
 
 

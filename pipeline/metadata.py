@@ -15,8 +15,11 @@ later version can add properties without breaking an older store.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 from urllib.parse import urlparse
@@ -47,7 +50,8 @@ EXECUTION_PROPS = {"config_hash": STRING, "code_version": STRING, "runner": STRI
 RUN_PROPS = {"status": STRING, "config_hash": STRING, "config": STRING, "code_version": STRING,
              "runner": STRING, "options": STRING, "user": STRING, "started": STRING, "ended": STRING,
              "rows": STRING, "output": STRING, "error": STRING, "pipeline": STRING, "inputs_fingerprint": STRING,
-             "quarantine_reasons": STRING, "guard": STRING}
+             "quarantine_reasons": STRING, "guard": STRING, "host": STRING, "pid": INT, "heartbeat": STRING,
+             "staging": STRING}
 PIPELINE_CONTEXT, RUN_CONTEXT = "pipeline", "pipeline_run"
 
 
@@ -203,6 +207,9 @@ class RunRecorder:
     def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str, run_id: str,
                  common: Dict[str, object]):
         self.store = store
+        # the run context is read, changed and written back by this thread and the heartbeat's
+        self.lock = threading.Lock()
+        self.pending: List[pb.Artifact] = []
         self.types = Registry(store)
         self.run_id = run_id
         self.common = common
@@ -229,16 +236,15 @@ class RunRecorder:
         return list(self.store.get_contexts_by_id([self.pipeline_ctx.id, self.run_ctx.id]))
 
     def update_run(self, **props) -> None:
-        ctx = self.store.get_contexts_by_id([self.run_ctx.id])[0]
-        for k, v in props.items():
-            _set(ctx.properties, k, v)
-        self.store.put_contexts([ctx])
+        with self.lock:
+            _update_context(self.store, self.run_ctx.id, props)
 
     def artifact(self, type_name: str, uri: str, props: Optional[Dict] = None,
-                 custom: Optional[Dict] = None, name: Optional[str] = None) -> pb.Artifact:
-        """A LIVE artifact in both contexts; `name` (unique per type within the run)
-        defaults to the uri."""
-        a = pb.Artifact(type_id=self.types.artifact_type(type_name), uri=uri, state=pb.Artifact.LIVE)
+                 custom: Optional[Dict] = None, name: Optional[str] = None, pending: bool = False) -> pb.Artifact:
+        """A LIVE artifact in both contexts (PENDING with `pending`, until `publish_pending`);
+        `name` (unique per type within the run) defaults to the uri."""
+        state = pb.Artifact.PENDING if pending else pb.Artifact.LIVE
+        a = pb.Artifact(type_id=self.types.artifact_type(type_name), uri=uri, state=state)
         a.name = f"{self.run_id}:{name or uri}"
         for k, v in (props or {}).items():
             _set(a.properties, k, v)
@@ -247,7 +253,31 @@ class RunRecorder:
         [a.id] = self.store.put_artifacts([a])
         self.store.put_attributions_and_associations(
             [pb.Attribution(artifact_id=a.id, context_id=c.id) for c in (self.pipeline_ctx, self.run_ctx)], [])
+        if pending:
+            self.pending.append(a)
         return a
+
+    def pending_artifact(self, type_name: str, uri: str, props: Optional[Dict] = None,
+                         custom: Optional[Dict] = None, name: Optional[str] = None) -> pb.Artifact:
+        """An output whose files are not published yet: PENDING until `publish_pending`."""
+        return self.artifact(type_name, uri, props, custom, name, pending=True)
+
+    def publish_pending(self) -> None:
+        """The PENDING outputs LIVE: their files are in place (TFX's PENDING → LIVE)."""
+        self._set_pending_state(pb.Artifact.LIVE)
+
+    def abandon_pending(self) -> None:
+        """The PENDING outputs ABANDONED: the run ended before publishing them."""
+        self._set_pending_state(pb.Artifact.ABANDONED)
+
+    def _set_pending_state(self, state) -> None:
+        if not self.pending:
+            return
+        current = list(self.store.get_artifacts_by_id([a.id for a in self.pending]))
+        for a in current:
+            a.state = state
+        self.store.put_artifacts(current)
+        self.pending = []
 
     def start_stage(self, stage: str, inputs: Sequence[pb.Artifact] = ()) -> pb.Execution:
         """A RUNNING execution; inputs known at start get their INPUT events now, so a
@@ -256,8 +286,9 @@ class RunRecorder:
         e.name = f"{self.run_id}:{stage}"
         for k, v in self.common.items():
             _set(e.properties, k, v)
-        e.id, _, _ = self.store.put_execution(
-            e, [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs], self._contexts())
+        with self.lock:
+            e.id, _, _ = self.store.put_execution(
+                e, [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs], self._contexts())
         self.executions[stage] = e
         return e
 
@@ -270,7 +301,8 @@ class RunRecorder:
             _set(e.properties, k, v)
         events = [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs]
         events += [(a, pb.Event(type=pb.Event.OUTPUT)) for a in outputs]
-        self.store.put_execution(e, events, self._contexts())
+        with self.lock:
+            self.store.put_execution(e, events, self._contexts())
 
     def cancel_open_stages(self, message: str) -> None:
         self._close_open_stages(pb.Execution.CANCELED, message)
@@ -285,3 +317,108 @@ class RunRecorder:
                 current.last_known_state = state
                 _set(current.properties, "error", message[:4000])
                 self.store.put_executions([current])
+
+
+def _update_context(store, context_id: int, props: Dict) -> None:
+    ctx = store.get_contexts_by_id([context_id])[0]
+    for k, v in props.items():
+        _set(ctx.properties, k, v)
+    store.put_contexts([ctx])
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+HEARTBEAT_SECONDS = float(os.environ.get("DATAPREP_HEARTBEAT_SECONDS", "30"))
+# A run on another host is abandoned when its heartbeat is this old (on this host, its pid tells).
+STALE_SECONDS = max(10 * HEARTBEAT_SECONDS, 300.0)
+
+
+class Heartbeat:
+    """While a run is open, its context's `heartbeat` is refreshed every `interval` seconds,
+    from a thread with its own store connection, so a run whose launcher died (kill -9, a
+    lost machine) can be told from one still running (`is_abandoned`)."""
+
+    def __init__(self, location: "StoreLocation", recorder: RunRecorder, interval: float = HEARTBEAT_SECONDS):
+        self._location = location
+        self._recorder = recorder
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="dataprep-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stops (and waits for) the thread: afterwards only the caller writes the run."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        store = None
+        while not self._stop.wait(self._interval):
+            try:
+                store = store or open_store(self._location)
+                with self._recorder.lock:
+                    if self._stop.is_set():
+                        return
+                    _update_context(store, self._recorder.run_ctx.id, {"heartbeat": _now_iso()})
+            except Exception:  # a missed beat is not a failed run; the next one retries
+                store = None
+
+
+def run_identity() -> Dict[str, object]:
+    """Who is running a run: recorded on its context so that others can tell if it died."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": _now_iso()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process: alive
+        return True
+    try:   # a zombie (killed, not yet reaped) is dead
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def is_abandoned(props: Dict[str, object], now: Optional[dt.datetime] = None) -> bool:
+    """A RUNNING run whose launcher is gone: on this host, its pid is not alive; elsewhere
+    (or without a pid), its heartbeat is older than STALE_SECONDS."""
+    if props.get("status") != "RUNNING":
+        return False
+    if props.get("host") == socket.gethostname() and props.get("pid"):
+        return not _pid_alive(int(props["pid"]))
+    beat = props.get("heartbeat") or props.get("started")
+    if not beat:
+        return False
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return (now - dt.datetime.fromisoformat(str(beat))).total_seconds() > STALE_SECONDS
+
+
+def mark_abandoned(store, run_ctx: pb.Context, message: str) -> None:
+    """Closes a run whose launcher died: the run ABANDONED, its RUNNING stages CANCELED,
+    its PENDING outputs ABANDONED."""
+    executions = [e for e in store.get_executions_by_context(run_ctx.id)
+                  if e.last_known_state == pb.Execution.RUNNING]
+    for e in executions:
+        e.last_known_state = pb.Execution.CANCELED
+        _set(e.properties, "error", message)
+    if executions:
+        store.put_executions(executions)
+    pending = [a for a in store.get_artifacts_by_context(run_ctx.id) if a.state == pb.Artifact.PENDING]
+    for a in pending:
+        a.state = pb.Artifact.ABANDONED
+    if pending:
+        store.put_artifacts(pending)
+    _update_context(store, run_ctx.id, {"status": "ABANDONED", "error": message, "ended": _now_iso()})

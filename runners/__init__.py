@@ -7,6 +7,7 @@ launcher reports as bad arguments (exit 2).
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Dict, List, Sequence
 
@@ -17,6 +18,48 @@ _SECRET = re.compile(r"(?i)(password|passwd|secret|token|credential|key)")
 
 class RunnerOptionsError(ValueError):
     """A runner option is missing or wrong, worded as `--option: what is wrong`."""
+
+
+def unknown_beam_args(beam_args: Sequence[str]) -> List[str]:
+    """The arguments no Beam PipelineOptions class declares (Beam would drop them with a
+    log warning): a mistyped `--ouput` or `--direct_num_wokers 2`. Parsed as Beam parses
+    them, with every options class loaded, this project's (`FlinkBatchOptions`) included.
+    A value following an unknown flag is part of it, not reported apart."""
+    import runners.dataflow  # noqa: F401  (their options classes register on import)
+    import runners.flink  # noqa: F401
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser()
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    _, unknown = parser.parse_known_args(list(beam_args))
+    out: List[str] = []
+    for arg in unknown:
+        if arg.startswith("-") or not out or "=" in out[-1]:
+            out.append(arg)
+        else:   # the value of the unknown flag before it
+            out[-1] = f"{out[-1]} {arg}"
+    return out
+
+
+def check_runner(runner: str) -> None:
+    """The runner named by `--runner` exists (as Beam's `create_runner` resolves names).
+
+    Raises:
+      RunnerOptionsError: no such runner.
+    """
+    from apache_beam.runners.runner import _RUNNER_MAP
+
+    path = _RUNNER_MAP.get(runner.lower(), _RUNNER_MAP.get(runner.lower() + "runner", runner))
+    if "." in path:
+        module, _, name = path.rpartition(".")
+        try:
+            if hasattr(importlib.import_module(module), name):
+                return
+        except ImportError:
+            pass
+    known = ", ".join(sorted({p.rsplit(".", 1)[-1] for p in _RUNNER_MAP.values() if "experimental" not in p}))
+    raise RunnerOptionsError(f"--runner: unknown runner {runner!r} (known: {known})")
 
 
 def check_runner_paths(runner: str, output: str, inputs: Sequence[str] = (), dry_run: bool = False) -> None:
@@ -57,9 +100,38 @@ def runner_args(runner: str, beam_args: Sequence[str]) -> List[str]:
     return list(beam_args)
 
 
+REDACTED = "<redacted>"
+# user:password@ in a URL (the user name stays: it says whose, not how)
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@'\"]*):[^\s/@'\"]*@")
+# key=value or key: value whose key looks secret (`password=`, `api_key: `, `X-Auth-Token=`); a key
+# naming where a secret is (`password_env: DATAPREP_MYSQL_PASSWORD`) is not one
+_SECRET_VALUE = re.compile(
+    r"(?i)(\b[\w.-]*(?:password|passwd|pwd|secret|token|credential|api[_-]?key|access[_-]?key|private[_-]?key|"
+    r"authorization)(?![\w.-]*_env\b)[\w.-]*[\"']?\s*[=:]\s*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;&\"'}\]]+)")
+
+
+def redact(text: str) -> str:
+    """`text` with secrets replaced by <redacted>, found by value: URL credentials
+    (`scheme://user:pw@host`) and `key=value` / `key: value` pairs whose key looks secret.
+    Applied to whatever is recorded or printed: options, `source:` notes, the config text."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+    return _SECRET_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def _redact_value(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: REDACTED if _SECRET.search(str(k)) else _redact_value(v) for k, v in value.items()}
+    return value
+
+
 def sanitized_options(options: PipelineOptions) -> Dict[str, object]:
-    """The pipeline options worth recording, with anything secret-looking removed."""
+    """The pipeline options worth recording, with anything secret removed: by the option's
+    name (`--db_password`), and by value (`--hdfs_host=http://u:pw@h`, `--labels=password=x`)."""
     out = {}
     for k, v in sorted(options.get_all_options(drop_default=True).items()):
-        out[k] = "<redacted>" if _SECRET.search(k) else v
+        out[k] = REDACTED if _SECRET.search(k) else _redact_value(v)
     return out

@@ -12,8 +12,15 @@ def keep_all(batch):
 
 
 def slow(batch):
-    """Keeps every row, slowly: a run that takes long enough to watch."""
+    """Keeps every row, slowly: a run that takes long enough to watch (3 s a batch) or to kill
+    ($DATAPREP_FAULT_SLEEP seconds). Marks that the clean stage has begun (a file `clean` in
+    $DATAPREP_FAULT_DIR): a point at which a test kills the launcher."""
+    import os
     import time
 
-    time.sleep(3)
+    folder = os.environ.get("DATAPREP_FAULT_DIR")
+    if folder:
+        with open(os.path.join(folder, "clean"), "a", encoding="utf-8") as f:
+            f.write(f"{batch.num_rows}\n")
+    time.sleep(float(os.environ.get("DATAPREP_FAULT_SLEEP", "3")))
     return np.zeros(batch.num_rows, bool)

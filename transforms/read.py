@@ -146,7 +146,19 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
         records = [lines[i] for i in np.flatnonzero(~blank)]
         rows = line_numbers
     else:
-        table, rows, records = _parse_csv_slow(lines, blank, first_line, names, wanted, spec, bad)
+        # A quoted field may hold newlines (RFC 4180): the block's records, not its lines
+        starts, ends, start_lines = record_spans(block, spec.quote_char)
+        spans = [(first_line + int(n), block[a:b]) for a, b, n in zip(starts, ends, start_lines)]
+        spans = [(n, r) for n, r in spans if r and r != b"\r"]
+        table = None
+        if len(spans) < len(line_numbers):
+            table = _parse_csv_fast(block, names, wanted, spec, expected_rows=len(spans), newlines_in_values=True)
+            if table is not None and not _field_counts_hold(spans, len(names), spec):
+                table = None
+        if table is not None:
+            rows, records = [n for n, _ in spans], [r for _, r in spans]
+        else:
+            table, rows, records = _parse_csv_slow(spans, names, wanted, spec, bad)
         if table is None:
             return None, bad
     columns = _finish_strings({c: table.column(c).combine_chunks() for c in wanted}, spec)
@@ -154,8 +166,39 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
     return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
 
 
+def record_spans(block: bytes, quote_char: Optional[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the CSV records of `block` are: (start offsets, end offsets, 0-based line of each
+    start). A newline ends a record unless an odd number of quote characters precede it (it
+    is inside a quoted field; a doubled quote counts twice). Vectorised: the quotes' and
+    newlines' positions, one searchsorted."""
+    data = np.frombuffer(block, np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    if quote_char and newlines.size:
+        quotes = np.flatnonzero(data == ord(quote_char))
+        newlines_out = newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
+    else:
+        newlines_out = newlines
+    starts = np.concatenate([[0], newlines_out + 1])
+    ends = np.concatenate([newlines_out, [len(block)]])
+    return starts, ends, np.searchsorted(newlines, starts)
+
+
+def _field_counts_hold(spans: Sequence[Tuple[int, bytes]], n_fields: int, spec: ReaderSpec) -> bool:
+    """Every record spanning lines has the header's field count: otherwise its quote is more
+    likely a stray one (`5" screen`) than a quoted newline, and its lines are read one by one."""
+    kw = _csv_module_options(spec, strict=True)
+    for _, raw in spans:
+        if b"\n" in raw:
+            try:
+                if len(next(csv.reader([raw.decode("utf-8")], **kw))) != n_fields:
+                    return False
+            except (csv.Error, UnicodeDecodeError, StopIteration):
+                return False
+    return True
+
+
 def _parse_csv_fast(block: bytes, names: Sequence[str], wanted: Sequence[str], spec: ReaderSpec,
-                    expected_rows: int) -> Optional[pa.Table]:
+                    expected_rows: int, newlines_in_values: bool = False) -> Optional[pa.Table]:
     """pyarrow's parse of a whole block, or None when any line needs the slow path.
 
     No invalid-row handler: pyarrow raises on the first bad row, and a row count that
@@ -168,7 +211,7 @@ def _parse_csv_fast(block: bytes, names: Sequence[str], wanted: Sequence[str], s
                                             block_size=max(len(block) + 1, 1 << 20)),
             parse_options=pa_csv.ParseOptions(
                 delimiter=spec.delimiter, quote_char=spec.quote_char if spec.quote_char else False,
-                ignore_empty_lines=True),
+                ignore_empty_lines=True, newlines_in_values=newlines_in_values),
             convert_options=pa_csv.ConvertOptions(
                 include_columns=list(wanted), column_types={c: pa.string() for c in wanted},
                 strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[]),
@@ -178,34 +221,47 @@ def _parse_csv_fast(block: bytes, names: Sequence[str], wanted: Sequence[str], s
     return table if table.num_rows == expected_rows else None
 
 
-def _parse_csv_slow(lines: Sequence[bytes], blank: np.ndarray, first_line: int, names: Sequence[str],
-                    wanted: Sequence[str], spec: ReaderSpec, bad: BadRows):
+def _parse_csv_slow(spans: Sequence[Tuple[int, bytes]], names: Sequence[str], wanted: Sequence[str],
+                    spec: ReaderSpec, bad: BadRows):
+    """Record by record, with Python's csv module: (table, rows, records). `spans` are
+    (start line, raw bytes) of each record. A record spanning lines that is not valid CSV
+    (a stray quote, not a quoted newline) is read again line by line, so the quote does not
+    swallow the lines after it; one that is valid CSV but has the wrong number of fields is
+    one record, quarantined once (`csv_field_count`)."""
     index = {n: i for i, n in enumerate(names)}
     picks = [index[c] for c in wanted]
     kw = _csv_module_options(spec, strict=True)
     values: List[List[str]] = []
     rows: List[int] = []
     records: List[bytes] = []
-    for i in np.flatnonzero(~blank):
-        line = lines[i]
-        n = first_line + int(i)
-        raw = line[:-1] if line.endswith(b"\r") else line
+
+    def one(n: int, record: bytes, lines_on_failure: bool) -> None:
+        raw = record[:-1] if record.endswith(b"\r") else record
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            bad.add(n, raw, "invalid_utf8")
-            continue
-        try:
-            fields = next(csv.reader([text], **kw))
-        except csv.Error:
-            bad.add(n, raw, "csv_malformed")
-            continue
-        if len(fields) != len(names):
-            bad.add(n, raw, "csv_field_count")
-            continue
-        values.append([fields[p] for p in picks])
-        rows.append(n)
-        records.append(line)
+            text = None
+        fields = None
+        reason = "invalid_utf8"
+        if text is not None:
+            try:
+                fields = next(csv.reader([text], **kw))
+                reason = "csv_field_count"
+            except csv.Error:
+                reason = "csv_malformed"
+        if fields is not None and len(fields) == len(names):
+            values.append([fields[p] for p in picks])
+            rows.append(n)
+            records.append(record)
+        elif lines_on_failure and reason != "csv_field_count":
+            for k, line in enumerate(record.split(b"\n")):
+                if line and line != b"\r":
+                    one(n + k, line, False)
+        else:
+            bad.add(n, raw, reason)
+
+    for n, record in spans:
+        one(n, record, b"\n" in record)
     if not values:
         return None, rows, records
     cols = list(zip(*values))
@@ -268,8 +324,16 @@ def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
     return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
 
 
-def iter_line_blocks(f, block_bytes: int = BLOCK_BYTES) -> Iterator[Tuple[bytes, int]]:
-    """Yields (block of whole lines without the last newline, first line number)."""
+def iter_line_blocks(f, block_bytes: int = BLOCK_BYTES, quote_char: Optional[str] = None
+                     ) -> Iterator[Tuple[bytes, int]]:
+    """Yields (block of whole lines without the last newline, first line number).
+
+    With `quote_char` (CSV), a block ends at a newline outside quotes (an even number of
+    quote characters before it), so a record whose quoted field holds a newline is never
+    cut in two. A quote that never closes (a stray one) stops holding the cut back once
+    the block is 4 x `block_bytes`: then the last newline is taken, as without quotes.
+    """
+    quote = quote_char.encode() if quote_char else None
     pending = b""
     line_no = 1
     first = True
@@ -285,11 +349,25 @@ def iter_line_blocks(f, block_bytes: int = BLOCK_BYTES) -> Iterator[Tuple[bytes,
             return
         pending += chunk
         cut = pending.rfind(b"\n")
+        if quote is not None and cut >= 0 and len(pending) < 4 * block_bytes:
+            cut = _last_newline_outside_quotes(pending, cut, quote)
         if cut < 0:
             continue
         block, pending = pending[:cut], pending[cut + 1:]
         yield block, line_no
         line_no += block.count(b"\n") + 1
+
+
+def _last_newline_outside_quotes(data: bytes, cut: int, quote: bytes) -> int:
+    """The last newline at or before `cut` with an even number of quotes before it, or -1."""
+    if quote not in data:
+        return cut
+    quotes = data.count(quote, 0, cut)
+    while cut >= 0 and quotes % 2:
+        previous = data.rfind(b"\n", 0, cut)
+        quotes -= data.count(quote, previous + 1, cut)
+        cut = previous
+    return cut
 
 
 def split_header(blocks: Iterator[Tuple[bytes, int]]) -> Tuple[Optional[bytes], Iterator[Tuple[bytes, int]]]:
@@ -348,7 +426,8 @@ class _ReadFileFn(beam.DoFn):
             if spec.format == "parquet":
                 yield from self._parquet(f, path)
                 return
-            blocks = iter_line_blocks(f, self._block_bytes)
+            quote = spec.quote_char if spec.format == "csv" else None
+            blocks = iter_line_blocks(f, self._block_bytes, quote)
             names = None
             if spec.format == "csv":
                 names = list(spec.names) if spec.names else None

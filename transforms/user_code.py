@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import sys
+from typing import Callable, Sequence
 
 
-def load_function(path: str) -> Callable:
+class UserCodeError(ValueError):
+    """`module:function` cannot be loaded: the module does not import, or the name is not a
+    function. The message is one line naming the path."""
+
+
+def load_function(path: str, search_path: Sequence[str] = ()) -> Callable:
     """`module:function` → the function. The module must be importable on workers too
     (as TFX's `module_file`): a DoFn loads it in `setup()`, not from the launcher's `__main__`.
+    The folders of `search_path` (the config's folder) are appended to `sys.path` first, in
+    this process and in every worker that loads it, so a module beside the config is found.
 
     Raises:
-      ModuleNotFoundError: the module cannot be imported.
-      ValueError: the module has no such function.
+      UserCodeError: the module cannot be imported (any error it raises while importing,
+        named), has no such attribute, or the attribute is not callable.
     """
+    for folder in search_path:
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
     module_name, _, name = path.partition(":")
-    fn = getattr(importlib.import_module(module_name), name, None)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # a user module may fail to import with any error: named, one line
+        raise UserCodeError(f"{path}: cannot import {module_name!r} ({type(e).__name__}: {e})".replace("\n", " ")
+                            ) from e
+    fn = getattr(module, name, None)
     if fn is None:
-        raise ValueError(f"{module_name} has no function {name!r}")
+        raise UserCodeError(f"{path}: {module_name} has no function {name!r}")
+    if not callable(fn):
+        raise UserCodeError(f"{path}: {module_name}.{name} is a {type(fn).__name__}, not a function")
     return fn

@@ -25,8 +25,10 @@ from transforms.read import escape_bytes
 from transforms.user_code import load_function
 
 ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
-_INT_RE = r"^[+-]?\d{1,18}$"
+_INT_RE = r"^[+-]?0*\d{1,19}$"
+_INT64_MAX, _INT64_MIN = "9223372036854775807", "9223372036854775808"   # digits of 2**63-1 and -(-2**63)
 _FLOAT_RE = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 
@@ -61,24 +63,33 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
         typed = pc.if_else(ok, is_true, pa.scalar(None, pa.bool_()))
     else:
         ok = pc.match_substring_regex(text, _INT_RE if kind == "int" else _FLOAT_RE)
+        if kind == "int":
+            ok = pc.and_(ok, pc.invert(_past_int64(text)))
         unsigned = pc.replace_substring_regex(text, r"^\+", "")
         typed = pc.cast(pc.if_else(ok, unsigned, pa.scalar(None, pa.string())), target)
     bad = np.asarray(pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False))))
     return typed, bad
 
 
+def _past_int64(text: pa.Array) -> pa.Array:
+    """True where an integer of 19 significant digits (as `_INT_RE` matches) is outside
+    int64: the digits compared as text with those of 2**63-1 (or 2**63 when negative)."""
+    negative = pc.starts_with(text, "-")
+    digits = pc.replace_substring_regex(text, r"^[+-]?0*", "")
+    limit = pc.if_else(negative, pa.scalar(_INT64_MIN), pa.scalar(_INT64_MAX))
+    return pc.fill_null(pc.and_(pc.equal(pc.utf8_length(digits), 19), pc.greater(digits, limit)), False)
+
+
 def _strict_cast(text: pa.Array, kind: str) -> Optional[pa.Array]:
     """Arrow's own parse when every value passes it, else None (then the regexes decide).
 
     Arrow accepts a subset of what `_INT_RE`/`_FLOAT_RE` accept (no leading "+"), except
-    for 19-digit and hexadecimal ("0x1f") integers, which the checks below keep out; where
+    for hexadecimal ("0x1f") integers, which the check below keeps out; where
     it succeeds the values are the same (a property test holds it to that). It is tried
     first because one cast of the column costs much less than matching the regexes.
     """
-    if kind == "int":
-        too_long = (pc.max(pc.utf8_length(text)).as_py() or 0) > 18
-        if too_long or pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
-            return None
+    if kind == "int" and pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
+        return None
     try:
         return pc.cast(text, ARROW_TYPES[kind])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -166,6 +177,9 @@ class ValidateSpec:
     label_trim: bool = False
     label_case_fold: bool = False
     filters: Tuple[str, ...] = ()                  # "module:function", True = quarantine
+    code_dirs: Tuple[str, ...] = ()                # folders the filters' modules may be in (the config's)
+    allow_non_finite: bool = False                 # else NaN/inf in a float column → non_finite:<column>
+    float32_columns: Tuple[str, ...] = ()          # float columns TFT reads as float32: past it → float32_overflow
     annotators: Tuple[str, ...] = ()               # normalised like the label
 
 
@@ -220,6 +234,13 @@ def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
     for col, kind in spec.column_types.items():
         typed[col], bad = coerce(batch.column(col), kind)
         mark(bad, f"type:{col}")
+        if kind == "float":
+            values = typed[col]
+            if not spec.allow_non_finite:
+                mark(~np.asarray(pc.fill_null(pc.is_finite(values), True)), f"non_finite:{col}")
+            if col in spec.float32_columns:
+                mark(np.asarray(pc.fill_null(pc.greater(pc.abs(values), _FLOAT32_MAX), False))
+                     & np.asarray(pc.fill_null(pc.is_finite(values), False)), f"float32_overflow:{col}")
     if spec.label_map or spec.label_trim or spec.label_case_fold or spec.label_replace:
         for col in ([spec.label] if spec.label else []) + list(spec.annotators):
             typed[col] = normalize_labels(typed[col], dict(spec.label_map), spec.label_trim, spec.label_case_fold,
@@ -274,7 +295,7 @@ class _ValidateFn(beam.DoFn):
         self._kept = Metrics.counter(METRICS_NAMESPACE, "clean.rows")
 
     def setup(self):
-        self._filters = [load_function(f) for f in self._spec.filters]
+        self._filters = [load_function(f, self._spec.code_dirs) for f in self._spec.filters]
 
     def process(self, batch: pa.RecordBatch):
         clean, quarantine = validate_batch(batch, self._spec, self._filters)

@@ -51,6 +51,7 @@ class AnalyzeAndTransform(beam.PTransform):
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
+            _require_nonempty(splits[self._train], self._train)
             transform_fn = ((encoded[self._train], adapter_config)
                             | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
@@ -73,3 +74,23 @@ class AnalyzeAndTransform(beam.PTransform):
             _ = raw | "WriteRawMetadata" >> tft_beam.WriteMetadata(
                 os.path.join(self._output_dir, "metadata"), next(iter(splits.values())).pipeline)
         return FeaturesResult(out, written, schema)
+
+
+class EmptyTrainSplit(ValueError):
+    """The split features are analysed on has no rows: a mean, a vocabulary of nothing."""
+
+
+def _require_rows(rows: int, split: str) -> int:
+    if not rows:
+        raise EmptyTrainSplit(f"features: the {split} split is empty, so there is nothing to analyse "
+                              f"(every row was quarantined, a duplicate or sent to another split)")
+    return rows
+
+
+def _require_nonempty(raw: beam.PCollection, split: str) -> None:
+    """Fails the job when `raw` (the split analysed) has no rows, instead of analysing nothing
+    (a mean of 0, a std of 0, unscaled outputs and exit 0). A branch of its own: a side
+    input gating TFT's input stalls the DirectRunner's watermarks."""
+    _ = (raw | f"CountRows[{split}]" >> beam.Map(lambda b: b.num_rows)
+         | f"SumRows[{split}]" >> beam.CombineGlobally(sum)
+         | f"RequireRows[{split}]" >> beam.Map(_require_rows, split))

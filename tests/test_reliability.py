@@ -1,0 +1,553 @@
+"""Issue 15: bad arguments, bad inputs and half-done outputs, each from the issue's reproduction."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+
+def _config(tmp_path, lines=None, name="rel", **extra):
+    """A small CSV config in `tmp_path` (config beside its data), written to c.yaml."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    if lines is None:
+        lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(60)]
+    (data / "in.csv").write_text("\n".join(lines) + "\n")
+    cfg = {"name": name, "inputs": [{"path": "data/in.csv", "format": "csv"}],
+           "schema": {"id": "id", "label": "label",
+                      "columns": {"id": "string", "label": "string", "x": "float", "n": "int", "comment": "string"}},
+           "split": {"fractions": {"train": 0.6, "dev": 0.2, "test": 0.2}}, "output": {"shards": 1}}
+    cfg.update(extra)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _store_is_empty(store) -> bool:
+    return not os.path.exists(store) or os.path.getsize(store) == 0 or _no_runs(store)
+
+
+def _no_runs(store) -> bool:
+    from pipeline.metadata import StoreLocation, open_store
+
+    s = open_store(StoreLocation.parse(str(store)))
+    try:
+        return not s.get_contexts_by_type("pipeline_run")
+    except Exception:  # the type was never registered: nothing recorded
+        return True
+
+
+# ---- (6) arguments ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, named", [
+    (["--ouput", "/x"], "--ouput /x"),
+    (["--direct_num_wokers", "2"], "--direct_num_wokers 2"),
+    (["--direct_num_wokers=2", "--flink_mastr", "h:1"], "--direct_num_wokers=2 --flink_mastr h:1"),
+])
+def test_unknown_flags_exit_2_naming_them_before_anything_is_recorded(tmp_path, capsys, flags, named):
+    path = _config(tmp_path)
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store)] + flags,
+                             capsys)
+    assert code == 2, err
+    assert err.count("\n") == 1 and named in err and "Traceback" not in err
+    assert _store_is_empty(store) and not (tmp_path / "out").exists()
+
+
+def test_beam_and_flink_options_are_known(tmp_path):
+    from runners import unknown_beam_args
+
+    assert unknown_beam_args(["--direct_num_workers", "2", "--direct_running_mode=multi_processing",
+                              "--runner", "FlinkRunner", "--flink_master", "h:8081",
+                              "--execution_mode_for_batch", "BATCH_FORCED", "--dry_run", "True"]) == []
+
+
+def test_unknown_runner_exits_2_before_anything_is_recorded(tmp_path, capsys):
+    path = _config(tmp_path)
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store),
+                              "--runner", "NoSuchRunner"], capsys)
+    assert code == 2 and "--runner: unknown runner 'NoSuchRunner'" in err and err.count("\n") == 1
+    assert _store_is_empty(store) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("filters, message", [
+    (["no_such_module_15:f"], "clean.filters[0]: no_such_module_15:f: cannot import 'no_such_module_15'"),
+    (["os:sep"], "clean.filters[0]: os:sep: os.sep is a str, not a function"),
+    (["os:no_such_function"], "clean.filters[0]: os:no_such_function: os has no function 'no_such_function'"),
+    (["broken15:f"], "clean.filters[0]: broken15:f: cannot import 'broken15' (ZeroDivisionError"),
+])
+def test_validate_imports_filters_and_checks_callables(tmp_path, capsys, filters, message):
+    (tmp_path / "broken15.py").write_text("x = 1 / 0\n")
+    path = _config(tmp_path, clean={"filters": filters})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    store = tmp_path / "m.sqlite"
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store)], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert _store_is_empty(store)
+
+
+def test_validate_checks_preprocessing_fn(tmp_path, capsys):
+    path = _config(tmp_path, features={"preprocessing_fn": "os:sep"})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and "features.preprocessing_fn: os:sep: os.sep is a str, not a function" in err
+
+
+def test_a_filter_module_beside_the_config_is_found(tmp_path, capsys):
+    (tmp_path / "beside15.py").write_text(
+        "import numpy as np\n\ndef odd(batch):\n"
+        "    n = batch.column('n').to_numpy(zero_copy_only=False)\n    return n % 2 == 1\n")
+    path = _config(tmp_path, clean={"filters": ["beside15:odd"]})
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite")], capsys)
+    assert code == 0, err
+    import json
+
+    rows = json.loads(out.strip().splitlines()[-1])["rows"]
+    assert rows["quarantined"] == 30 and rows["input"] == 60
+
+
+# ---- (2) types ----------------------------------------------------------------------------------------
+
+def _run(tmp_path, capsys, path, *flags):
+    import json
+
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite"), *flags], capsys)
+    summary = json.loads(out.strip().splitlines()[-1]) if code == 0 else None
+    return code, summary, err
+
+
+def _quarantine(summary):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(os.path.join(summary["output"], "quarantine", "*.parquet")))
+    return pq.ParquetDataset(files).read().to_pylist() if files else []
+
+
+def _split_rows(summary, kind="raw"):
+    import glob
+
+    import pyarrow.parquet as pq
+
+    rows = []
+    for split in ("train", "dev", "test"):
+        for f in sorted(glob.glob(os.path.join(summary["output"], kind, split, "*.parquet"))):
+            rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+def test_the_full_int64_range_is_accepted(tmp_path):
+    import pyarrow as pa
+
+    from transforms.clean.validate import coerce
+
+    values = ["1234567890123456789", str(2**63 - 1), str(-2**63), "+" + str(2**63 - 1), "007",
+              str(2**63), str(-2**63 - 1), "12345678901234567890"]
+    typed, bad = coerce(pa.array(values), "int")
+    assert typed.to_pylist()[:5] == [1234567890123456789, 2**63 - 1, -2**63, 2**63 - 1, 7]
+    assert bad.tolist() == [False] * 5 + [True] * 3
+    typed, bad = coerce(pa.array(values[:3]), "int")   # Arrow's own parse of the whole column
+    assert typed.to_pylist() == [1234567890123456789, 2**63 - 1, -2**63] and not bad.any()
+
+
+def test_19_digit_ids_pass_end_to_end(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{v},c" for i, v in
+                                        enumerate([1234567890123456789, 2**63 - 1, -2**63] * 10)]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["quarantined"] == 0
+    assert sorted({r["n"] for r in _split_rows(summary)}) == [-2**63, 1234567890123456789, 2**63 - 1]
+
+
+def test_non_finite_floats_are_quarantined_by_default(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,NaN,1,c", "f2,b,inf,2,c", "f3,a,1e309,3,c", "f4,b,-Infinity,4,c"]
+    path = _config(tmp_path, lines, features={"x": "zscore"})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    q = _quarantine(summary)
+    assert sorted((r["reason"], r["_row"]) for r in q) == [("non_finite:x", 32), ("non_finite:x", 33),
+                                                           ("non_finite:x", 34), ("non_finite:x", 35)]
+    import math
+
+    assert all(math.isfinite(r["x_xf"]) for r in _split_rows(summary, "transformed"))
+
+
+def test_allow_non_finite_keeps_them(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,NaN,1,c", "f2,b,inf,2,c"]
+    path = _config(tmp_path, lines, clean={"allow_non_finite": True})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0 and summary["rows"]["quarantined"] == 0, err
+
+
+def test_a_value_past_float32_in_a_feature_is_quarantined(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)] + [
+        "f1,a,3.5e38,1,c", "f2,b,-1e39,2,c"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines, features={"x": "zscore"}))
+    assert code == 0, err
+    assert sorted(r["reason"] for r in _quarantine(summary)) == ["float32_overflow:x"] * 2
+    # not a feature: a float64 column holds it
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines, name="rel2"))
+    assert code == 0 and summary["rows"]["quarantined"] == 0, err
+
+
+def test_a_duplicated_header_name_exits_2_naming_it(tmp_path, capsys):
+    lines = ["id,label,x,n,comment,n"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c,{i}" for i in range(30)]
+    path = _config(tmp_path, lines)
+    for command in (["validate", str(path)], ["run", str(path), "--output", str(tmp_path / "out"),
+                                              "--store", str(tmp_path / "m.sqlite")]):
+        code, out, err = run_cli(command, capsys)
+        assert code == 2 and "the header names column(s) ['n'] more than once" in err and err.count("\n") == 1
+    assert _store_is_empty(tmp_path / "m.sqlite")
+
+
+def test_an_empty_train_split_with_features_exits_1_clearly(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c" for i in range(30)]
+    path = _config(tmp_path, lines, clean={"rules": [{"column": "n", "min": 1000}]}, features={"x": "zscore"})
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 1
+    assert "features: the train split is empty" in err and "Traceback" not in err and err.count("\n") == 1, err
+    from pipeline.lineage import list_runs
+    from pipeline.metadata import StoreLocation, open_store
+
+    [r] = list_runs(open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))))
+    assert r["status"] == "FAILED"
+
+
+def test_duplicate_yaml_keys_exit_2(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text() + "name: again\n")
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and f"{path}: key 'name' is given twice" in err and err.count("\n") == 1
+
+
+def test_a_non_utf8_config_names_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    code, out, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2 and f"{path}: not UTF-8 text" in err and err.count("\n") == 1
+
+
+# ---- (3)+(4) atomic publication, signals, abandoned runs: a real `dataprep run` killed -------------------
+
+def test_a_complete_run_is_published_with_success_and_live_artifacts(tmp_path, capsys):
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    from pipeline.metadata import StoreLocation, open_store
+
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 0, err
+    out = tmp_path / "out"
+    assert summary["output"] == str(out / summary["run_id"])
+    assert (out / summary["run_id"] / "_SUCCESS").is_file()
+    assert [p.name for p in out.iterdir() if p.name.startswith(".staging-")] == []
+    assert not (out / summary["run_id"] / "tmp").exists()
+    store = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite")))
+    [ctx] = store.get_contexts_by_type("pipeline_run")
+    assert {a.state for a in store.get_artifacts_by_context(ctx.id)} == {pb.Artifact.LIVE}
+    assert ctx.properties["pid"].int_value == os.getpid() and ctx.properties["host"].string_value
+
+
+def test_pending_outputs_are_refused_by_lineage(tmp_path, capsys):
+    from pipeline.metadata import RunRecorder, StoreLocation, open_store
+
+    store_path = tmp_path / "m.sqlite"
+    rec = RunRecorder(open_store(StoreLocation.parse(str(store_path))), "p", "r1", {})
+    rec.update_run(status="RUNNING", host="elsewhere", pid=1, heartbeat="2000-01-01T00:00:00+00:00",
+                   started="2000-01-01T00:00:00+00:00")
+    split = tmp_path / "out" / "r1" / "raw" / "train"
+    rec.pending_artifact("Examples", str(split), {"split": "train"})
+    code, out, err = run_cli(["lineage", str(split), "--store", str(store_path)], capsys)
+    assert code == 2 and "did not finish" in err and "PENDING" in err
+    code, out, err = run_cli(["runs", "--store", str(store_path), "--format", "json"], capsys)
+    import json
+
+    assert [r["status"] for r in json.loads(out)] == ["ABANDONED"]   # its heartbeat is decades old
+
+
+def _start_run(cfg_path, out, store, env):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path), "--output", str(out),
+                             "--store", str(store), "--force"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, proc, timeout=240.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate() or proc.poll() is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to kill it at")
+
+
+def _check_no_unfinished_split(out):
+    """A run folder holding a split folder has _SUCCESS; no staging folder of a closed run is left."""
+    for run in out.iterdir() if out.exists() else ():
+        if not run.name.startswith("."):
+            assert (run / "_SUCCESS").is_file(), f"{run} has no _SUCCESS: {sorted(os.listdir(run))}"
+
+
+POINTS = [("SIGKILL", "start"), ("SIGTERM", "clean"), ("SIGINT", "clean"), ("SIGKILL", "clean"),
+          ("SIGTERM", "write"), ("SIGINT", "start")]
+
+
+def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
+    """SIGKILL, SIGTERM and SIGINT at the start of the run, in the clean stage (a filter that
+    sleeps) and while the shards are written: no split folder without _SUCCESS, no run left
+    RUNNING, a canceled run is one line and 130/143, and the next run completes and cleans up
+    after the killed ones."""
+    import glob
+    import json
+    import signal
+
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(200)]
+    cfg_path = _config(tmp_path, lines, clean={"filters": ["tests.faults:slow"]})
+    out, store, faults, tmp = tmp_path / "out", tmp_path / "m.sqlite", tmp_path / "faults", tmp_path / "tmp"
+    faults.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "DATAPREP_FAULT_DIR": str(faults), "TMPDIR": str(tmp), "DATAPREP_HEARTBEAT_SECONDS": "1"}
+    outcomes = []
+    for sig_name, point in POINTS:
+        marker = faults / "clean"
+        if marker.exists():
+            marker.unlink()
+        sleep = "0" if point == "write" else "120"
+        proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": sleep})
+        if point == "start":     # recorded RUNNING (its staging folder named in the store), job not built
+            _wait_for(lambda: os.path.exists(store) and _has_running(store), proc)
+        elif point == "clean":
+            _wait_for(marker.exists, proc)
+        else:                    # the job writing its shards
+            _wait_for(lambda: glob.glob(str(out / ".staging-*" / "*" / "*" / "*.parquet")), proc)
+        sig = getattr(signal, sig_name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=240)
+        where = f"{sig_name} at {point}: exit {proc.returncode}, stderr {stderr[-2000:]}"
+        _check_no_unfinished_split(out)
+        code, listing, _ = run_cli(["runs", "--store", str(store), "--format", "json"], capsys)
+        runs = json.loads(listing)
+        assert "RUNNING" not in {r["status"] for r in runs}, where
+        outcomes.append((sig_name, point, proc.returncode))
+        if proc.returncode == 0:   # it finished before the signal: then it is a complete run
+            assert point == "write" and runs[-1]["status"] == "COMPLETE", where
+            continue
+        if sig_name == "SIGKILL":
+            assert proc.returncode == -9 and runs[-1]["status"] == "ABANDONED", where
+        else:
+            assert proc.returncode == 128 + sig, where
+            assert "Traceback" not in stderr, where
+            assert stderr.strip().splitlines()[-1].endswith(f"canceled by {sig_name}; recorded CANCELED, "
+                                                            "its files removed"), where
+            assert runs[-1]["status"] == "CANCELED", where
+            assert not (out / (".staging-" + runs[-1]["run_id"])).exists(), where
+    print(outcomes)
+    # the rerun completes, and closes and cleans up after the killed runs
+    proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": "0"})
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert (out / summary["run_id"] / "_SUCCESS").is_file()
+    _check_no_unfinished_split(out)
+    assert not glob.glob(str(out / ".staging-*")), os.listdir(out)
+    assert not glob.glob(str(out / "*" / "tmp"))
+    from pipeline.lineage import _props
+    from pipeline.metadata import StoreLocation, open_store
+
+    s = open_store(StoreLocation.parse(str(store)))
+    stored = {_props(c).get("status") for c in s.get_contexts_by_type("pipeline_run")}
+    assert "RUNNING" not in stored   # written ABANDONED by the rerun, not only shown so
+    left = [p for p in glob.glob(str(tmp / "**"), recursive=True) if os.path.isfile(p)]
+    assert not left, left
+
+
+def _has_running(store) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.2) as db:
+            return bool(db.execute("select count(*) from ContextProperty where name = 'status' "
+                                   "and string_value = 'RUNNING'").fetchone()[0])
+    except sqlite3.Error:
+        return False
+
+
+# ---- (7) secrets ---------------------------------------------------------------------------------------
+
+def test_redact_by_value():
+    from runners import redact
+
+    assert redact("http://u:SECRET@h:8020/x") == "http://u:<redacted>@h:8020/x"
+    assert redact("password=SECRET") == "password=<redacted>"
+    assert redact("team=ml,api_key=SECRET&x=1") == "team=ml,api_key=<redacted>&x=1"
+    assert redact("  # token: SECRET (rotate monthly)") == "  # token: <redacted> (rotate monthly)"
+    for kept in ("password_env: DATAPREP_MYSQL_PASSWORD", "dedup: {keys: [image_id]}", "author: Jane",
+                 "mysql://root@h:3306/db", "path: data/*.csv"):
+        assert redact(kept) == kept
+
+
+def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsys):
+    """`--hdfs_host=http://u:SECRET@h`, `--labels=password=SECRET`, a `source:` with URL
+    credentials and a commented token in the config: none is in the store, the report, the
+    outputs, stdout or stderr; `lineage` shows the source redacted."""
+    import glob
+
+    planted = ["S3CR3T-URL", "S3CR3T-LABEL", "S3CR3T-SOURCE", "S3CR3T-COMMENT"]
+    path = _config(tmp_path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["inputs"][0]["source"] = "export from https://bob:S3CR3T-SOURCE@files.example.com/x.csv"
+    path.write_text(yaml.safe_dump(cfg) + "# api token: S3CR3T-COMMENT\n")
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
+                              str(tmp_path / "m.sqlite"), "--hdfs_host=http://u:S3CR3T-URL@h",
+                              "--labels=password=S3CR3T-LABEL"], capsys)
+    assert code == 0, err
+    import json
+
+    summary = json.loads(out.strip().splitlines()[-1])
+    code, lineage_out, lineage_err = run_cli(["lineage", os.path.join(summary["output"], "raw", "train"),
+                                              "--store", str(tmp_path / "m.sqlite")], capsys)
+    assert code == 0 and "https://bob:<redacted>@files.example.com" in lineage_out
+    code, runs_out, runs_err = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    seen = {"stdout": out + lineage_out + runs_out, "stderr": err + lineage_err + runs_err}
+    for f in glob.glob(str(tmp_path / "out" / "**"), recursive=True) + [str(tmp_path / "m.sqlite")]:
+        if os.path.isfile(f):
+            with open(f, "rb") as fh:
+                seen[f] = fh.read().decode("latin-1")
+    assert "report.json" in " ".join(seen)
+    leaks = [(where, s) for where, text in seen.items() for s in planted if s in text]
+    assert not leaks, leaks
+    from pipeline.metadata import StoreLocation, open_store
+
+    [ctx] = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))).get_contexts_by_type("pipeline_run")
+    options = json.loads(ctx.properties["options"].string_value)
+    assert options["hdfs_host"] == "http://u:<redacted>@h" and options["labels"] == ["password=<redacted>"]
+    assert "# api token: <redacted>" in ctx.properties["config"].string_value
+
+
+# ---- (5) disk and store failures --------------------------------------------------------------------------
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_shard(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import transforms.write as write
+
+    real = write.write_parquet
+
+    def full_disk(table, path):
+        if "/raw/train/" in path:   # a truncated shard, then the disk is full
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(b"PAR1")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        real(table, path)
+
+    monkeypatch.setattr(write, "write_parquet", full_disk)
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 1 and err.count("\n") == 1, err
+    assert "No space left on device: " in err and "/raw/train/part-" in err and "Traceback" not in err
+    out = tmp_path / "out"
+    assert not [p for p in out.rglob("*.parquet")], list(out.rglob("*"))   # nothing half-written left
+    code, listing, _ = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    import json
+
+    [r] = json.loads(listing)
+    assert r["status"] == "FAILED" and "No space left on device" in r["error"]
+
+
+def test_a_store_failing_mid_run_is_one_line_and_the_run_is_closed(tmp_path, capsys, monkeypatch):
+    from ml_metadata import errors as mlmd_errors
+
+    from pipeline.metadata import RunRecorder
+
+    def disk_full(self, *a, **k):
+        raise mlmd_errors.InternalError("database or disk is full\n  (a long chained message)")
+
+    monkeypatch.setattr(RunRecorder, "finish_stage", disk_full)
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 1 and err.count("\n") == 1 and "database or disk is full" in err and "Traceback" not in err
+    code, listing, _ = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    import json
+
+    assert [r["status"] for r in json.loads(listing)] == ["FAILED"]   # the store still takes writes
+    assert not list((tmp_path / "out").glob("*/_SUCCESS"))
+
+
+def test_an_unwritable_store_is_one_line_exit_1(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, out, err = run_cli(["run", str(_config(tmp_path)), "--output", str(tmp_path / "out"),
+                              "--store", str(blocker / "m.sqlite")], capsys)
+    assert code == 1 and err.count("\n") == 1 and str(blocker) in err and "Traceback" not in err, err
+
+
+# ---- (1) RFC 4180 records -------------------------------------------------------------------------------
+
+def test_a_quoted_newline_is_one_record_at_the_line_it_starts(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
+        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail"', 'e6,b,1.5,6,"a ""quoted"", comma, and', '', 'blank"',
+        "e7,a,3.5,7,after"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["input"] == 8 and summary["rows"]["quarantined"] == 0
+    rows = {r["id"]: r for r in _split_rows(summary)}
+    assert "e99" not in rows                                     # no made-up row
+    assert rows["e5"]["comment"] == "see attached:\ne99,b,9.5,99,tail" and rows["e5"]["_row"] == 7
+    assert rows["e6"]["comment"] == 'a "quoted", comma, and\n\nblank' and rows["e6"]["_row"] == 9
+    assert rows["e7"]["_row"] == 12
+
+
+def test_a_multiline_record_that_does_not_parse_is_quarantined_once(tmp_path, capsys):
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
+        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail",extra', "e7,a,3.5,7,after"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["input"] == 7
+    [q] = _quarantine(summary)
+    assert (q["reason"], q["_row"]) == ("csv_field_count", 7)
+    assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail",extra'
+
+
+def test_a_stray_quote_does_not_swallow_the_lines_after_it():
+    from transforms.read import ReaderSpec, parse_csv_block
+
+    names = ["id", "label", "x", "n", "comment"]
+    block = b'e1,none,"120.5,F1\ne2,b,3,6,fine\ne3,b,3,7,"a, b"'
+    batch, bad = parse_csv_block(block, 2, names, names, ReaderSpec("csv"))
+    assert batch.column("id").to_pylist() == ["e2", "e3"] and batch.column("_row").to_pylist() == [3, 4]
+    assert (bad.rows, bad.reasons) == ([2], ["csv_malformed"])
+
+
+def test_blocks_are_cut_outside_quotes():
+    import io
+
+    from transforms.read import iter_line_blocks
+
+    data = b'h\n1,"a\nb"\n2,x\n3,"c\n\n""d"""\n4,y\n'
+    for size in (4, 5, 8, 13, 100):   # a record is at most 4 x the block size here
+        blocks = list(iter_line_blocks(io.BytesIO(data), size, '"'))
+        assert b"\n".join(b for b, _ in blocks) + b"\n" == data
+        assert all(b.count(b'"') % 2 == 0 for b, _ in blocks), (size, blocks)
+        assert [n for _, n in blocks] == [1 + b"\n".join(x for x, _ in blocks[:i]).count(b"\n") + (1 if i else 0)
+                                         for i in range(len(blocks))]
+    # a quote that never closes holds the cut back for 4 blocks at most, then lines are cut as usual
+    stray = b'1,"a\n' + b"2,x\n" * 50
+    blocks = list(iter_line_blocks(io.BytesIO(stray), 8, '"'))
+    assert len(blocks) > 5 and max(len(b) for b, _ in blocks) < 4 * 8 + 8
