@@ -119,8 +119,10 @@ def test_a_filter_module_beside_the_config_is_found(tmp_path, capsys):
 def _run(tmp_path, capsys, path, *flags):
     import json
 
+    # --no-progress: these tests count the lines of a failure's message; the progress lines
+    # before it are tests/test_progress.py's.
     code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
-                              str(tmp_path / "m.sqlite"), *flags], capsys)
+                              str(tmp_path / "m.sqlite"), "--no-progress", *flags], capsys)
     summary = json.loads(out.strip().splitlines()[-1]) if code == 0 else None
     return code, summary, err
 
