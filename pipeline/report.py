@@ -110,6 +110,8 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
     }
     if "labels" in results:
         report["labels"] = results["labels"]
+    if "near_dedup" in results:
+        report["near_dedup"] = dict(results["near_dedup"], leakage=results["leakage"])
     if "annotations" in results:
         report["labels"]["annotations"] = dict(results["annotations"], faults=results["annotation_faults"])
     return report
