@@ -21,8 +21,9 @@ How it works (every step on record batches, numpy-vectorised, never one element 
    (`oversized_buckets`, `largest_bucket`).
 5. Verification: each candidate pair's estimated Jaccard (the share of equal signature
    values, what `datasketch.MinHash.jaccard` computes) must be ≥ threshold. The pairs meet
-   their two signatures in two shuffles keyed by node bucket.
-6. Clusters (`UnionFind`, `ConnectedComponents`): connected components of the verified pairs
+   their two signatures in two shuffles keyed by node bucket; only the signatures of rows
+   that have a candidate pair travel (a side input of those nodes filters them).
+6. Clusters (`UnionFind`, `union_find_roots`): connected components of the verified pairs
    as one combine (a union-find forest per worker, merged). There is one round whatever the
    graph's diameter, so it needs no iteration the runner would have to support; the bound is
    memory: the final merge holds 16 bytes per row that has a verified pair (1M such rows:
@@ -53,7 +54,6 @@ from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, ROW, SOURCE, Keye
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
 NODE = "_nd_node"          # int64: (source rank << 40) | _row — the row's place in (_source, _row) order
-SIGNATURE = "_nd_sig"      # fixed_size_binary(4 · num_perm): the row's MinHash values as uint32
 GROUP = "_near_dup_group"  # with action "group": the cluster (and split.group_by group) the split keeps together
 ROW_BITS = 40
 NEAR_DUPLICATE = "near_duplicate"
@@ -327,9 +327,11 @@ def _sig_numpy(arr: pa.Array, num_perm: int) -> np.ndarray:
 
 
 class _SignFn(beam.DoFn):
-    """Rows → rows with their node and signature (main), and their band keys (`bands`)."""
+    """Rows → rows with their node (main), their signatures (`signatures`: node, sig) and
+    their band keys (`bands`: key, node); a row without shingles has neither."""
 
     BANDS = "bands"
+    SIGNATURES = "signatures"
 
     def __init__(self, spec: NearDedupSpec):
         self._spec = spec
@@ -342,10 +344,11 @@ class _SignFn(beam.DoFn):
         shingles, row_of = shingle_table(texts, s.shingle, s.shingle_size)
         sig, has = minhash_signatures(shingles, row_of, batch.num_rows, s.num_perm, s.seed)
         self._rows.inc(batch.num_rows)
-        out = set_column(set_column(batch, NODE, pa.array(nodes, pa.int64())), SIGNATURE, _sig_array(sig))
-        yield out
+        yield set_column(batch, NODE, pa.array(nodes, pa.int64()))
         live = np.flatnonzero(has)
         if len(live):
+            yield pvalue.TaggedOutput(self.SIGNATURES, pa.RecordBatch.from_arrays(
+                [pa.array(nodes[live], pa.int64()), _sig_array(sig[live])], names=["node", "sig"]))
             keys = band_keys(sig[live], s.bands, s.rows).ravel()
             yield pvalue.TaggedOutput(self.BANDS, pa.RecordBatch.from_arrays(
                 [pa.array(keys.view(np.int64)), pa.array(np.repeat(nodes[live], s.bands), pa.int64())],
@@ -407,8 +410,32 @@ def _keyed(batch: pa.RecordBatch, column: str, buckets: int):
     return key_by_bucket(batch, [batch.column(column)], buckets)
 
 
-def _node_sigs(batch: pa.RecordBatch) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([batch.column(NODE), batch.column(SIGNATURE)], names=["node", "sig"])
+def _pair_nodes(batch: pa.RecordBatch) -> np.ndarray:
+    return np.unique(np.concatenate([batch.column("a").to_numpy(), batch.column("b").to_numpy()]))
+
+
+class _UniqueNodes(beam.CombineFn):
+    """Node arrays → their sorted union (the rows that have a candidate pair)."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, nodes):
+        acc.append(nodes)
+        if len(acc) > 64:
+            acc[:] = [np.unique(np.concatenate(acc))]
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [np.unique(np.concatenate([a for acc in accs for a in acc] or [np.zeros(0, np.int64)]))]
+
+    def extract_output(self, acc):
+        return np.unique(np.concatenate(acc)) if acc else np.zeros(0, np.int64)
+
+
+def _candidate_sigs(batch: pa.RecordBatch, candidates: np.ndarray) -> pa.RecordBatch:
+    """Only the signatures a candidate pair needs travel to the verification joins."""
+    return batch.filter(pa.array(np.isin(batch.column("node").to_numpy(), candidates)))
 
 
 def _lookup(table: pa.Table, nodes: np.ndarray, num_perm: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -591,7 +618,7 @@ class _ApplyFn(beam.DoFn):
     def process(self, batch: pa.RecordBatch, clusters: Dict, root_ids: Dict):
         nodes = batch.column(NODE).to_numpy()
         roots, sim = _roots_of(nodes, clusters)
-        rows = drop_columns(batch, [SIGNATURE])
+        rows = batch
         if self._spec.action == "drop":
             dup = roots != nodes
             if dup.any():
@@ -681,17 +708,20 @@ class NearDeduplicate(beam.PTransform):
         ranks = (batches | "Sources" >> beam.Map(_sources)
                  | "SourceRanks" >> beam.CombineGlobally(_Distinct()))
         signed = batches | "Sign" >> beam.ParDo(_SignFn(s), pvalue.AsSingleton(ranks)).with_outputs(
-            _SignFn.BANDS, main="rows")
-        rows, bands = signed.rows, signed[_SignFn.BANDS]
-        rows.element_type = pa.RecordBatch
-        bands.element_type = pa.RecordBatch
+            _SignFn.BANDS, _SignFn.SIGNATURES, main="rows")
+        rows, bands, all_sigs = signed.rows, signed[_SignFn.BANDS], signed[_SignFn.SIGNATURES]
+        for pc_ in (rows, bands, all_sigs):
+            pc_.element_type = pa.RecordBatch
         cand = (bands
                 | "BandBucket" >> beam.FlatMap(_keyed, "key", nb).with_output_types(KeyedBatch)
                 | "GroupBands" >> beam.GroupByKey()
                 | "BandPairs" >> beam.FlatMap(_pairs_of_bucket, s.bucket_cap).with_outputs("stats", main="pairs"))
         cand.pairs.element_type = pa.RecordBatch
         bucket_stats = cand.stats | "BucketStats" >> beam.CombineGlobally(_MergeStats())
-        sigs = rows | "NodeSigs" >> beam.Map(_node_sigs).with_output_types(pa.RecordBatch)
+        candidates = (cand.pairs | "PairNodes" >> beam.Map(_pair_nodes)
+                      | "CandidateNodes" >> beam.CombineGlobally(_UniqueNodes()))
+        sigs = all_sigs | "CandidateSigs" >> beam.Map(_candidate_sigs, pvalue.AsSingleton(candidates)) \
+            .with_output_types(pa.RecordBatch)
         sigs_keyed = sigs | "SigBucket" >> beam.FlatMap(_keyed, "node", nb).with_output_types(KeyedBatch)
         pairs_a = cand.pairs | "PairBucketA" >> beam.FlatMap(_keyed, "a", nb).with_output_types(KeyedBatch)
         with_a = ({"pairs": pairs_a, "sigs": sigs_keyed} | "JoinA" >> beam.CoGroupByKey()
