@@ -80,7 +80,7 @@ def run_beam(texts: list, batch: int = 65536) -> dict:
     wall = time.time() - start
     out = json.load(open(stats_path))
     return {"side": "beam", "rows": n, "seconds": round(wall, 1), "rows_per_s": round(n / wall),
-            "peak_mib": round(peak_mib()), "bands": bands, "rows_per_band": rows, **out}
+            "peak_mib": round(peak_mib()), "bands": bands, "rows_per_band": rows, "stage": out}
 
 
 def run_datasketch(texts: list) -> dict:

@@ -450,34 +450,41 @@ def _lookup(table: pa.Table, nodes: np.ndarray, num_perm: int) -> Tuple[np.ndarr
 
 
 def _join_a(element, num_perm: int, buckets: int):
-    """Pairs keyed by a's bucket meet a's signature: → (a, b, sig_a) keyed by b's bucket."""
+    """Pairs keyed by a's bucket meet a's signature: → per b bucket, the pairs (a, b) and,
+    once per distinct a among them, a's signature (a_node, a_sig): a row with many pairs
+    sends its signature once per bucket, not once per pair."""
     _, grouped = element
     pairs = concat_batches(grouped["pairs"])
     if pairs.num_rows == 0:
         return
     sigs = concat_batches(grouped["sigs"])
     uniq = np.unique(np.stack([pairs.column("a").to_numpy(), pairs.column("b").to_numpy()], axis=1), axis=0)
-    found, sig_a = _lookup(sigs, uniq[:, 0], num_perm)
-    out = pa.RecordBatch.from_arrays([pa.array(uniq[:, 0]), pa.array(uniq[:, 1]), _sig_array(sig_a)],
-                                     names=["a", "b", "sig_a"])
-    yield from key_by_bucket(out, [out.column("b")], buckets)
+    out = pa.RecordBatch.from_arrays([pa.array(uniq[:, 0]), pa.array(uniq[:, 1])], names=["a", "b"])
+    for bucket, part in key_by_bucket(out, [out.column("b")], buckets):
+        a_nodes = np.unique(part.column("a").to_numpy())
+        _, sig_a = _lookup(sigs, a_nodes, num_perm)
+        yield bucket, part
+        yield bucket, pa.RecordBatch.from_arrays([pa.array(a_nodes), _sig_array(sig_a)], names=["node", "sig"])
 
 
 def _join_b(element, num_perm: int, threshold: float):
-    """(a, b, sig_a) meet b's signature: → the verified pairs (a, b, similarity)."""
+    """Pairs (a, b) with a's signatures meet b's signature: → the verified pairs (a, b, similarity)."""
     _, grouped = element
-    pairs = concat_batches(grouped["pairs"])
+    parts = list(grouped["pairs"])
+    pairs = concat_batches([x for x in parts if "a" in x.schema.names])
     if pairs.num_rows == 0:
         return
+    a_sigs = concat_batches([x for x in parts if "a" not in x.schema.names])
     sigs = concat_batches(grouped["sigs"])
-    b = pairs.column("b").to_numpy()
+    a, b = pairs.column("a").to_numpy(), pairs.column("b").to_numpy()
+    _, sig_a = _lookup(a_sigs, a, num_perm)
     _, sig_b = _lookup(sigs, b, num_perm)
-    sim = estimated_jaccard(_sig_numpy(pairs.column("sig_a"), num_perm), sig_b)
+    sim = estimated_jaccard(sig_a, sig_b)
     keep = sim >= threshold
     yield pvalue.TaggedOutput("checked", {"candidates": int(len(b)), "verified": int(keep.sum())})
     if keep.any():
-        yield pa.RecordBatch.from_arrays([pa.array(pairs.column("a").to_numpy()[keep]), pa.array(b[keep]),
-                                          pa.array(sim[keep])], names=["a", "b", "similarity"])
+        yield pa.RecordBatch.from_arrays([pa.array(a[keep]), pa.array(b[keep]), pa.array(sim[keep])],
+                                         names=["a", "b", "similarity"])
 
 
 class UnionFind(beam.CombineFn):
