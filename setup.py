@@ -30,6 +30,7 @@ setup(
             "joblib<1.5",
             "statsmodels",
             "krippendorff",
+            "datasketch",     # the reference of the near-dedup tests
         ],
     },
     entry_points={"console_scripts": ["dataprep=pipeline.cli:entry"]},

@@ -21,6 +21,8 @@ from pipeline.layout import Layout
 from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
 from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, RuleSpec, ValidateRows, ValidateSpec
+from transforms.clean.near_dedup import (GROUP, NEAR_DUPLICATES_COLUMNS, CrossSplitPairs, NearDedupSpec,
+                                         NearDeduplicate, finish_rows, optimal_param)
 from transforms.features import (AnalyzeAndTransform, FeatureSpec, TftInput, combined_preprocessing_fn,
                                  declarative_preprocessing_fn)
 from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MATRIX, N_LABELS, AnnotationsSpec,
@@ -70,6 +72,32 @@ def dedup_spec(cfg: Config) -> DedupSpec:
     return DedupSpec(keys=tuple(keys), label=label,
                      trim=d.normalize.trim, case_fold=d.normalize.case_fold,
                      collapse_whitespace=d.normalize.collapse_whitespace, on_conflict=d.on_conflict)
+
+
+def near_dedup_spec(cfg: Config) -> NearDedupSpec:
+    """`clean.near_dedup` as the stage's spec; bands × rows from threshold and num_perm unless set."""
+    nd = cfg.clean.near_dedup
+    bands, rows = (nd.bands, nd.rows) if nd.bands else optimal_param(nd.threshold, nd.num_perm,
+                                                                                    *nd.weights)
+    return NearDedupSpec(columns=tuple(nd.columns), threshold=nd.threshold, shingle=nd.shingle_kind,
+                         shingle_size=nd.shingle_size, num_perm=nd.num_perm, bands=bands, rows=rows,
+                         action=nd.action, seed=nd.seed, bucket_cap=nd.bucket_cap, max_nodes=nd.max_nodes,
+                         group_by=cfg.split.group_by)
+
+
+def duplicates_schema(cfg: Config) -> pa.Schema:
+    """duplicates/: DUPLICATES_SCHEMA, and with near_dedup a reason and a similarity after it
+    (configs without near_dedup keep the schema, and bytes, they had)."""
+    if not cfg.clean.near_dedup:
+        return DUPLICATES_SCHEMA
+    return pa.schema(list(DUPLICATES_SCHEMA) + [pa.field(n, t) for n, t in NEAR_DUPLICATES_COLUMNS])
+
+
+def _exact_duplicates(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Exact copies in the near-dedup duplicates schema: reason `duplicate`, similarity 1."""
+    n = batch.num_rows
+    return pa.RecordBatch.from_arrays(list(batch.columns) + [pa.array(["duplicate"] * n, pa.string()),
+                                                             pa.array([1.0] * n, pa.float64())], schema=schema)
 
 
 def labels_spec(cfg: Config) -> LabelsSpec:
@@ -193,6 +221,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
         deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
+    dup_schema = duplicates_schema(cfg)
+    near = None
+    if cfg.clean.near_dedup:
+        near = clean | "NearDedup" >> NearDeduplicate(near_dedup_spec(cfg), dup_schema, shuffle_buckets)
+        clean = near.rows
+        if duplicates is not None:
+            duplicates = duplicates | "DuplicateReason" >> beam.Map(_exact_duplicates, dup_schema) \
+                .with_output_types(pa.RecordBatch)
+            duplicates = (duplicates, near.duplicates) | "AllDuplicates" >> beam.Flatten()
+        else:
+            duplicates = near.duplicates
+        results["near_dedup"] = near.stats
     if cfg.consensus_label:
         stages.append("labels")
         names = None
@@ -216,16 +256,22 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
             clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX]).with_output_types(pa.RecordBatch)
 
     stages.append("split")
+    group_by = GROUP if near is not None and cfg.clean.near_dedup.action == "group" else cfg.split.group_by
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
-                                               group_by=cfg.split.group_by, buckets=shuffle_buckets)
+                                               group_by=group_by, buckets=shuffle_buckets)
     results["balance"] = split.balance
+    if near is not None:
+        results["leakage"] = (split.splits, near.pairs, near.clusters) | "Leakage" >> CrossSplitPairs(splits)
+        split = split._replace(splits={
+            name: pcoll | f"NearDedupColumns[{name}]" >> beam.Map(finish_rows).with_output_types(pa.RecordBatch)
+            for name, pcoll in split.splits.items()})
     raw_schema = clean_schema(cfg)
     outputs += [Output(layout.raw(name), split.splits[name], shards, raw_schema) for name in splits]
     quarantine = quarantines | "AllQuarantine" >> beam.Flatten()
     outputs.append(Output(layout.quarantine, quarantine, shards, QUARANTINE_SCHEMA))
     if duplicates is None:
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
-    outputs.append(Output(layout.duplicates, duplicates, shards, DUPLICATES_SCHEMA))
+    outputs.append(Output(layout.duplicates, duplicates, shards, dup_schema))
     _write(outputs, "Write")
 
     if cfg.features:

@@ -117,8 +117,53 @@ class DedupConfig(_Strict):
     on_conflict: Literal["quarantine", "keep_first"] = "quarantine"
 
 
+class NearDedupConfig(_Strict):
+    """`clean.near_dedup`: MinHash LSH near-duplicates of the text in `columns`."""
+
+    columns: List[str] = Field(min_length=1)
+    threshold: float = Field(default=0.8, gt=0, lt=1)    # estimated Jaccard of the shingle sets
+    shingles: str = "words:3"                            # words:N | chars:N
+    num_perm: int = Field(default=128, ge=2, le=1024)
+    action: Literal["drop", "group", "none"] = "drop"
+    seed: int = Field(default=1, ge=0, lt=2 ** 32)        # datasketch's MinHash seed
+    # bands x rows minimise fp·weights[0] + fn·weights[1] (datasketch's MinHashLSH weights). Recall-heavy
+    # by default: every candidate is verified, so a false positive costs one comparison, a false negative a leak.
+    weights: Tuple[float, float] = (0.1, 0.9)
+    bands: Optional[int] = Field(default=None, ge=1)      # default: chosen from threshold, num_perm, weights
+    rows: Optional[int] = Field(default=None, ge=1)
+    bucket_cap: int = Field(default=200, ge=2, le=100_000)   # a band key with more rows is paired by anchors
+    max_nodes: int = Field(default=50_000_000, ge=1)          # rows with a near-duplicate the cluster step holds
+
+    @field_validator("shingles")
+    @classmethod
+    def _shingles(cls, v: str) -> str:
+        m = re.fullmatch(r"(words|chars):([1-9][0-9]*)", v)
+        if not m or int(m.group(2)) > 64:
+            raise ValueError(f"must be 'words:N' or 'chars:N' (1 <= N <= 64), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _bands_rows(self) -> "NearDedupConfig":
+        if min(self.weights) < 0 or abs(sum(self.weights) - 1) > 1e-9:
+            raise ValueError(f"weights: two non-negative numbers summing to 1, got {list(self.weights)}")
+        if (self.bands is None) != (self.rows is None):
+            raise ValueError("set both bands and rows, or neither")
+        if self.bands is not None and self.bands * self.rows > self.num_perm:
+            raise ValueError(f"bands x rows must be <= num_perm ({self.num_perm}), got {self.bands * self.rows}")
+        return self
+
+    @property
+    def shingle_kind(self) -> str:
+        return self.shingles.split(":")[0]
+
+    @property
+    def shingle_size(self) -> int:
+        return int(self.shingles.split(":")[1])
+
+
 class CleanConfig(_Strict):
     dedup: Optional[DedupConfig] = None
+    near_dedup: Optional[NearDedupConfig] = None
     rules: List[RuleConfig] = Field(default_factory=list)
     filters: List[str] = Field(default_factory=list)   # "module:function", f(RecordBatch) -> bool mask, True = drop
     on_missing_label: Literal["quarantine"] = "quarantine"
@@ -405,11 +450,15 @@ class Config(_Strict):
     @property
     def config_hash(self) -> str:
         dumped = self.model_dump(mode="json", by_alias=True)
-        # Sections added later hash only when set, so earlier configs keep their hash.
+        # Keys added later hash only when set, so earlier configs keep their hash.
         if "guard" not in self.model_fields_set:
             dumped.pop("guard", None)
         if dumped.get("labels") and dumped["labels"].get("review") is None:
             dumped["labels"].pop("review", None)
+        if dumped["clean"].get("near_dedup") is None:
+            dumped["clean"].pop("near_dedup", None)
+        if not dumped["clean"].get("allow_non_finite"):
+            dumped["clean"].pop("allow_non_finite", None)
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -443,6 +492,13 @@ class Config(_Strict):
             for k in self.clean.dedup.keys:
                 if k not in known:
                     raise _FieldError("clean.dedup.keys", f"unknown column {k!r}")
+        nd = self.clean.near_dedup
+        if nd:
+            for c in nd.columns:
+                if c not in known:
+                    raise _FieldError("clean.near_dedup.columns", f"unknown column {c!r}")
+                if self.column_types[c] != "string":
+                    raise _FieldError("clean.near_dedup.columns", f"{c!r} is {self.column_types[c]}, not text")
         for i, f in enumerate(self.clean.filters):
             if not re.fullmatch(r"[\w.]+:\w+", f):
                 raise _FieldError(f"clean.filters[{i}]", f"must be 'module:function', got {f!r}")

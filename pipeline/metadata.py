@@ -293,12 +293,15 @@ class RunRecorder:
         return e
 
     def finish_stage(self, stage: str, outputs: Sequence[pb.Artifact], inputs: Sequence[pb.Artifact] = (),
-                     props: Optional[Dict] = None) -> None:
-        """COMPLETE, with OUTPUT events (and INPUT events for inputs made during the run)."""
+                     props: Optional[Dict] = None, custom: Optional[Dict] = None) -> None:
+        """COMPLETE, with OUTPUT events (and INPUT events for inputs made during the run);
+        `custom` goes to the execution's custom properties (a stage's own settings and counts)."""
         e = self.executions[stage]
         e.last_known_state = pb.Execution.COMPLETE
         for k, v in (props or {}).items():
             _set(e.properties, k, v)
+        for k, v in (custom or {}).items():
+            _set(e.custom_properties, k, v)
         events = [(a, pb.Event(type=pb.Event.INPUT)) for a in inputs]
         events += [(a, pb.Event(type=pb.Event.OUTPUT)) for a in outputs]
         with self.lock:

@@ -163,6 +163,8 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
         report["labels"] = results["labels"]
     if "review" in results:
         report["review"] = results["review"]
+    if "near_dedup" in results:
+        report["near_dedup"] = dict(results["near_dedup"], leakage=results["leakage"])
     if "annotations" in results:
         report["labels"]["annotations"] = dict(results["annotations"], faults=results["annotation_faults"])
     return report

@@ -460,8 +460,10 @@ def _record_outputs(rec: RunRecorder, plan: Plan, cfg: Config, layout: Layout, r
     clean = rec.pending_artifact("CleanData", layout.join("raw"), {"rows": rows["clean"]})
     quarantine = rec.pending_artifact("Quarantine", layout.quarantine, {"rows": rows["quarantined"]})
     duplicates = rec.pending_artifact("Duplicates", layout.duplicates, {"rows": rows["duplicates"]})
+    near = report.get("near_dedup")
     rec.finish_stage("clean", [clean, quarantine, duplicates], [raw_data],
-                     {"rows_in": rows["input"], "rows_out": rows["clean"]})
+                     {"rows_in": rows["input"], "rows_out": rows["clean"]},
+                     custom={f"near_dedup.{k}": v for k, v in near.items()} if near else None)
 
     split_input = clean
     if "labels" in plan.stages:

@@ -19,6 +19,7 @@ from apache_beam import pvalue
 
 from transforms.batches import (EXAMPLE_ID, ROW, SOURCE, as_batches, count_reasons, json_records, quarantine_batch,
                                 set_column)
+from transforms.clean.near_dedup import GROUP as _NEAR_GROUP, NODE as _NEAR_NODE
 from transforms.labels.agreement import AgreementStats
 from transforms.labels.review import ReviewSpec, WeakestPerSlice, review_rows
 from transforms.labels.consensus import (MISSING, Consensus, DSStats, consensus_agreement, ds_estep, ds_init_stats,
@@ -110,13 +111,16 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     bad = np.flatnonzero(~keep)
     rows = pa.Table.from_batches([out.take(pa.array(bad))])
     data_cols = [c for c in rows.schema.names
-                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, EXAMPLE_ID, spec.matrix_column)]
+                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, EXAMPLE_ID, spec.matrix_column, *NEAR_DEDUP_COLUMNS)]
     quarantine = quarantine_batch(json_records(rows, data_cols), pa.array(reasons[bad].tolist(), pa.string()),
                                   "labels", rows.column(SOURCE), rows.column(ROW))
     if review is None:
         return out.filter(pa.array(keep)), quarantine
     candidates = review_rows(out, result.agreement, result.tie, posterior, ~result.no_labels, review)
     return out.filter(pa.array(keep)), quarantine, candidates
+
+
+NEAR_DEDUP_COLUMNS = (_NEAR_NODE, _NEAR_GROUP)   # the near-dedup stage's bookkeeping, not the record
 
 
 class _ConsensusFn(beam.DoFn):
