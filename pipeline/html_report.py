@@ -319,6 +319,22 @@ def _review(report: Dict) -> str:
             + ". Nothing left a split because of it.</p>" + table(rows, ["reason", "candidates", "queued"]))
 
 
+def _near_dedup(report: Dict) -> str:
+    nd = report.get("near_dedup")
+    if not nd:
+        return '<p class="muted">no near-duplicate search (set clean.near_dedup)</p>'
+    leakage = nd.get("leakage") or {}
+    settings = {k: v for k, v in nd.items() if k != "leakage" and not isinstance(v, (dict, list))}
+    across = [{"splits": k, "near-duplicate pairs across": v} for k, v in (leakage.get("across") or {}).items()]
+    within = [{"split": k, "pairs within": v} for k, v in (leakage.get("within") or {}).items()]
+    return (f'<p><b id="near-dedup-leakage">{esc(leakage.get("cross_split_pairs", 0))}</b> near-duplicate pair(s) '
+            "across splits after the split (leakage into dev/test).</p>"
+            + table(across, ["splits", "near-duplicate pairs across"])
+            + table(within, ["split", "pairs within"])
+            + "<h3>Settings and counts</h3>" + table([{"key": k, "value": v} for k, v in settings.items()],
+                                                      ["key", "value"], cls="facts"))
+
+
 def _features(report: Dict) -> str:
     feats = report.get("features")
     if not feats:
@@ -369,6 +385,7 @@ def render_html(report: Dict, lineage: Optional[Dict] = None) -> str:
         ("split", "Split balance per stratum (target vs actual)", _split(report)),
         ("labels", "Label agreement (human-level performance)", _labels(report)),
         ("review", "Review queue", _review(report)),
+        ("near-dedup", "Near-duplicates and split leakage", _near_dedup(report)),
         ("features", "Feature statistics and vocabularies", _features(report)),
         ("lineage", "Lineage of the run (inputs → stages → outputs)",
          lineage_svg(lineage) if lineage else '<p class="muted">no store reachable: lineage not drawn</p>'),

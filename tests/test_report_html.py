@@ -189,3 +189,15 @@ def test_review_rows_with_dawid_skene_posteriors():
     assert out.column("example_id").to_pylist() == ["b", "c"]
     assert out.column(REASON).to_pylist() == ["low_posterior", "low_agreement"]
     assert out.column(SCORE).to_pylist() == [0.6, 0.9]     # the posterior is the score
+
+
+def test_near_duplicate_leakage_is_in_the_page():
+    report = _report_with("a,b")
+    report["near_dedup"] = {"action": "none", "threshold": 0.8, "bands": 14, "rows": 9, "verified_pairs": 31,
+                            "leakage": {"across": {"train/dev": 4, "train/test": 19, "dev/test": 2},
+                                        "within": {"train": 5, "dev": 0, "test": 1}, "cross_split_pairs": 25}}
+    page = render_html(report)
+    assert '<b id="near-dedup-leakage">25</b>' in page
+    for cell in ("train/test", ">19<", "verified_pairs", ">31<"):
+        assert cell in page, cell
+    assert "no near-duplicate search" in render_html(_report_with("a,b"))
