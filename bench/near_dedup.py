@@ -60,7 +60,8 @@ def run_beam(texts: list, batch: int = 65536) -> dict:
     import pyarrow as pa
 
     from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, ROW, SOURCE
-    from transforms.clean.near_dedup import NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate, optimal_param
+    from transforms.clean.minhash import optimal_param
+    from transforms.clean.near_dedup import NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate
 
     n = len(texts)
     table = pa.table({"text": pa.array(texts, pa.string()), EXAMPLE_ID: pa.array([str(i) for i in range(n)]),

@@ -21,8 +21,9 @@ from pipeline.layout import Layout
 from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
 from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns
 from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, RuleSpec, ValidateRows, ValidateSpec
-from transforms.clean.near_dedup import (GROUP, NEAR_DUPLICATES_COLUMNS, CrossSplitPairs, NearDedupSpec,
-                                         NearDeduplicate, finish_rows, optimal_param)
+from transforms.clean.leakage import CrossSplitPairs
+from transforms.clean.minhash import optimal_param
+from transforms.clean.near_dedup import GROUP, NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate, finish_rows
 from transforms.features import (AnalyzeAndTransform, FeatureSpec, TftInput, combined_preprocessing_fn,
                                  declarative_preprocessing_fn)
 from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MATRIX, N_LABELS, AnnotationsSpec,
