@@ -61,6 +61,19 @@ def data_file(directory: str, name: str, rows: int, make) -> str:
     return path
 
 
+def bench_config(config_yaml: str, data: str, work: str) -> str:
+    """The benchmark config (`config_yaml`) reading `data`, written into `work`; its path."""
+    import yaml
+
+    with open(config_yaml) as f:
+        cfg = yaml.safe_load(f)
+    cfg["inputs"][0]["path"] = data
+    path = os.path.join(work, "config.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, required=True)

@@ -19,12 +19,11 @@ import sys
 import tempfile
 import time
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from generate import data_file, generate  # noqa: E402
+from generate import bench_config, data_file, generate  # noqa: E402
 
 
 def measure(cmd, env=None):
@@ -51,11 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     data = data_file(args.data, f"adult-{args.rows}.csv", args.rows, generate)
     work = tempfile.mkdtemp(prefix="dataprep-bench-")
-    cfg = yaml.safe_load(open(os.path.join(HERE, "config.yaml")))
-    cfg["inputs"][0]["path"] = data
-    cfg_path = os.path.join(work, "config.yaml")
-    with open(cfg_path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
+    cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, work)
     tools = {
         "pandas": lambda k: [sys.executable, os.path.join(HERE, "pandas_reference.py"), "--input", data,
                              "--output", os.path.join(work, f"pandas-{k}")],

@@ -23,12 +23,11 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from generate import data_file, generate  # noqa: E402
+from generate import bench_config, data_file, generate  # noqa: E402
 
 FLINK = ["--runner", "FlinkRunner", "--flink_master", "localhost:8081", "--parallelism", "2"]
 RUNNERS = {
@@ -120,11 +119,7 @@ def main() -> None:
     args = ap.parse_args()
     data = data_file(args.data, f"adult-{args.rows}.csv", args.rows, generate)
     work = tempfile.mkdtemp(prefix="dataprep-bench-runners-")
-    cfg = yaml.safe_load(open(os.path.join(HERE, "config.yaml")))
-    cfg["inputs"][0]["path"] = data
-    cfg_path = os.path.join(work, "config.yaml")
-    with open(cfg_path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
+    cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, work)
     names = args.runners.split(",")
     rows = []
     for k in range(args.repeats):
