@@ -251,7 +251,18 @@ def failure_line(e: BaseException) -> str:
             return f"{found.group(2)}: {found.group(3)}"
         x = x.__cause__ or x.__context__
     lines = [line for line in f"{type(e).__name__}: {e}".splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__
+    if not lines:
+        return type(e).__name__
+    first = lines[0]
+    if first.endswith(_TRACEBACK) and len(lines) > 1:
+        # A portable runner (Flink) reports a worker's failure as its Python traceback: the
+        # line that names the error is the first unindented one after the traceback's frames.
+        raised = next((line for line in lines[1:] if not line.startswith(" ")), lines[-1])
+        return f"{first[:-len(_TRACEBACK)].rstrip()} {raised.strip()}"
+    return first
+
+
+_TRACEBACK = "Traceback (most recent call last):"
 
 
 STAGING_PREFIX = ".staging-"   # OUT/.staging-<run_id>/: a run's files until it reaches COMPLETE

@@ -553,3 +553,20 @@ def test_blocks_are_cut_outside_quotes():
     stray = b'1,"a\n' + b"2,x\n" * 50
     blocks = list(iter_line_blocks(io.BytesIO(stray), 8, '"'))
     assert len(blocks) > 5 and max(len(b) for b, _ in blocks) < 4 * 8 + 8
+
+
+def test_a_worker_traceback_in_the_error_is_named_in_one_line():
+    # A portable runner (Flink) reports a Python worker's failure as the worker's traceback.
+    from pipeline.run import failure_line
+
+    flink = ("Pipeline BeamApp-root-1 failed in state FAILED: java.lang.RuntimeException: Error received from SDK "
+             "harness for instruction 17: Traceback (most recent call last):\n"
+             '  File "/venv/apache_beam/runners/worker/sdk_worker.py", line 311, in _execute\n'
+             "    response = task()\n"
+             "RuntimeError: injected failure in a DoFn [while running 'Clean/Validate/ParDo(_ValidateFn)']\n\n"
+             "\tat org.apache.beam.runners.fnexecution.control.FnApiControlClient.onNext(FnApiControlClient.java:180)\n")
+    line = failure_line(RuntimeError(flink))
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("RuntimeError: Pipeline BeamApp-root-1 failed in state FAILED")
+    assert line.endswith("RuntimeError: injected failure in a DoFn [while running 'Clean/Validate/ParDo(_ValidateFn)']")
+    assert failure_line(ValueError("first line\nsecond line")) == "ValueError: first line"
