@@ -136,12 +136,13 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         baseline = None if dry_run else last_complete_run(store_handle, cfg.name)
         verdict = check_growth(baseline, sum(f.size for f in files), cfg.guard.max_growth)
         recorder = RunRecorder(store_handle, cfg.name, run_id, common)
+        run_props = dict(config_hash=cfg.config_hash, config=redact(cfg.raw_text), code_version=version,
+                         runner=runner, options=json.dumps(sanitized_options(options)), user=_user(),
+                         started=started.isoformat(), inputs_fingerprint=fingerprint_all, pipeline=cfg.name,
+                         guard=as_property(verdict))
         if verdict["exceeded"] and cfg.guard.on_exceed == "fail":
-            recorder.update_run(status="REFUSED", config_hash=cfg.config_hash, config=redact(cfg.raw_text),
-                                code_version=version, runner=runner, options=json.dumps(sanitized_options(options)),
-                                user=_user(), started=started.isoformat(), ended=_now().isoformat(),
-                                inputs_fingerprint=fingerprint_all, pipeline=cfg.name, guard=as_property(verdict),
-                                error=f"guard: {verdict['message']}")
+            recorder.update_run(status="REFUSED", ended=_now().isoformat(), error=f"guard: {verdict['message']}",
+                                **run_props)
             raise GrowthRefused(f"guard: {verdict['message']} (guard.on_exceed: fail; run {run_id} not run)")
     except mlmd_errors.StatusError as e:
         raise StoreError(f"metadata store {location.describe()}: {failure_line(e)}") from e
@@ -151,10 +152,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     with _cancel_on_signals(), watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
         heartbeat = Heartbeat(location, recorder)
         try:
-            recorder.update_run(status="RUNNING", config_hash=cfg.config_hash, config=redact(cfg.raw_text),
-                                code_version=version, runner=runner, options=json.dumps(sanitized_options(options)),
-                                user=_user(), started=started.isoformat(), output=final.root, staging=layout.root,
-                                inputs_fingerprint=fingerprint_all, pipeline=cfg.name, guard=as_property(verdict),
+            recorder.update_run(status="RUNNING", output=final.root, staging=layout.root, **run_props,
                                 **run_identity())
             log.info("run %s: %d input file(s), output %s, store %s", run_id, len(files), final.root,
                      location.describe())
