@@ -170,15 +170,20 @@ def _pairs_of_bucket(element, cap: int):
         yield pa.RecordBatch.from_arrays([pa.array(a, pa.int64()), pa.array(b, pa.int64())], names=["a", "b"])
 
 
-class _MergeStats(beam.CombineFn):
-    def create_accumulator(self):
-        return {"buckets": 0, "largest_bucket": 0, "oversized_buckets": 0, "oversized_rows": 0}
+class _MergeTotals(beam.CombineFn):
+    """Dicts with fixed keys merged into one: each key summed, those in `maxed` by max."""
 
-    def add_input(self, acc, s):
-        return {k: (max(acc[k], s[k]) if k == "largest_bucket" else acc[k] + s[k]) for k in acc}
+    def __init__(self, keys, maxed=()):
+        super().__init__()
+        self._keys, self._maxed = tuple(keys), frozenset(maxed)
+
+    def create_accumulator(self):
+        return dict.fromkeys(self._keys, 0)
+
+    def add_input(self, acc, d):
+        return {k: (max(acc[k], d[k]) if k in self._maxed else acc[k] + d[k]) for k in acc}
 
     def merge_accumulators(self, accs):
-        accs = list(accs)
         out = self.create_accumulator()
         for a in accs:
             out = self.add_input(out, a)
@@ -460,23 +465,6 @@ def _stats(buckets: Dict, checks: Dict, clusters: Dict, spec: NearDedupSpec) -> 
             "oversized_buckets": buckets["oversized_buckets"], "oversized_bucket_rows": buckets["oversized_rows"]}
 
 
-class _SumChecks(beam.CombineFn):
-    def create_accumulator(self):
-        return {"candidates": 0, "verified": 0}
-
-    def add_input(self, acc, d):
-        return {k: acc[k] + d[k] for k in acc}
-
-    def merge_accumulators(self, accs):
-        out = self.create_accumulator()
-        for a in accs:
-            out = self.add_input(out, a)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
 @beam.typehints.with_input_types(pa.RecordBatch)
 class NearDeduplicate(beam.PTransform):
     """Clean batches → a `NearDedupResult`.
@@ -506,7 +494,8 @@ class NearDeduplicate(beam.PTransform):
                 | "GroupBands" >> beam.GroupByKey()
                 | "BandPairs" >> beam.FlatMap(_pairs_of_bucket, s.bucket_cap).with_outputs("stats", main="pairs"))
         cand.pairs.element_type = pa.RecordBatch
-        bucket_stats = cand.stats | "BucketStats" >> beam.CombineGlobally(_MergeStats())
+        bucket_stats = cand.stats | "BucketStats" >> beam.CombineGlobally(
+            _MergeTotals(("buckets", "largest_bucket", "oversized_buckets", "oversized_rows"), maxed=("largest_bucket",)))
         candidates = (cand.pairs | "PairNodes" >> beam.Map(_pair_nodes)
                       | "CandidateNodes" >> beam.CombineGlobally(_UniqueNodes()))
         sigs = all_sigs | "CandidateSigs" >> beam.Map(_candidate_sigs, pvalue.AsSingleton(candidates)) \
@@ -520,7 +509,7 @@ class NearDeduplicate(beam.PTransform):
                                                                                              main="pairs"))
         pairs = verified.pairs
         pairs.element_type = pa.RecordBatch
-        checks = verified.checked | "SumChecks" >> beam.CombineGlobally(_SumChecks())
+        checks = verified.checked | "SumChecks" >> beam.CombineGlobally(_MergeTotals(("candidates", "verified")))
         clusters = pair_clusters = pairs | "Clusters" >> beam.CombineGlobally(UnionFind(s.max_nodes))
         if s.action == "group" and s.group_by:   # near-duplicates and split.group_by groups, one component
             group_edges = rows | "GroupEdges" >> beam.Map(_group_edges, s.group_by).with_output_types(pa.RecordBatch)
