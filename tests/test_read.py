@@ -125,3 +125,71 @@ def test_counters_per_stage_and_reason(tmp_path):
     assert counters["clean.quarantined.missing_label"] == 1
     assert counters["clean.quarantined.type:a"] == 1
     assert counters["ingest.rows"] == 3 and counters["clean.rows"] == 1
+
+
+def _ranged_text() -> bytes:
+    """A CSV with a BOM, blank lines, quoted newlines and doubled quotes, a broken record and
+    a bad UTF-8 byte: every kind of record boundary a cut must respect."""
+    lines = [b"\xef\xbb\xbfa,b,c"]
+    for i in range(400):
+        if i % 37 == 5:
+            lines.append(b'%d,"two\nlines, ""quoted""",%d' % (i, i))
+        elif i % 53 == 7:
+            lines.append(b"")
+        elif i % 71 == 9:
+            lines.append(b"%d,\xff,broken,extra" % i)
+        else:
+            lines.append(b"%d,v%d,%d" % (i, i, i * 3))
+    return b"\n".join(lines) + b"\n"
+
+
+def test_ranges_cover_the_file_at_record_boundaries():
+    from transforms.read import plan_ranges
+
+    text = _ranged_text()
+    ranges = list(plan_ranges(io.BytesIO(text), 0, "f.csv", CSV, range_bytes=300, block_bytes=64))
+    assert len(ranges) > 5 and ranges[0].start == 0 and ranges[-1].end == -1
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))              # contiguous, no gap
+    assert ranges[0].names is None and {r.names for r in ranges[1:]} == {("a", "b", "c")}
+    for r in ranges[1:]:
+        before = text[:r.start]
+        assert before.endswith(b"\n") and before.count(b'"') % 2 == 0               # never inside quotes
+        assert r.first_line == before.count(b"\n") + 1                              # its line number
+
+
+def test_reading_in_ranges_gives_the_records_of_reading_whole(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(_ranged_text())
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_bytes(b"".join(b'{"a": %d, "b": "x%d"}\n' % (i, i) if i % 50 else b"{bad\n" for i in range(300)))
+    specs = [CSV, ReaderSpec(format="jsonl")]
+    files = [(0, str(path)), (1, str(jsonl))]
+
+    def records(range_bytes):
+        # the two DoFns of ReadInputs, called as a runner would: plan the ranges, read each
+        from apache_beam import pvalue
+
+        from transforms.read.stage import _PlanRangesFn, _ReadFileFn
+
+        plan, read = _PlanRangesFn(specs, range_bytes, 64), _ReadFileFn(specs, ["a", "b"], 64)
+        parts = [r for f in files for r in plan.process(f)]
+        rows, bad = [], []
+        for part in parts:
+            for out in read.process(part):
+                if isinstance(out, pvalue.TaggedOutput):
+                    b = out.value
+                    bad += zip(b.column("_source").to_pylist(), b.column("_row").to_pylist(),
+                               b.column("reason").to_pylist(), b.column("record").to_pylist())
+                else:
+                    rows += zip(out.column("_source").to_pylist(), out.column("_row").to_pylist(),
+                                out.column("a").to_pylist(), out.column("b").to_pylist(),
+                                out.column("_record").to_pylist())
+        return len(parts), sorted(rows), sorted(bad)
+
+    n_whole, whole_rows, whole_bad = records(1 << 30)
+    n_split, split_rows, split_bad = records(256)
+    assert n_whole == 2 and n_split > 10
+    assert len(whole_rows) == 400 - 8 - 6 + 300 - 6 and len(whole_bad) == 6 + 6
+    assert (split_rows, split_bad) == (whole_rows, whole_bad)
+    quoted = [r for r in whole_rows if r[0].endswith("a.csv") and r[2] == "5"]
+    assert quoted[0][1] == 7 and quoted[0][3] == 'two\nlines, "quoted"'         # _row: the line it starts on

@@ -527,6 +527,20 @@ def test_a_multiline_record_that_does_not_parse_is_quarantined_once(tmp_path, ca
     assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail",extra'
 
 
+def test_a_multiline_record_that_is_not_csv_is_quarantined_once(tmp_path, capsys):
+    # the quote closes on the second line, then the record is not CSV: one broken record, one
+    # input, and no made-up row e99 (the second line alone would parse)
+    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
+        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail"x', "e7,a,3.5,7,after"]
+    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
+    assert code == 0, err
+    assert summary["rows"]["input"] == 7
+    [q] = _quarantine(summary)
+    assert (q["reason"], q["_row"]) == ("csv_malformed", 7)
+    assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail"x'
+    assert {r["id"] for r in _split_rows(summary)} == {"e0", "e1", "e2", "e3", "e4", "e7"}
+
+
 def test_a_stray_quote_does_not_swallow_the_lines_after_it():
     from transforms.read import ReaderSpec, parse_csv_block
 

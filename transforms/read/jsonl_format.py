@@ -1,0 +1,58 @@
+"""JSON lines of a block → string columns; a missing key is a null value."""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.batches import RECORD, ROW
+from transforms.read.records import BadRows, ReaderSpec, _blank_mask, _finish_strings
+
+
+def _json_text(value) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
+                      spec: ReaderSpec) -> Tuple[Optional[pa.RecordBatch], BadRows]:
+    """Parses JSON-lines into `wanted` string columns; a missing key is a null value."""
+    lines = block.split(b"\n")
+    blank = _blank_mask(lines)
+    bad = BadRows()
+    values: Dict[str, List[Optional[str]]] = {c: [] for c in wanted}
+    rows: List[int] = []
+    records: List[bytes] = []
+    for i in np.flatnonzero(~blank):
+        line = lines[i]
+        n = first_line + int(i)
+        try:
+            obj = json.loads(line)
+        except UnicodeDecodeError:
+            bad.add(n, line, "invalid_utf8")
+            continue
+        except ValueError:
+            bad.add(n, line, "json_invalid")
+            continue
+        if not isinstance(obj, dict):
+            bad.add(n, line, "json_not_object")
+            continue
+        for c in wanted:
+            values[c].append(_json_text(obj.get(c)))
+        rows.append(n)
+        records.append(line)
+    if not rows:
+        return None, bad
+    columns = _finish_strings({c: pa.array(values[c], pa.string()) for c in wanted}, spec)
+    arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), pa.array(records, pa.binary())]
+    return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad

@@ -1,0 +1,108 @@
+"""What the readers share: how an input is read (`ReaderSpec`), a block's reader faults
+(`BadRows`), the escaped text of a raw record, blank lines and NA values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.batches import quarantine_batch
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """How to read one input's files: the format and, for CSV, its dialect and NA values."""
+
+    format: str
+    header: bool = True
+    delimiter: str = ","
+    quote_char: Optional[str] = '"'
+    na_values: Tuple[str, ...] = ("",)
+    trim: bool = False
+    names: Optional[Tuple[str, ...]] = None
+
+
+@dataclass
+class BadRows:
+    """Reader faults of one block: line numbers, the raw bytes, and a reason code each."""
+
+    rows: List[int] = field(default_factory=list)
+    raw: List[bytes] = field(default_factory=list)
+    reasons: List[str] = field(default_factory=list)
+
+    def add(self, row: int, raw: bytes, reason: str) -> None:
+        self.rows.append(row)
+        self.raw.append(raw)
+        self.reasons.append(reason)
+
+    def to_batch(self, source: str, stage: str = "ingest") -> Optional[pa.RecordBatch]:
+        if not self.rows:
+            return None
+        return quarantine_batch(pa.array([escape_bytes(r) for r in self.raw], pa.string()), self.reasons, stage,
+                                source, self.rows)
+
+
+def escape_bytes(raw: bytes) -> str:
+    """The text of a raw record (line terminator removed).
+
+    Valid UTF-8 comes back as it is. Otherwise (reason `invalid_utf8`) backslashes are
+    doubled and every undecodable byte becomes `\\xNN`, which `unescape_record` reverses.
+    """
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+
+
+def unescape_record(text: str) -> bytes:
+    """The original bytes of an `invalid_utf8` record from its escaped text."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif text.startswith("\\x", i):
+            out.append(int(text[i + 2:i + 4], 16))
+            i += 4
+        else:
+            j = i
+            while j < len(text) and text[j] != "\\":
+                j += 1
+            out += text[i:j].encode("utf-8")
+            i = j
+    return bytes(out)
+
+
+def _line_lengths(lines: Sequence[bytes]) -> np.ndarray:
+    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+
+
+def _blank_mask(lines: Sequence[bytes]) -> np.ndarray:
+    """Empty lines (or a lone "\\r") are not records; a line of spaces is one (and is broken)."""
+    lens = _line_lengths(lines)
+    blank = lens == 0
+    for i in np.flatnonzero(lens == 1):
+        blank[i] = lines[i] == b"\r"
+    return blank
+
+
+def _finish_strings(columns: Dict[str, pa.Array], spec: ReaderSpec) -> Dict[str, pa.Array]:
+    """Applies the reader's `trim` and `na_values` to raw string columns."""
+    na = pa.array(list(spec.na_values), pa.string())
+    out = {}
+    for name, arr in columns.items():
+        if spec.trim:
+            arr = pc.utf8_trim_whitespace(arr)
+        if len(na):
+            missing = pc.is_in(arr, value_set=na)
+            if pc.any(missing).as_py():     # most columns have none: no copy of their text
+                arr = pc.if_else(missing, pa.scalar(None, pa.string()), arr)
+        out[name] = arr
+    return out
