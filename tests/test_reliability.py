@@ -224,7 +224,60 @@ def test_an_empty_train_split_with_features_exits_1_clearly(tmp_path, capsys):
     from pipeline.metadata import StoreLocation, open_store
 
     [r] = list_runs(open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))))
-    assert r["status"] == "FAILED"
+    assert r["status"] == "FAILED" and "features: the train split is empty" in r["error"]
+    out = tmp_path / "out"
+    assert not out.exists() or not os.listdir(out), os.listdir(out)   # nothing published, nothing staged left
+
+
+def test_tft_analyses_train_only_through_the_empty_check(tmp_path):
+    """Every analyzer of the transform stage reads train through `Checked[train]`, which
+    waits for the side input `RequireRows[train]` (raising on an empty split), behind a
+    shuffle: no analysis starts before the count is known. A count beside the analysis,
+    racing it, is what this refuses."""
+    import apache_beam as beam
+    import pyarrow as pa
+
+    from pipeline.build import feature_spec
+    from pipeline.config import FeatureConfig
+    from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn
+
+    types = {"x": "float", "c": "string"}
+    specs = [feature_spec(FeatureConfig.parse("x", "zscore", "float")),
+             feature_spec(FeatureConfig.parse("c", "vocabulary", "string"))]
+    p = beam.Pipeline()
+    splits = {s: p | s >> beam.Create([]).with_output_types(pa.RecordBatch) for s in ("train", "dev")}
+    _ = splits | "Features" >> AnalyzeAndTransform(declarative_preprocessing_fn(specs, types),
+                                                   TftInput(types, {"example_id": pa.string()}),
+                                                   str(tmp_path / "tmp"), str(tmp_path))
+    nodes = {}
+
+    class Collect(beam.pipeline.PipelineVisitor):
+        def visit_transform(self, node):
+            nodes[node.full_label] = node
+
+        def enter_composite_transform(self, node):
+            nodes[node.full_label] = node
+
+    p.visit(Collect())
+    [analyze] = [n for label, n in nodes.items() if label.endswith("/AnalyzeTrain")]
+    [train_in] = [pc for pc in analyze.main_inputs.values()]
+
+    def upstream(pc, seen):   # the labels of every transform `pc` depends on
+        node = pc.producer
+        if node is None or node.full_label in seen:
+            return seen
+        seen.add(node.full_label)
+        for x in list(node.main_inputs.values()) + [s.pvalue for s in node.side_inputs]:
+            upstream(x, seen)
+        return seen
+
+    assert train_in.producer.full_label == "Features/Checked[train]"
+    [gate] = train_in.producer.side_inputs
+    assert gate.pvalue.producer.full_label == "Features/RequireRows[train]"
+    assert any(label.startswith("Features/Barrier[train]") for label in upstream(train_in, set()))
+    with pytest.raises(Exception, match="features: the train split is empty"):
+        p.run().wait_until_finish()
+    assert not (tmp_path / "transform_fn").exists() and not (tmp_path / "transformed_metadata").exists()
 
 
 def test_duplicate_yaml_keys_exit_2(tmp_path, capsys):

@@ -51,8 +51,8 @@ class AnalyzeAndTransform(beam.PTransform):
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
-            _require_nonempty(splits[self._train], self._train)
-            transform_fn = ((encoded[self._train], adapter_config)
+            train = _checked_nonempty(splits[self._train], encoded[self._train], self._train)
+            transform_fn = ((train, adapter_config)
                             | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
             metadata = transform_fn[1]
@@ -87,10 +87,22 @@ def _require_rows(rows: int, split: str) -> int:
     return rows
 
 
-def _require_nonempty(raw: beam.PCollection, split: str) -> None:
-    """Fails the job when `raw` (the split analysed) has no rows, instead of analysing nothing
-    (a mean of 0, a std of 0, unscaled outputs and exit 0). A branch of its own: a side
-    input gating TFT's input stalls the DirectRunner's watermarks."""
-    _ = (raw | f"CountRows[{split}]" >> beam.Map(lambda b: b.num_rows)
-         | f"SumRows[{split}]" >> beam.CombineGlobally(sum)
-         | f"RequireRows[{split}]" >> beam.Map(_require_rows, split))
+def _pass(batch: pa.RecordBatch, rows: int) -> pa.RecordBatch:
+    return batch
+
+
+def _checked_nonempty(raw: beam.PCollection, encoded: beam.PCollection, split: str) -> beam.PCollection:
+    """`encoded` (the split analysed, as TFT reads it) gated on a side input that fails the
+    job when `raw` has no rows. Every analyzer reads its input through the gate, so none runs
+    before the count is known and none runs on an empty split (which would give a mean of 0,
+    a std of 0, an empty vocabulary, unscaled outputs and exit 0): the job stops first,
+    naming the cause, and no transform graph is written. The shuffle before the gate
+    (whole batches) keeps it out of the stage that produces the split: fused there, it
+    would wait for a count that stage has not finished (the DirectRunner stalls with
+    "watermark-pending bundles did not execute")."""
+    rows = (raw | f"CountRows[{split}]" >> beam.Map(lambda b: b.num_rows)
+            | f"SumRows[{split}]" >> beam.CombineGlobally(sum)
+            | f"RequireRows[{split}]" >> beam.Map(_require_rows, split))
+    return (encoded | f"Barrier[{split}]" >> beam.Reshuffle()
+            | f"Checked[{split}]" >> beam.Map(_pass, beam.pvalue.AsSingleton(rows)).with_output_types(
+                pa.RecordBatch))
