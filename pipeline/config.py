@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from transforms.user_code import UserCodeError, load_function
+from transforms.user_code import UserCodeError, load_function, local_modules
 
 COLUMN_TYPES = ("string", "int", "float", "bool")
 FEATURE_KINDS = ("zscore", "minmax", "log_zscore", "bucketize", "vocabulary", "hash", "passthrough",
@@ -645,6 +645,17 @@ def load_config(path: str) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     return parse_config(data, base_dir=os.path.dirname(os.path.abspath(path)), raw_text=text)
+
+
+def user_code(cfg: Config) -> List[str]:
+    """The `module:function` paths the config names (`clean.filters`, `features.preprocessing_fn`)."""
+    return list(cfg.clean.filters) + ([cfg.preprocessing_fn] if cfg.preprocessing_fn else [])
+
+
+def user_modules(cfg: Config) -> List[str]:
+    """The modules of the config's user code that sit beside it (`mymod.py`, or a package
+    folder), which remote workers must be sent."""
+    return local_modules(user_code(cfg), cfg.base_dir)
 
 
 def check_user_code(cfg: Config) -> None:

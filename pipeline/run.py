@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from ml_metadata import errors as mlmd_errors
 
 from pipeline.build import Plan, build_pipeline, feature_specs
-from pipeline.config import Config, ConfigError, check_user_code
+from pipeline.config import Config, ConfigError, check_user_code, user_modules
 from pipeline.guard import after_job, as_property, check_growth, last_complete_run
 from pipeline.inputs import (DATA, InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint,
                              match_inputs)
@@ -107,7 +107,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         output_root = os.path.abspath(output_root)
     try:
         check_runner(runner)
-        options = PipelineOptions(runner_args(runner, beam_args))
+        options = PipelineOptions(runner_args(runner, beam_args, user_modules(cfg)))
         dry_run = options.view_as(TestOptions).dry_run
         check_runner_paths(runner, output_root, [cfg.resolve(i.path) for i in cfg.inputs], dry_run)
     except RunnerOptionsError as e:

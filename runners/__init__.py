@@ -83,9 +83,10 @@ def check_runner_paths(runner: str, output: str, inputs: Sequence[str] = (), dry
                                      "copy it to gs:// first")
 
 
-def runner_args(runner: str, beam_args: Sequence[str]) -> List[str]:
-    """The Beam arguments with what this runner needs added (--setup_file for Dataflow,
-    the job server and environment for Flink).
+def runner_args(runner: str, beam_args: Sequence[str], user_modules: Sequence[str] = ()) -> List[str]:
+    """The Beam arguments with what this runner needs added (--setup_file and the user's
+    modules beside the config, `user_modules`, for Dataflow; the job server and
+    environment for Flink, whose LOOPBACK workers run here and see the config's folder).
 
     Raises:
       RunnerOptionsError: the runner cannot run with these options (named in the message).
@@ -94,7 +95,7 @@ def runner_args(runner: str, beam_args: Sequence[str]) -> List[str]:
     from runners.flink import flink_args, is_flink
 
     if is_dataflow(runner):
-        return dataflow_args(beam_args)
+        return dataflow_args(beam_args, user_modules)
     if is_flink(runner):
         return flink_args(beam_args)
     return list(beam_args)

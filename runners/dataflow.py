@@ -4,13 +4,18 @@ Submit (the README has the full command):
     dataprep run CONFIG.yaml --output gs://BUCKET/out --runner DataflowRunner \\
         --project PROJECT --region REGION --temp_location gs://BUCKET/tmp
 `--setup_file` is added (this repo's setup.py), so Dataflow workers install the
-`pipeline`, `transforms` and `runners` packages; `--staging_location` defaults to
+`pipeline`, `transforms` and `runners` packages; the user's modules beside the config
+(`clean.filters`, `features.preprocessing_fn`) go as a wheel of their own
+(`--extra_package`, see `runners/packaging.py`); `--staging_location` defaults to
 `<temp_location>/staging`.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from typing import List, Sequence
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
@@ -24,8 +29,9 @@ def is_dataflow(runner: str) -> bool:
     return runner.split(".")[-1] in ("DataflowRunner", "dataflow")
 
 
-def dataflow_args(beam_args: Sequence[str]) -> List[str]:
-    """Beam arguments for Dataflow with what workers need added.
+def dataflow_args(beam_args: Sequence[str], user_modules: Sequence[str] = ()) -> List[str]:
+    """Beam arguments for Dataflow with what workers need added: our package, and the
+    `user_modules` (files or package folders beside the config) as a wheel.
 
     Raises:
       RunnerOptionsError: a required option (project, region, temp_location) is missing or local.
@@ -45,9 +51,21 @@ def dataflow_args(beam_args: Sequence[str]) -> List[str]:
             raise RunnerOptionsError("--setup_file: this installation has no setup.py to ship to workers; pass "
                               "--setup_file or --extra_package")
         args += ["--setup_file", SETUP_PY]
+    if user_modules:
+        args += ["--extra_package", _user_code_wheel(user_modules)]
     if not gcp.staging_location:
         args += ["--staging_location", gcp.temp_location.rstrip("/") + "/staging"]
     return args
+
+
+def _user_code_wheel(modules: Sequence[str]) -> str:
+    """The wheel of `modules`, in a folder of its own kept until this process ends (the
+    job is submitted, and the wheel staged, before then)."""
+    from runners.packaging import user_code_wheel
+
+    folder = tempfile.mkdtemp(prefix="dataprep-user-code-")
+    atexit.register(shutil.rmtree, folder, True)
+    return user_code_wheel(modules, folder)
 
 
 def staged_files(result) -> List[str]:

@@ -23,11 +23,24 @@ def example(tmp_path_factory):
 
 
 def test_dataflow_dry_run_builds_the_job_and_stages_our_package(example, tmp_path, monkeypatch):
+    """Our package (setup.py's sdist) and the filter module beside the config (a wheel of
+    its own, which pip installs and which imports without the config's folder) are staged."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
     # TFT touches its gs:// temp folder while the graph is built, which needs the network:
     # offline, the job is built without the features stage.
     monkeypatch.chdir(tmp_path)
     example = example.model_copy(deep=True)
     example.features = {}
+    beside = tmp_path / "config"
+    beside.mkdir()
+    module = "import numpy as np\n\n\ndef keep_all(batch):\n    return np.zeros(batch.num_rows, bool)\n"
+    (beside / "mymod15.py").write_text(module)
+    example.base_dir = str(beside)
+    example.clean.filters = ["mymod15:keep_all"]
     summary = run(example, output="gs://fake-bucket/out", store=str(tmp_path / "m.sqlite"),
                   beam_args=DATAFLOW + ["--dry_run", "True"])
     assert summary["dry_run"] is True and summary["output"].startswith("gs://fake-bucket/out/")
@@ -36,7 +49,43 @@ def test_dataflow_dry_run_builds_the_job_and_stages_our_package(example, tmp_pat
 
     [ctx] = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))).get_contexts_by_type("pipeline_run")
     assert ctx.properties["status"].string_value == "DRY_RUN"
-    assert SETUP_PY in ctx.properties["options"].string_value
+    options = json.loads(ctx.properties["options"].string_value)
+    assert options["setup_file"] == SETUP_PY
+    [wheel] = options["extra_packages"]
+    assert os.path.basename(wheel) in summary["staged"] and "extra_packages.txt" in summary["staged"]
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("mymod15.py").decode() == module
+    target = tmp_path / "worker"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
+                    wheel], check=True, capture_output=True)
+    probe = subprocess.run([sys.executable, "-c", "import mymod15, pyarrow as pa; "
+                            "print(mymod15.keep_all(pa.record_batch([pa.array([1, 2])], ['n'])).tolist())"],
+                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() == "[False, False]", probe.stderr
+
+
+def test_only_the_modules_beside_the_config_are_shipped(tmp_path):
+    from pipeline.config import parse_config, user_modules
+    from runners.packaging import module_sources, user_code_wheel
+
+    (tmp_path / "mymod15.py").write_text("def f(batch):\n    return None\n")
+    (tmp_path / "feats15" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "feats15" / "__init__.py").write_text("")
+    (tmp_path / "feats15" / "fn.py").write_text("def preprocessing_fn(inputs):\n    return inputs\n")
+    (tmp_path / "feats15" / "__pycache__" / "fn.cpython-311.pyc").write_bytes(b"x")
+    cfg = parse_config({"name": "m", "inputs": [{"path": "d.csv", "format": "csv"}],
+                        "schema": {"label": "y", "columns": {"y": "string", "x": "float"}},
+                        "clean": {"filters": ["mymod15:f", "os:getcwd", "tests.faults:slow"]},
+                        "features": {"preprocessing_fn": "feats15.fn:preprocessing_fn"}}, base_dir=str(tmp_path))
+    assert user_modules(cfg) == [str(tmp_path / "feats15"), str(tmp_path / "mymod15.py")]
+    assert [name for name, _ in module_sources(user_modules(cfg))] == ["feats15/__init__.py", "feats15/fn.py",
+                                                                       "mymod15.py"]
+    first = user_code_wheel(user_modules(cfg), str(tmp_path / "a"))
+    again = user_code_wheel(user_modules(cfg), str(tmp_path / "b"))
+    assert os.path.basename(first) == os.path.basename(again)
+    assert open(first, "rb").read() == open(again, "rb").read()      # the same modules, the same file
+    (tmp_path / "mymod15.py").write_text("def f(batch):\n    return 1\n")
+    assert os.path.basename(user_code_wheel(user_modules(cfg), str(tmp_path / "c"))) != os.path.basename(first)
 
 
 def test_dataflow_args_fill_in_setup_file_and_staging():

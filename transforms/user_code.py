@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, List, Sequence
 
 
 class UserCodeError(ValueError):
@@ -37,3 +38,19 @@ def load_function(path: str, search_path: Sequence[str] = ()) -> Callable:
     if not callable(fn):
         raise UserCodeError(f"{path}: {module_name}.{name} is a {type(fn).__name__}, not a function")
     return fn
+
+
+def local_modules(paths: Sequence[str], folder: str) -> List[str]:
+    """The modules of `module:function` paths that live in `folder` (the config's), as the
+    files or package folders to ship to workers that do not have it: `mymod.py` for
+    `mymod:fn`, the folder `pkg/` for `pkg.sub:fn`. Modules found elsewhere (installed, or
+    on the launcher's own path) are not listed."""
+    found = []
+    for path in paths:
+        top = path.partition(":")[0].split(".")[0]
+        file, package = os.path.join(folder, top + ".py"), os.path.join(folder, top)
+        if os.path.isfile(file):
+            found.append(file)
+        elif os.path.isfile(os.path.join(package, "__init__.py")):
+            found.append(package)
+    return sorted(set(found))
