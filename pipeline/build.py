@@ -16,7 +16,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from pipeline.config import AnnotationsConfig, Config, ConfigError, FeatureConfig, InputConfig, RuleConfig
-from pipeline.inputs import ANNOTATIONS, DATA, InputFile
+from pipeline.inputs import ANNOTATIONS, DATA, InputFile, source_names
 from pipeline.layout import Layout
 from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
 from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns
@@ -212,8 +212,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     outputs: List[Output] = []
 
     paths = p | "InputFiles" >> beam.Create([(f.index, f.uri) for f in files if f.kind == DATA])
-    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns),
-                                                         progress_dir=progress_dir)
+    read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns), progress_dir=progress_dir,
+                                          source_names=source_names(files))
     validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
     clean = validated.rows
     duplicates = None
@@ -239,7 +239,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
         names = None
         if cfg.labels.annotations:
             annotation_files = p | "AnnotationFiles" >> beam.Create([f.uri for f in files if f.kind == ANNOTATIONS])
-            annotations = annotation_files | "Annotations" >> ReadAnnotations(annotations_spec(cfg))
+            annotations = annotation_files | "Annotations" >> ReadAnnotations(annotations_spec(cfg),
+                                                                                 source_names(files))
             outputs.append(Output(layout.annotation_faults, annotations.faults, 1, QUARANTINE_SCHEMA))
             joined = (clean, annotations.rows) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id,
                                                                                          shuffle_buckets)

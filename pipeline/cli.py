@@ -25,10 +25,25 @@ def _quiet_libraries(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:   # a DoFn's error, logged with its traceback by Beam
+        handler.setFormatter(_RedactingFormatter(handler.formatter or logging.Formatter()))
     logging.getLogger("dataprep").setLevel(logging.INFO)
     if not verbose:
         for name in ("apache_beam", "absl", "tensorflow", "tensorflow_transform", "tfx_bsl"):
             logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines, tracebacks included, with credentials redacted (`runners.redact`)."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        from runners import redact
+
+        return redact(self._inner.format(record))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,6 +140,14 @@ def _default_store(target: Optional[str] = None) -> str:
     return os.environ.get("DATAPREP_STORE", os.path.join("out", "metadata.sqlite"))
 
 
+def _error(e: BaseException, what: str = "error") -> None:
+    """`dataprep: error: <message>` on stderr, credentials in the message (a path's
+    `user:pw@`, `password=...`) redacted."""
+    from runners import redact
+
+    print(f"dataprep: {what}: {redact(str(e))}", file=sys.stderr)
+
+
 def _existing_store(text: str):
     from pipeline.metadata import StoreLocation, open_store
 
@@ -168,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force,
                               progress=not args.no_progress)
             except PipelineFailure as e:
-                print(f"dataprep: run failed: {e}", file=sys.stderr)
+                _error(e, "run failed")
                 return EXIT_FAILED
             except RunCanceled as e:
                 print(f"dataprep: run {e.run_id} canceled by {e.signal_name}; recorded CANCELED, its files removed",
@@ -200,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 else:
                     graph = lineage.graph(lineage.resolve(args.target), args.direction)
             except TargetNotFound as e:
-                print(f"dataprep: error: {e}", file=sys.stderr)
+                _error(e)
                 return EXIT_USAGE
             print(format_graph(graph, "upstream" if args.example else args.direction, args.format))
             return EXIT_OK
@@ -210,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             try:
                 d = diff_runs(_existing_store(args.store or _default_store()), args.run_a, args.run_b)
             except TargetNotFound as e:
-                print(f"dataprep: error: {e}", file=sys.stderr)
+                _error(e)
                 return EXIT_USAGE
             print(json.dumps(d, indent=2) if args.format == "json" else format_diff(d))
             return EXIT_OK
@@ -222,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(rerender(args.target, args.store or (None if os.path.isdir(args.target)
                                                            else _default_store())))
             except TargetNotFound as e:
-                print(f"dataprep: error: {e}", file=sys.stderr)
+                _error(e)
                 return EXIT_USAGE
             return EXIT_OK
         if args.command == "runs":
@@ -232,13 +255,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps(runs, indent=2) if args.format == "json" else format_runs(runs))
             return EXIT_OK
     except ConfigError as e:
-        print(f"dataprep: error: {e}", file=sys.stderr)
+        _error(e)
         return EXIT_USAGE
     except StoreError as e:
-        print(f"dataprep: error: {e}", file=sys.stderr)
+        _error(e)
         return EXIT_FAILED
     except (FileNotFoundError, ValueError) as e:
-        print(f"dataprep: error: {e}", file=sys.stderr)
+        _error(e)
         return EXIT_USAGE
     return EXIT_USAGE
 

@@ -16,6 +16,7 @@ from typing import List, Sequence, Tuple, Union
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.config import AnnotationsConfig, Config, ConfigError, InputConfig
+from runners import redact
 
 DATA = "data"
 ANNOTATIONS = "annotations"
@@ -30,6 +31,11 @@ class InputFile:
     uri: str
     size: int
     sha256: str = ""   # filled by `fingerprinted`
+
+    @property
+    def shown(self) -> str:
+        """The uri as it is recorded and printed: credentials in it (`https://u:pw@h/x.csv`) redacted."""
+        return redact(self.uri)
 
     @property
     def where(self) -> str:
@@ -116,6 +122,11 @@ def fingerprint(uri: str) -> str:
 
 def fingerprinted(files: Sequence[InputFile]) -> List[InputFile]:
     return [replace(f, sha256=fingerprint(f.uri)) for f in files]
+
+
+def source_names(files: Sequence[InputFile]) -> dict:
+    """uri → the name the job gives its rows' source, where the two differ (credentials)."""
+    return {f.uri: f.shown for f in files if f.shown != f.uri}
 
 
 def inputs_fingerprint(files: Sequence[InputFile]) -> str:

@@ -216,7 +216,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                 canceled = isinstance(e, (RunCanceled, KeyboardInterrupt))
                 message = (f"canceled by {e.signal_name}" if isinstance(e, RunCanceled) else
                            "canceled by SIGINT" if canceled else f"{type(e).__name__}: {e}")
-                _close_failed_run(recorder, "CANCELED" if canceled else "FAILED", message)
+                _close_failed_run(recorder, "CANCELED" if canceled else "FAILED", redact(message))
                 _remove_folder(layout.root)
                 if FileSystems.exists(final.root) and not FileSystems.exists(final.join(SUCCESS)):
                     _remove_folder(final.root)   # moved, but the run did not reach COMPLETE
@@ -235,6 +235,11 @@ _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\]\[]+?): '([^']+)'")
 
 
 def failure_line(e: BaseException) -> str:
+    """One line for a failed run, credentials in it redacted (`redact`)."""
+    return redact(_failure_line(e))
+
+
+def _failure_line(e: BaseException) -> str:
     """One line for a failed run. A disk fault anywhere in the chain (Beam re-raises a DoFn's
     OSError as a RuntimeError carrying its text) is named with its path: `No space left on
     device: /out/.staging-…/raw/train/part-00000-of-00002.parquet`; otherwise the error's first line."""
@@ -407,10 +412,10 @@ def _record_inputs(rec: RunRecorder, cfg: Config, layout: Layout, final: Layout,
     """One DataFile artifact per input file; past MANIFEST_THRESHOLD files, one
     DataManifest artifact whose uri is a JSON listing (uri, sha256, size) of them all."""
     if len(files) <= MANIFEST_THRESHOLD:
-        return [rec.artifact("DataFile", f.uri, {
+        return [rec.artifact("DataFile", f.shown, {
             "sha256": f.sha256, "size_bytes": f.size, "source": redact(entry_of(cfg, f).source),
-            "format": entry_of(cfg, f).format}, name=f"{f.where}:{f.uri}") for f in files]
-    listing = [{"input": f.where, "uri": f.uri, "sha256": f.sha256, "size_bytes": f.size} for f in files]
+            "format": entry_of(cfg, f).format}, name=f"{f.where}:{f.shown}") for f in files]
+    listing = [{"input": f.where, "uri": f.shown, "sha256": f.sha256, "size_bytes": f.size} for f in files]
     body = json.dumps(listing, indent=1).encode()
     with FileSystems.create(layout.join("inputs.json")) as f:   # staged; recorded where it will be
         f.write(body)

@@ -459,39 +459,77 @@ def test_redact_by_value():
         assert redact(kept) == kept
 
 
-def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsys):
+def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsys, monkeypatch):
     """`--hdfs_host=http://u:SECRET@h`, `--labels=password=SECRET`, a `source:` with URL
-    credentials and a commented token in the config: none is in the store, the report, the
-    outputs, stdout or stderr; `lineage` shows the source redacted."""
+    credentials, a commented token in the config, credentials in the input `path:` (a
+    filesystem whose URLs carry them), in a path that matches nothing (exit 2) and in the
+    error of a failed run (a real `dataprep` process, its own stderr): none is in the
+    store, the report, the outputs, stdout or stderr; `lineage` and `runs` show them redacted."""
     import glob
+    import json
+    import subprocess
+    import sys
 
-    planted = ["S3CR3T-URL", "S3CR3T-LABEL", "S3CR3T-SOURCE", "S3CR3T-COMMENT"]
+    import tests.credfs
+    from tests.conftest import ROOT
+
+    planted = ["S3CR3T-URL", "S3CR3T-LABEL", "S3CR3T-SOURCE", "S3CR3T-COMMENT", "S3CR3T-PATH", "S3CR3T-MISS",
+               "S3CR3T-FAIL"]
+    monkeypatch.setenv(tests.credfs.ROOT_ENV, str(tmp_path))
     path = _config(tmp_path)
     cfg = yaml.safe_load(path.read_text())
     cfg["inputs"][0]["source"] = "export from https://bob:S3CR3T-SOURCE@files.example.com/x.csv"
+    cfg["inputs"][0]["path"] = "credfs://bob:S3CR3T-PATH@files.example.com/data/in.csv"
     path.write_text(yaml.safe_dump(cfg) + "# api token: S3CR3T-COMMENT\n")
-    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
-                              str(tmp_path / "m.sqlite"), "--hdfs_host=http://u:S3CR3T-URL@h",
-                              "--labels=password=S3CR3T-LABEL"], capsys)
+    store = str(tmp_path / "m.sqlite")
+    code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store", store,
+                              "--hdfs_host=http://u:S3CR3T-URL@h", "--labels=password=S3CR3T-LABEL"], capsys)
     assert code == 0, err
-    import json
-
     summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["rows"]["input"] == 60
     code, lineage_out, lineage_err = run_cli(["lineage", os.path.join(summary["output"], "raw", "train"),
-                                              "--store", str(tmp_path / "m.sqlite")], capsys)
+                                              "--store", store], capsys)
     assert code == 0 and "https://bob:<redacted>@files.example.com" in lineage_out
-    code, runs_out, runs_err = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
-    seen = {"stdout": out + lineage_out + runs_out, "stderr": err + lineage_err + runs_err}
-    for f in glob.glob(str(tmp_path / "out" / "**"), recursive=True) + [str(tmp_path / "m.sqlite")]:
+    assert "credfs://bob:<redacted>@files.example.com/data/in.csv" in lineage_out
+    seen = {"stdout": out + lineage_out, "stderr": err + lineage_err}
+
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump({**cfg, "inputs": [{"path": "https://u:S3CR3T-MISS@h.example.com/x.csv",
+                                                          "format": "csv"}]}))
+    code, out, err = run_cli(["run", str(missing), "--output", str(tmp_path / "out"), "--store", store], capsys)
+    assert code == 2 and "inputs[0].path: " in err and "https://u:<redacted>@h.example.com/x.csv" in err, err
+    seen["stdout"] += out
+    seen["stderr"] += err
+
+    (tmp_path / "leaky15.py").write_text("def fail(batch):\n    raise RuntimeError("
+                                         "'cannot reach https://svc:S3CR3T-FAIL@db.example.com/rules')\n")
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(yaml.safe_dump({**cfg, "inputs": [{"path": "data/in.csv", "format": "csv"}],
+                                       "clean": {"filters": ["leaky15:fail"]}}))   # credfs: this process only
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(failing), "--output",
+                           str(tmp_path / "out"), "--store", store, "--no-progress"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 1 and "https://svc:<redacted>@db.example.com/rules" in proc.stderr, proc.stderr
+    seen["stdout"] += proc.stdout
+    seen["stderr"] += proc.stderr
+
+    code, runs_out, runs_err = run_cli(["runs", "--store", store, "--format", "json"], capsys)
+    runs = json.loads(runs_out)
+    assert [r["status"] for r in runs] == ["COMPLETE", "FAILED"]
+    assert "https://svc:<redacted>@db.example.com/rules" in runs[-1]["error"]
+    seen["stdout"] += runs_out
+    seen["stderr"] += runs_err
+    for f in glob.glob(str(tmp_path / "out" / "**"), recursive=True) + [store]:
         if os.path.isfile(f):
             with open(f, "rb") as fh:
                 seen[f] = fh.read().decode("latin-1")
-    assert "report.json" in " ".join(seen)
+    assert "report.json" in " ".join(seen) and "report.html" in " ".join(seen)
+    assert any("/raw/train/" in f for f in seen) and any("/quarantine/" in f for f in seen)
     leaks = [(where, s) for where, text in seen.items() for s in planted if s in text]
     assert not leaks, leaks
     from pipeline.metadata import StoreLocation, open_store
 
-    [ctx] = open_store(StoreLocation.parse(str(tmp_path / "m.sqlite"))).get_contexts_by_type("pipeline_run")
+    ctx = open_store(StoreLocation.parse(store)).get_contexts_by_type("pipeline_run")[0]
     options = json.loads(ctx.properties["options"].string_value)
     assert options["hdfs_host"] == "http://u:<redacted>@h" and options["labels"] == ["password=<redacted>"]
     assert "# api token: <redacted>" in ctx.properties["config"].string_value

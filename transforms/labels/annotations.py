@@ -78,17 +78,19 @@ class AnnotationsRead(NamedTuple):
 @beam.typehints.with_input_types(str)
 @beam.typehints.with_output_types(pa.RecordBatch)
 class ReadAnnotations(beam.PTransform):
-    """Paths of long-form annotation files → an `AnnotationsRead`."""
+    """Paths of long-form annotation files → an `AnnotationsRead` (`source_names` as in `ReadInputs`)."""
 
-    def __init__(self, spec: AnnotationsSpec):
+    def __init__(self, spec: AnnotationsSpec, source_names: Optional[Dict[str, str]] = None):
         super().__init__()
         self._spec = spec
+        self._source_names = source_names
 
     def expand(self, paths) -> AnnotationsRead:
         spec = self._spec
         read = (paths
                 | "ReaderIndex" >> beam.Map(lambda path: (0, path)).with_output_types(beam.typehints.Tuple[int, str])
-                | "ReadAnnotations" >> ReadInputs([spec.reader], [spec.id, spec.annotator, spec.label]))
+                | "ReadAnnotations" >> ReadInputs([spec.reader], [spec.id, spec.annotator, spec.label],
+                                                        source_names=self._source_names))
         tidied = as_batches(read.rows | "TidyAnnotations" >> beam.ParDo(_TidyFn(spec)).with_outputs(
             _TidyFn.FAULTS, main="rows"), "rows", _TidyFn.FAULTS)
         faults = (read.quarantine, tidied[_TidyFn.FAULTS]) | "AnnotationFaults" >> beam.Flatten()

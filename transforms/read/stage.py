@@ -4,7 +4,7 @@ of the wanted columns, reader faults → quarantine."""
 import hashlib
 import logging
 import os
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -69,18 +69,20 @@ class _ReadFileFn(beam.DoFn):
     QUARANTINE = "quarantine"
 
     def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int,
-                 progress_dir: Optional[str] = None):
+                 progress_dir: Optional[str] = None, source_names: Optional[Dict[str, str]] = None):
         self._specs = list(specs)
         self._wanted = list(wanted)
         self._block_bytes = block_bytes
         self._progress_dir = progress_dir
+        self._names = dict(source_names or {})
         self._rows = Metrics.counter(METRICS_NAMESPACE, "ingest.rows")
 
     def process(self, part: ByteRange):
-        path = part.path
+        uri = part.path
+        path = self._names.get(uri, uri)   # what rows, faults and messages name: never the credentials
         spec = self._specs[part.index]
-        progress_key = path if part.start == 0 else f"{path}@{part.start}"
-        with FileSystems.open(path) as f:
+        progress_key = uri if part.start == 0 else f"{uri}@{part.start}"
+        with FileSystems.open(uri) as f:
             if spec.format == "parquet":
                 yield from self._parquet(f, path)
                 return
@@ -172,16 +174,20 @@ class ReadInputs(beam.PTransform):
     JSONL file is read as `ByteRange`s of about `range_bytes` by as many tasks (cut at record
     boundaries, so the records and their `_row` are those of reading it whole); with
     `progress_dir` (a local folder), the bytes read of each range are left there as they go
-    (`report_progress`)."""
+    (`report_progress`). `source_names` (path → name) is what the rows' `_source`, the
+    faults and the messages call a file, where that is not its path (a URL with
+    credentials, shown without them)."""
 
     def __init__(self, specs: Sequence[ReaderSpec], wanted: Sequence[str], block_bytes: int = BLOCK_BYTES,
-                 progress_dir: Optional[str] = None, range_bytes: int = RANGE_BYTES):
+                 progress_dir: Optional[str] = None, range_bytes: int = RANGE_BYTES,
+                 source_names: Optional[Dict[str, str]] = None):
         super().__init__()
         self._specs = specs
         self._wanted = wanted
         self._block_bytes = block_bytes
         self._progress_dir = progress_dir     # local folder for the launcher's progress line, or None
         self._range_bytes = range_bytes
+        self._source_names = source_names
 
     def expand(self, files) -> ReadResult:
         parts = as_batches(files
@@ -190,6 +196,6 @@ class ReadInputs(beam.PTransform):
                                                                       self._block_bytes))
                            | "SpreadRanges" >> beam.Reshuffle()
                            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes,
-                                                                   self._progress_dir))
+                                                                   self._progress_dir, self._source_names))
                            .with_outputs(_ReadFileFn.QUARANTINE, main="rows"), "rows", _ReadFileFn.QUARANTINE)
         return ReadResult(parts.rows, parts[_ReadFileFn.QUARANTINE])
