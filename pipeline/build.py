@@ -259,8 +259,11 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
 
     stages.append("split")
     group_by = GROUP if near is not None and cfg.clean.near_dedup.action == "group" else cfg.split.group_by
+    # features are analysed on train: an empty train fails the job at the split plan, before TFT runs
+    required = {"train": "features: the train split is empty, so there is nothing to analyse (every row was "
+                         "quarantined, a duplicate or sent to another split)"} if cfg.features else None
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
-                                               group_by=group_by, buckets=shuffle_buckets)
+                                               group_by=group_by, buckets=shuffle_buckets, require_rows=required)
     results["balance"] = split.balance
     if near is not None:
         results["leakage"] = (split.splits, near.pairs, near.clusters) | "Leakage" >> CrossSplitPairs(splits)

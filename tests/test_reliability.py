@@ -229,40 +229,29 @@ def test_an_empty_train_split_with_features_exits_1_clearly(tmp_path, capsys):
     assert not out.exists() or not os.listdir(out), os.listdir(out)   # nothing published, nothing staged left
 
 
-def test_tft_analyses_train_only_through_the_empty_check(tmp_path):
-    """Every analyzer of the transform stage reads train through `Checked[train]`, which
-    waits for the side input `RequireRows[train]` (raising on an empty split), behind a
-    shuffle: no analysis starts before the count is known. A count beside the analysis,
-    racing it, is what this refuses."""
+def test_an_empty_train_fails_at_the_split_plan_before_any_row_is_assigned():
+    """Every row of every split is assigned with the split plan as a side input; with
+    `require_rows`, the plan fails the job when it gives train nothing, so no row reaches
+    TFT (or any writer) first. The check is on the plan, not a count racing the analysis."""
     import apache_beam as beam
     import pyarrow as pa
 
-    from pipeline.build import feature_spec
-    from pipeline.config import FeatureConfig
-    from transforms.features import AnalyzeAndTransform, TftInput, declarative_preprocessing_fn
+    from transforms.split import StratifiedSplit
 
-    types = {"x": "float", "c": "string"}
-    specs = [feature_spec(FeatureConfig.parse("x", "zscore", "float")),
-             feature_spec(FeatureConfig.parse("c", "vocabulary", "string"))]
     p = beam.Pipeline()
-    splits = {s: p | s >> beam.Create([]).with_output_types(pa.RecordBatch) for s in ("train", "dev")}
-    _ = splits | "Features" >> AnalyzeAndTransform(declarative_preprocessing_fn(specs, types),
-                                                   TftInput(types, {"example_id": pa.string()}),
-                                                   str(tmp_path / "tmp"), str(tmp_path))
+    batch = pa.RecordBatch.from_pydict({"example_id": ["e1", "e2", "e3"], "label": ["a", "a", "b"]})
+    rows = p | beam.Create([batch]).with_output_types(pa.RecordBatch)
+    split = rows | "Split" >> StratifiedSplit({"train": 0.0, "dev": 1.0}, ["label"], seed=1,
+                                              require_rows={"train": "the train split is empty"})
     nodes = {}
 
     class Collect(beam.pipeline.PipelineVisitor):
         def visit_transform(self, node):
             nodes[node.full_label] = node
 
-        def enter_composite_transform(self, node):
-            nodes[node.full_label] = node
-
     p.visit(Collect())
-    [analyze] = [n for label, n in nodes.items() if label.endswith("/AnalyzeTrain")]
-    [train_in] = [pc for pc in analyze.main_inputs.values()]
 
-    def upstream(pc, seen):   # the labels of every transform `pc` depends on
+    def upstream(pc, seen):   # the labels of every transform `pc` depends on, side inputs too
         node = pc.producer
         if node is None or node.full_label in seen:
             return seen
@@ -271,13 +260,10 @@ def test_tft_analyses_train_only_through_the_empty_check(tmp_path):
             upstream(x, seen)
         return seen
 
-    assert train_in.producer.full_label == "Features/Checked[train]"
-    [gate] = train_in.producer.side_inputs
-    assert gate.pvalue.producer.full_label == "Features/RequireRows[train]"
-    assert any(label.startswith("Features/Barrier[train]") for label in upstream(train_in, set()))
-    with pytest.raises(Exception, match="features: the train split is empty"):
+    for name in ("train", "dev"):
+        assert "Split/RequireRows" in upstream(split.splits[name], set())
+    with pytest.raises(Exception, match="the train split is empty"):
         p.run().wait_until_finish()
-    assert not (tmp_path / "transform_fn").exists() and not (tmp_path / "transformed_metadata").exists()
 
 
 def test_duplicate_yaml_keys_exit_2(tmp_path, capsys):

@@ -51,8 +51,7 @@ class AnalyzeAndTransform(beam.PTransform):
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
-            train = _checked_nonempty(splits[self._train], encoded[self._train], self._train)
-            transform_fn = ((train, adapter_config)
+            transform_fn = ((encoded[self._train], adapter_config)
                             | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
             metadata = transform_fn[1]
@@ -74,35 +73,3 @@ class AnalyzeAndTransform(beam.PTransform):
             _ = raw | "WriteRawMetadata" >> tft_beam.WriteMetadata(
                 os.path.join(self._output_dir, "metadata"), next(iter(splits.values())).pipeline)
         return FeaturesResult(out, written, schema)
-
-
-class EmptyTrainSplit(ValueError):
-    """The split features are analysed on has no rows: a mean, a vocabulary of nothing."""
-
-
-def _require_rows(rows: int, split: str) -> int:
-    if not rows:
-        raise EmptyTrainSplit(f"features: the {split} split is empty, so there is nothing to analyse "
-                              f"(every row was quarantined, a duplicate or sent to another split)")
-    return rows
-
-
-def _pass(batch: pa.RecordBatch, rows: int) -> pa.RecordBatch:
-    return batch
-
-
-def _checked_nonempty(raw: beam.PCollection, encoded: beam.PCollection, split: str) -> beam.PCollection:
-    """`encoded` (the split analysed, as TFT reads it) gated on a side input that fails the
-    job when `raw` has no rows. Every analyzer reads its input through the gate, so none runs
-    before the count is known and none runs on an empty split (which would give a mean of 0,
-    a std of 0, an empty vocabulary, unscaled outputs and exit 0): the job stops first,
-    naming the cause, and no transform graph is written. The shuffle before the gate
-    (whole batches) keeps it out of the stage that produces the split: fused there, it
-    would wait for a count that stage has not finished (the DirectRunner stalls with
-    "watermark-pending bundles did not execute")."""
-    rows = (raw | f"CountRows[{split}]" >> beam.Map(lambda b: b.num_rows)
-            | f"SumRows[{split}]" >> beam.CombineGlobally(sum)
-            | f"RequireRows[{split}]" >> beam.Map(_require_rows, split))
-    return (encoded | f"Barrier[{split}]" >> beam.Reshuffle()
-            | f"Checked[{split}]" >> beam.Map(_pass, beam.pvalue.AsSingleton(rows)).with_output_types(
-                pa.RecordBatch))

@@ -21,8 +21,9 @@ hashes and each row's split, `stage.py` the Beam stage (`StratifiedSplit`).
 
 from transforms.split.allocation import OTHER, allocate, band, largest_remainder, merge_small_strata, plan_split
 from transforms.split.cuts import STRATUM, UNIT_HASH, MergeBands, assign_splits, band_stats, thresholds_from
-from transforms.split.stage import NULL_TOKEN, SplitResult, StratifiedSplit, balance_table, group_units, stratum_keys
+from transforms.split.stage import (NULL_TOKEN, EmptySplit, SplitResult, StratifiedSplit, balance_table, group_units,
+                                    stratum_keys)
 
-__all__ = ["NULL_TOKEN", "OTHER", "STRATUM", "UNIT_HASH", "MergeBands", "SplitResult", "StratifiedSplit", "allocate",
+__all__ = ["NULL_TOKEN", "OTHER", "STRATUM", "UNIT_HASH", "EmptySplit", "MergeBands", "SplitResult", "StratifiedSplit", "allocate",
            "assign_splits", "balance_table", "band", "band_stats", "group_units", "largest_remainder",
            "merge_small_strata", "plan_split", "stratum_keys", "thresholds_from"]

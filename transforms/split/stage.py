@@ -126,6 +126,18 @@ def balance_table(plan: Dict, actual: Dict[str, int], names: Sequence[str], frac
     return out
 
 
+class EmptySplit(ValueError):
+    """A split that must have rows (say, the one features are analysed on) has none."""
+
+
+def require_rows(plan: Dict, names: Sequence[str], required: Dict[str, str]) -> Dict:
+    """`plan`, unless it gives no unit to a split of `required` (split → error message)."""
+    for name, message in required.items():
+        if not sum(t[names.index(name)] for t in plan["targets"]):
+            raise EmptySplit(message)
+    return plan
+
+
 class SplitResult(NamedTuple):
     """`StratifiedSplit`'s outputs."""
 
@@ -144,8 +156,9 @@ class StratifiedSplit(beam.PTransform):
     """
 
     def __init__(self, fractions: Dict[str, float], stratify_by: Sequence[str], seed: int,
-                 group_by: Optional[str] = None, buckets: int = 16):
+                 group_by: Optional[str] = None, buckets: int = 16, require_rows: Optional[Dict[str, str]] = None):
         super().__init__()
+        self._require_rows = dict(require_rows or {})   # split → the error when the plan gives it no unit
         self._names = list(fractions)
         self._fractions = [fractions[n] for n in self._names]
         self._stratify_by = list(stratify_by)
@@ -173,6 +186,10 @@ class StratifiedSplit(beam.PTransform):
                   | "StratumCounts" >> beam.Map(lambda b: value_counts(b.column(STRATUM)))
                   | "SumCounts" >> beam.CombineGlobally(MergeCounts()))
         plan = counts | "Allocate" >> beam.Map(plan_split, self._fractions, merge_below)
+        if self._require_rows:
+            # every row waits for the plan (a side input of Assign): a split that must not be
+            # empty fails the job here, before any row of any split exists downstream
+            plan = plan | "RequireRows" >> beam.Map(require_rows, self._names, self._require_rows)
         stats = (sketch
                  | "BandStats" >> beam.Map(band_stats, pvalue.AsSingleton(plan))
                  | "MergeBands" >> beam.CombineGlobally(MergeBands()))
