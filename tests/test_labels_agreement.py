@@ -6,6 +6,8 @@ matrix of tests/test_labels_consensus.py and on random matrices.
 
 from __future__ import annotations
 
+import itertools
+
 import krippendorff
 import numpy as np
 import pandas as pd
@@ -155,3 +157,33 @@ def test_random_matrices_with_varying_raters(seed, n, A, k, missing, cut):
             assert kappa == pytest.approx(cohen_kappa_score(L[both, a], L[both, b]), abs=TOL)
         else:
             assert not both.any() or len(np.unique(np.r_[L[both, a], L[both, b]])) == 1
+
+
+def _per_class_hlp_by_hand(L: np.ndarray, codes: np.ndarray, K: int) -> dict:
+    """Per consensus class: over its items with >= 2 labels, the mean share of their
+    annotator pairs (itertools.combinations of the present labels) that agree."""
+    shares = {k: [] for k in range(K)}
+    for row, c in zip(L, codes):
+        present = [v for v in row if v >= 0]
+        if c < 0 or len(present) < 2:
+            continue
+        pairs = list(itertools.combinations(present, 2))
+        shares[int(c)].append(sum(a == b for a, b in pairs) / len(pairs))
+    return {k: (float(np.mean(v)) if v else None, len(v)) for k, v in shares.items()}
+
+
+@pytest.mark.parametrize("seed", [None, 3, 4])
+def test_per_class_hlp_is_pairwise_agreement_within_the_class(L, seed):
+    if seed is not None:   # random matrices with missing labels: 0..5 labels per item
+        rng = np.random.default_rng(seed)
+        L = np.where(rng.random((400, 5)) < 0.35, -1, rng.choice(K, size=(400, 5), p=[0.6, 0.25, 0.1, 0.05, 0.0]))
+    codes = majority(L, K, "quarantine").codes
+    rows = {r["class"]: r for r in AgreementStats(K, L.shape[1]).add(L, codes).class_agreement()}
+    expected = _per_class_hlp_by_hand(L, codes, K)
+    assert sum(n for _, n in expected.values()) > 50
+    for k, (value, n) in expected.items():
+        assert rows[k]["pairable_items"] == n
+        if value is None:
+            assert rows[k]["hlp"] is None
+        else:
+            assert rows[k]["hlp"] == pytest.approx(value, abs=1e-12)

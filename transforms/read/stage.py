@@ -190,8 +190,10 @@ class ReadInputs(beam.PTransform):
         self._source_names = source_names
 
     def expand(self, files) -> ReadResult:
+        # one shuffle, of the ranges: planning is a size lookup per file (a newline scan for a
+        # big one), cheap beside parsing; two reshuffles in a row were one on Flink (the second
+        # became a forward edge, and one task read every range of a file)
         parts = as_batches(files
-                           | "Spread" >> beam.Reshuffle()
                            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(self._specs, self._range_bytes,
                                                                       self._block_bytes))
                            | "SpreadRanges" >> beam.Reshuffle()
