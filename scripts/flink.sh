@@ -153,7 +153,12 @@ jobmanager.execution.failover-strategy: region
 taskmanager.bind-host: localhost
 taskmanager.host: localhost
 taskmanager.numberOfTaskSlots: ${WANT_SLOTS}
-taskmanager.memory.process.size: 4096m
+# 6 GB, of it 2.5 GB task heap: the Java side of the data plane holds the record batches the
+# Python workers send (inbound gRPC queues) on the heap; 4 GB with Flink's default split left
+# 0.5 GB of task heap, and 10M rows died with "OutOfMemoryError: Java heap space" in a
+# grpc-default-executor thread (the job then hung). Managed memory (sorts; they spill) 0.2.
+taskmanager.memory.process.size: 6144m
+taskmanager.memory.managed.fraction: 0.2
 # The Beam data plane to the Python workers is gRPC (Netty), which buffers elements (record
 # batches of a few MB) in direct memory that Flink does not manage: the default of 0 for task
 # off-heap gave "OutOfMemoryError: Direct buffer memory" at a million rows.
