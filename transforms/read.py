@@ -8,8 +8,6 @@ or that does not come out as one row per line is re-read line by line, so one br
 line costs one block of slow parsing and never the run.
 """
 
-from __future__ import annotations
-
 import csv
 import json
 import logging
@@ -513,7 +511,7 @@ class ReadInputs(beam.PTransform):
         self._block_bytes = block_bytes
         self._progress_dir = progress_dir     # local folder for the launcher's progress line, or None
 
-    def expand(self, files) -> ReadResult:
+    def expand(self, files):
         parts = as_batches(files
                            | "Spread" >> beam.Reshuffle()
                            | "ReadFiles" >> beam.ParDo(_ReadFileFn(self._specs, self._wanted, self._block_bytes,
