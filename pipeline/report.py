@@ -110,7 +110,7 @@ class WriteJobResults(beam.PTransform):
 
     The input names are those `assemble_report` reads: "totals" (`funnel_totals`),
     "balance", "quarantine_samples", and with labels "labels", with long-form annotations "annotations" and
-    "annotation_faults". Output: the path, once written.
+    "annotation_faults", with metadata columns "metadata_slices". Output: the path, once written.
     """
 
     def __init__(self, path: str):
