@@ -6,6 +6,8 @@ matrix of tests/test_labels_consensus.py and on random matrices.
 
 from __future__ import annotations
 
+import itertools
+
 import krippendorff
 import numpy as np
 import pandas as pd

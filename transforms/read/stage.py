@@ -189,7 +189,7 @@ class ReadInputs(beam.PTransform):
         self._range_bytes = range_bytes
         self._source_names = source_names
 
-    def expand(self, files) -> ReadResult:
+    def expand(self, files):
         parts = as_batches(files
                            | "Spread" >> beam.Reshuffle()
                            | "PlanRanges" >> beam.ParDo(_PlanRangesFn(self._specs, self._range_bytes,
