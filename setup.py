@@ -31,6 +31,7 @@ setup(
             "statsmodels",
             "krippendorff",
             "datasketch",     # the reference of the near-dedup tests
+            "crowd-kit",      # the reference of the Dawid-Skene confusion matrices
         ],
     },
     entry_points={"console_scripts": ["dataprep=pipeline.cli:entry"]},

@@ -7,8 +7,6 @@ stages to a pipeline and returns a `Plan`: the stages it built, which the launch
 records in MLMD, and where the job leaves its results for the report.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
@@ -30,6 +28,7 @@ from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MAT
                                AttachAnnotations, ConsolidateLabels, LabelsSpec, ReadAnnotations, ReviewFiles,
                                ReviewSpec, WriteReviewQueue)
 from transforms.read import ReaderSpec, ReadInputs
+from transforms.slices import MetadataSlices, SliceSpec
 from transforms.split import StratifiedSplit
 from transforms.user_code import UserCodeError, load_function
 from transforms.write import WriteAllShards
@@ -106,6 +105,14 @@ def labels_spec(cfg: Config) -> LabelsSpec:
     return LabelsSpec(annotators=tuple(lab.annotators), label=cfg.schema.label, consensus=lab.consensus,
                       on_tie=lab.on_tie, slices=tuple(lab.slices), classes=tuple(lab.classes),
                       iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None)
+
+
+def slice_spec(cfg: Config) -> SliceSpec:
+    """The metadata slices of the report: every `schema.metadata` column."""
+    labelled = cfg.consensus_label
+    return SliceSpec(columns=tuple(cfg.schema.metadata), label=cfg.schema.label,
+                     max_values=cfg.report.max_slice_values, agreement=AGREEMENT if labelled else None,
+                     label_count=N_LABELS if labelled else None)
 
 
 def review_spec(cfg: Config) -> Optional[ReviewSpec]:
@@ -278,6 +285,11 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
     outputs.append(Output(layout.duplicates, duplicates, shards, dup_schema))
     _write(outputs, "Write")
+    if cfg.schema.metadata:
+        clean_rows = list(split.splits.values()) | "AllSplits" >> beam.Flatten()
+        results["metadata_slices"] = ({"read": read.rows, "clean": clean_rows, "quarantine": quarantine,
+                                       "duplicates": duplicates}
+                                      | "MetadataSlices" >> MetadataSlices(slice_spec(cfg), shuffle_buckets))
 
     if cfg.features:
         stages.append("transform")

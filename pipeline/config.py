@@ -270,6 +270,13 @@ class GuardConfig(_Strict):
     on_exceed: Literal["warn", "fail"] = "warn"
 
 
+class ReportConfig(_Strict):
+    """`report`: what report.json computes beyond the funnel."""
+
+    # metadata slices: per schema.metadata column, the values with the most rows; the rest are `<other>`
+    max_slice_values: int = Field(default=20, ge=1, le=10_000)
+
+
 class FeatureConfig(BaseModel):
     """One `features:` entry, from a string (`bucketize:10`) or a mapping
     (`{transform: vocabulary, top_k: 50, frequency_threshold: 5, fill: most_frequent}`).
@@ -383,6 +390,7 @@ class Config(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     metadata_store: StoreConfig = Field(default_factory=StoreConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     # Not part of the YAML: where the file was and its exact text (hashed into MLMD).
     base_dir: str = Field(default=".", exclude=True)
@@ -451,8 +459,9 @@ class Config(_Strict):
     def config_hash(self) -> str:
         dumped = self.model_dump(mode="json", by_alias=True)
         # Keys added later hash only when set, so earlier configs keep their hash.
-        if "guard" not in self.model_fields_set:
-            dumped.pop("guard", None)
+        for key in ("guard", "report"):
+            if key not in self.model_fields_set:
+                dumped.pop(key, None)
         if dumped.get("labels") and dumped["labels"].get("review") is None:
             dumped["labels"].pop("review", None)
         if dumped["clean"].get("near_dedup") is None:

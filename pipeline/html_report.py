@@ -378,12 +378,15 @@ def _guard(report: Dict) -> str:
 def render_html(report: Dict, lineage: Optional[Dict] = None) -> str:
     """The whole page for one run's `report` (report.json) and its `lineage`
     (`Graph.to_json()` of the run's outputs, upstream), as a string."""
+    from pipeline.html_slices import slices_section   # it builds on this file's helpers
+
     title = f"dataprep report · {report.get('pipeline', '')} · {report.get('run_id', '')}"
     parts = [
         ("funnel", "Row funnel", _funnel(report)),
         ("quarantine", "Quarantine reasons and samples", _quarantine(report)),
         ("split", "Split balance per stratum (target vs actual)", _split(report)),
         ("labels", "Label agreement (human-level performance)", _labels(report)),
+        ("slices", "Metadata slices (error analysis)", slices_section(report)),
         ("review", "Review queue", _review(report)),
         ("near-dedup", "Near-duplicates and split leakage", _near_dedup(report)),
         ("features", "Feature statistics and vocabularies", _features(report)),

@@ -9,8 +9,6 @@ saved transform graph, the run's identity and times) and writes `report.json` on
 (`write_report`).
 """
 
-from __future__ import annotations
-
 import json
 from typing import Dict, Optional, Sequence
 
@@ -112,14 +110,14 @@ class WriteJobResults(beam.PTransform):
 
     The input names are those `assemble_report` reads: "totals" (`funnel_totals`),
     "balance", "quarantine_samples", and with labels "labels", with long-form annotations "annotations" and
-    "annotation_faults". Output: the path, once written.
+    "annotation_faults", with metadata columns "metadata_slices". Output: the path, once written.
     """
 
     def __init__(self, path: str):
         super().__init__()
         self._path = path
 
-    def expand(self, results: Dict[str, beam.PCollection]):
+    def expand(self, results):
         p = next(iter(results.values())).pipeline
         return (p
                 | "ReportSeed" >> beam.Create([None])
@@ -163,6 +161,8 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
         report["labels"] = results["labels"]
     if "review" in results:
         report["review"] = results["review"]
+    if "metadata_slices" in results:
+        report["metadata_slices"] = results["metadata_slices"]
     if "near_dedup" in results:
         report["near_dedup"] = dict(results["near_dedup"], leakage=results["leakage"])
     if "annotations" in results:

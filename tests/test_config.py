@@ -149,3 +149,13 @@ def test_cli_missing_column_in_annotations_names_the_field(tmp_path, capsys):
     code, _, err = run_cli(["validate", _write(tmp_path, cfg)], capsys)
     assert code == 2
     assert err.strip().startswith("dataprep: error: labels.annotations.path: ") and "['annotator']" in err
+
+
+def test_report_key_hashes_only_when_set():
+    # the hash a config without `report:` had before the key existed (main before issue 16's slices)
+    assert parse_config(GOOD).config_hash == "d397bdc5b32d6f31e30a1eba2777945c90ba16efb3862caa3d1aad19cb00450a"
+    assert parse_config(GOOD).report.max_slice_values == 20
+    with_key = parse_config(_with(("report", "max_slice_values"), 5))
+    assert with_key.report.max_slice_values == 5 and with_key.config_hash != parse_config(GOOD).config_hash
+    with pytest.raises(ConfigError, match=r"^report\.max_slice_values: "):
+        parse_config(_with(("report", "max_slice_values"), 0))

@@ -108,16 +108,45 @@ def test_dawid_skene_beats_majority_on_planted_truth(tmp_path):
     labels = {"good": noisy(0.9), "noisy1": noisy(0.5), "noisy2": noisy(0.5)}
     rows = {"item": [f"i{k}" for k in range(n)], "slice": ["s"] * n, **{a: [f"c{v}" for v in x] for a, x in labels.items()}}
     base = _write_wide(tmp_path / "ds.csv", rows, list(labels))
-    results = {}
+    results, got, reports = {}, {}, {}
     for method in ("majority", "dawid_skene"):
         data = json.loads(json.dumps(base))
         data["labels"].update(consensus=method, on_tie="keep_first", iterations=15)
-        summary, _ = _run(parse_config(data, base_dir=str(tmp_path)), tmp_path / method)
+        summary, reports[method] = _run(parse_config(data, base_dir=str(tmp_path)), tmp_path / method)
         out = pd.concat([pq.read_table(os.path.join(summary["output"], "raw", s)).to_pandas() for s in ("train", "test")])
-        got = out.set_index("item")["label"].reindex([f"i{k}" for k in range(n)])
-        results[method] = float((got.to_numpy() == np.array([f"c{t}" for t in truth])).mean())
+        got[method] = out.set_index("item")["label"].reindex([f"i{k}" for k in range(n)])
+        results[method] = float((got[method].to_numpy() == np.array([f"c{t}" for t in truth])).mean())
     print(f"\nplanted truth: majority {results['majority']:.3f}, Dawid-Skene {results['dawid_skene']:.3f}")
     assert results["dawid_skene"] > results["majority"] + 0.05
+    assert "dawid_skene" not in reports["majority"]["labels"]
+    _dawid_skene_matrices_match_crowdkit(reports["dawid_skene"], rows, list(labels), got["dawid_skene"], iterations=15)
+
+
+def _dawid_skene_matrices_match_crowdkit(report, rows, annotators, consensus, iterations):
+    """The report's confusion matrices are crowd-kit's DawidSkene's on the same labels (its
+    EM has the same steps: majority-vote soft counts, then E and M alternately; it clips
+    where we add a 0.01 pseudo-count, hence the tolerance), and so are the labels."""
+    from crowdkit.aggregation import DawidSkene
+
+    from pipeline.html_report import render_html
+
+    long = pd.DataFrame(rows).melt(id_vars=["item"], value_vars=annotators, var_name="worker", value_name="label")
+    ds = DawidSkene(n_iter=iterations, tol=0.0)
+    labels = ds.fit_predict(long.rename(columns={"item": "task"}))
+    section = report["labels"]["dawid_skene"]
+    classes = section["classes"]
+    assert set(section["confusion"]) == set(annotators)
+    for worker in annotators:
+        matrix = np.array(section["confusion"][worker]["matrix"])
+        assert matrix.shape == (len(classes), len(classes))
+        assert np.allclose(matrix.sum(axis=1), 1.0) and (matrix >= 0).all()      # rows: P(given | true)
+        ref = ds.errors_.loc[worker].reindex(index=classes, columns=classes).fillna(0.0)   # [given, true]
+        np.testing.assert_allclose(matrix, ref.to_numpy().T, atol=2e-3)
+    assert float((labels.reindex(consensus.index) == consensus).mean()) > 0.995
+    np.testing.assert_allclose([section["prior"][c] for c in classes], ds.priors_.reindex(classes), atol=2e-3)
+    page = render_html(report)
+    part = page[page.index("Dawid-Skene confusion matrices"):]
+    assert part.count("<svg") >= len(annotators) and all(f">{a}<" in part for a in annotators)
 
 
 def test_normalising_punctuation_raises_hlp_on_transcripts(tmp_path):

@@ -4,8 +4,11 @@ its documented import format; `dataprep report` renders the page again."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import glob
 import json
+import logging
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -81,15 +84,119 @@ def test_review_rows_picks_ties_and_low_agreement():
 
 # ---- end to end on the demo data ------------------------------------------------------------
 
+@contextlib.contextmanager
+def _library_logs():
+    """Every log record of the block, at INFO and above, as text: what `dataprep run --verbose`
+    shows (the CLI may have turned the libraries' loggers down earlier in the session)."""
+    records: list = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(f"{record.name}: {record.getMessage()}")
+    names = ["", "apache_beam", "absl", "tensorflow", "tensorflow_transform", "tfx_bsl"]
+    levels = {n: logging.getLogger(n).level for n in names}
+    root = logging.getLogger()
+    root.addHandler(handler)
+    for n in names:
+        logging.getLogger(n).setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        root.removeHandler(handler)
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    cfg = example_config(tmp_path_factory.mktemp("vi"), rows=600).model_copy(deep=True)
+    folder = tmp_path_factory.mktemp("vi")
+    cfg = example_config(folder, rows=600).model_copy(deep=True)
     cfg.labels.review.per_slice = 10_000          # no cap: the queue is then a plain filter
+    cfg.report.max_slice_values = 2               # cameras and lines have more: some fold into <other>
     out = tmp_path_factory.mktemp("out")
-    summary = run(cfg, output=str(out), store=str(out / "m.sqlite"))
+    with _library_logs() as logs:
+        summary = run(cfg, output=str(out), store=str(out / "m.sqlite"))
     with open(os.path.join(summary["output"], "report.json")) as f:
         report = json.load(f)
-    return {"cfg": cfg, "summary": summary, "report": report, "out": str(out)}
+    return {"cfg": cfg, "summary": summary, "report": report, "out": str(out), "logs": logs, "data": str(folder)}
+
+
+def test_the_run_logs_none_of_the_warnings_the_project_caused(demo):
+    assert any("apache_beam" in line for line in demo["logs"])      # the capture works: Beam logs at INFO
+    for message in ("Converting string literal type hint to Any", "No iterator is returned by the process method",
+                    "has no shape"):
+        found = [line for line in demo["logs"] if message in line]
+        assert not found, found[:3]
+
+
+def _rows_with_values(demo) -> pd.DataFrame:
+    """Every output row (splits, quarantine but ingest's, duplicates) with where it went and
+    the metadata values of its line in the input file, read with the csv module."""
+    root = demo["summary"]["output"]
+    splits = pd.concat([pq.read_table(p).to_pandas() for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
+    quarantine = pq.read_table(os.path.join(root, "quarantine")).to_pandas()
+    quarantine = quarantine[quarantine["stage"] != "ingest"]
+    duplicates = pq.read_table(os.path.join(root, "duplicates")).to_pandas()
+    frames = [splits.assign(dest="clean", reason=None)[["_source", "_row", "dest", "reason", "defect",
+                                                          "label_agreement"]],
+              quarantine.assign(dest="quarantined")[["_source", "_row", "dest", "reason"]],
+              duplicates.assign(dest="duplicates")[["_source", "_row", "dest"]]]
+    rows = pd.concat(frames, ignore_index=True)
+    lines = {}
+    for source in rows["_source"].unique():
+        with open(source, newline="", encoding="utf-8") as f:
+            text = f.read().split("\n")
+        header = next(csv.reader([text[0]]))
+        lines[source] = (header, text)
+    values = []
+    for source, row in zip(rows["_source"], rows["_row"]):
+        header, text = lines[source]
+        fields = next(csv.reader([text[row - 1]]))
+        assert len(fields) == len(header)
+        values.append({c: (v if v != "" else "<null>") for c, v in zip(header, fields)})
+    return pd.concat([rows, pd.DataFrame(values)[demo["cfg"].schema.metadata]], axis=1)
+
+
+def _expected_slice(group: pd.DataFrame) -> dict:
+    clean = group[group["dest"] == "clean"]
+    reasons = group["reason"].dropna().value_counts()
+    return {"rows": len(group), "clean": len(clean), "quarantined": int((group["dest"] == "quarantined").sum()),
+            "duplicates": int((group["dest"] == "duplicates").sum()),
+            "reasons": {r: int(n) for r, n in reasons.items()},
+            "labels": {k: int(n) for k, n in clean["defect"].value_counts().items()},
+            "agreement": clean["label_agreement"].mean()}
+
+
+def test_metadata_slices_equal_a_pandas_groupby_of_the_outputs(demo):
+    frame = _rows_with_values(demo)
+    section = demo["report"]["metadata_slices"]
+    k = section["max_values"]
+    assert k == 2 and list(section["columns"]) == ["factory", "line", "camera"]
+    folded = 0
+    for column, got_rows in section["columns"].items():
+        sizes = frame.groupby(column).size().reset_index(name="n")
+        top = sizes.sort_values(["n", column], ascending=[False, True])[column].head(k).tolist()
+        keyed = frame.assign(slice=frame[column].where(frame[column].isin(top), "<other>"))
+        expected = {v: _expected_slice(g) for v, g in keyed.groupby("slice")}
+        assert [r["value"] for r in got_rows] == top + (["<other>"] if len(sizes) > k else [])
+        for r in got_rows:
+            want = expected[r["value"]]
+            assert (r["rows"], r["clean"], r["quarantined"], r["duplicates"]) == (
+                want["rows"], want["clean"], want["quarantined"], want["duplicates"]), (column, r["value"])
+            assert {k_: v["rows"] for k_, v in r["quarantine_by_reason"].items()} == want["reasons"]
+            assert r["quarantine_share"] == pytest.approx(want["quarantined"] / want["rows"])
+            assert {k_: v["rows"] for k_, v in r["label_mix"].items()} == want["labels"]
+            assert r["label_agreement"]["value"] == pytest.approx(want["agreement"], abs=1e-12)
+            assert r["label_agreement"]["items"] == want["clean"]
+        if len(sizes) > k:
+            folded += 1
+            assert got_rows[-1]["values"] == len(sizes) - k
+    assert folded >= 2                                    # line and camera have more than 2 values
+    total = sum(r["rows"] for r in section["columns"]["camera"])
+    rows = demo["summary"]["rows"]
+    ingest = sum(demo["report"]["quarantine_reasons"].get("ingest", {}).values())
+    assert total == rows["input"] - ingest == len(frame)
+    page = open(os.path.join(demo["summary"]["output"], "report.html"), encoding="utf-8").read()
+    part = page[page.index('id="slices"'):page.index('id="review"')]
+    assert part.count("<svg") >= 3 * 3 and part.count('class="metadata-slice"') == 3 and "&lt;other&gt;" in part
 
 
 def test_review_queue_is_the_pandas_filter_of_the_outputs(demo):

@@ -1,7 +1,5 @@
 """Small Arrow record-batch helpers shared by the stages (vectorised, no per-row Python)."""
 
-from __future__ import annotations
-
 import hashlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor

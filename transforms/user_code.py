@@ -1,7 +1,5 @@
 """User code named in a config as `module:function` (clean filters, a preprocessing_fn)."""
 
-from __future__ import annotations
-
 import importlib
 import os
 import sys

@@ -6,8 +6,6 @@ files whatever the bundle order or runner. Every shard is written, empty ones in
 so readers can rely on the `-of-N` count.
 """
 
-from __future__ import annotations
-
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -63,14 +61,14 @@ class _FirstSchema(beam.CombineFn):
 
 class _WriteShardFn(beam.DoFn):
     """Writes each shard's sorted table on a thread while the next is gathered
-    (`OrderedThreadPool`). The (path, rows) outputs come at the end of the bundle."""
+    (`OrderedThreadPool`). A shard's (path, rows) comes out once it is written: from a
+    later `process` call, or at the end of the bundle."""
 
     def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
         self._targets = targets
 
     def start_bundle(self):
         self._pool = OrderedThreadPool()
-        self._done: List[Tuple[str, int]] = []
 
     def process(self, element, schemas):
         (target, index), batches = element
@@ -78,10 +76,10 @@ class _WriteShardFn(beam.DoFn):
         schema = schemas.get(target) or fallback or pa.schema([])
         table = concat_batches([b for b in batches if b.num_rows], schema)
         path = FileSystems.join(directory, shard_name(index, count))
-        self._done += self._pool.submit(_write_shard, table, schema, path)
+        yield from self._pool.submit(_write_shard, table, schema, path)
 
     def finish_bundle(self):
-        for path_rows in self._done + self._pool.finish():
+        for path_rows in self._pool.finish():
             yield GlobalWindows.windowed_value(path_rows)
 
 
@@ -120,7 +118,7 @@ class WriteAllShards(beam.PTransform):
         super().__init__()
         self._targets = [(d, n, schema) for d, (n, schema) in sorted(targets.items())]
 
-    def expand(self, pcolls: Dict[str, beam.PCollection]) -> WriteResult:
+    def expand(self, pcolls):
         keyed, schemas = [], []
         for i, (directory, count, _) in enumerate(self._targets):
             batches = pcolls[directory]
@@ -151,5 +149,5 @@ class WriteShards(beam.PTransform):
         self._directory = directory
         self._target = (num_shards, schema)
 
-    def expand(self, batches) -> WriteResult:
+    def expand(self, batches):
         return {self._directory: batches} | WriteAllShards({self._directory: self._target})

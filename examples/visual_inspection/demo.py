@@ -65,8 +65,9 @@ def _print_labels(report) -> None:
     overall = labels["overall"]
     print(f"label agreement over {overall['items']} images: HLP {_value(overall['hlp']):.3f}, "
           f"Fleiss' kappa {_value(overall['fleiss_kappa']):.3f}")
-    print("  per class (mean agreement with the consensus), lowest first: " + ", ".join(
-        f"{c['class']} {c['mean_item_agreement']:.3f} ({c['items']} images)" for c in labels["classes_by_agreement"]))
+    classes = sorted((c for c in labels["classes_by_agreement"] if c.get("hlp") is not None), key=lambda c: c["hlp"])
+    print("  per class (HLP: share of agreeing inspector pairs on the images of that consensus), lowest first: "
+          + ", ".join(f"{c['class']} {c['hlp']:.3f} ({c['pairable_items']} images)" for c in classes))
     for column, rows in labels.get("slices_by_agreement", {}).items():
         print(f"  per {column}, lowest first: " + ", ".join(
             f"{r['value']} HLP {r['hlp']:.3f} kappa {r['fleiss_kappa']:.3f}" for r in rows))

@@ -3,8 +3,6 @@ output: kept (the first copy of its key in (_source, _row) order), duplicates (w
 kept copy's example_id), or quarantine (copies of one key with different labels).
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -199,7 +197,7 @@ class Deduplicate(beam.PTransform):
         self._spec = spec
         self._buckets = max(1, buckets)
 
-    def expand(self, batches) -> DedupResult:
+    def expand(self, batches):
         parts = as_batches(batches
                            | "Bucket" >> beam.FlatMap(_by_key_bucket, self._spec, self._buckets)
                            .with_output_types(KeyedBatch)

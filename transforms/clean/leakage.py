@@ -1,8 +1,6 @@
 """The leakage report of the near-dedup stage: verified near-duplicate pairs by the splits
 their two rows landed in (`CrossSplitPairs`), after the split."""
 
-from __future__ import annotations
-
 from typing import Dict, Sequence
 
 import apache_beam as beam

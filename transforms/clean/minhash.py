@@ -3,8 +3,6 @@
 (`datasketch.MinHash(num_perm, seed)` with its default `sha1_hash32`, the (a·h + b) mod 2⁶¹−1
 permutations); `optimal_param` is datasketch's `_optimal_param`. Nothing here knows Beam."""
 
-from __future__ import annotations
-
 import hashlib
 from functools import lru_cache
 from typing import Dict, Sequence, Tuple

@@ -34,8 +34,6 @@ Rows are numbered (`node`) by (rank of `_source` among all sources, `_row`), so 
 node of a cluster is its lowest (`_source`, `_row`), on any runner and sharding.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -480,7 +478,7 @@ class NearDeduplicate(beam.PTransform):
         self._schema = duplicates_schema
         self._buckets = max(1, buckets)
 
-    def expand(self, batches) -> NearDedupResult:
+    def expand(self, batches):
         s, nb = self._spec, self._buckets
         ranks = (batches | "Sources" >> beam.Map(_sources)
                  | "SourceRanks" >> beam.CombineGlobally(_Distinct()))

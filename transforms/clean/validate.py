@@ -6,8 +6,6 @@ missing id, missing label, rules in config order, then the user's filters.
 Rules pass a null value (SQL/pandas semantics) except `not_null`.
 """
 
-from __future__ import annotations
-
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -324,7 +322,7 @@ class ValidateRows(beam.PTransform):
         super().__init__()
         self._spec = spec
 
-    def expand(self, batches) -> ValidateResult:
+    def expand(self, batches):
         parts = as_batches(batches | "Validate" >> beam.ParDo(_ValidateFn(self._spec)).with_outputs(
             _ValidateFn.QUARANTINE, main="rows"), "rows", _ValidateFn.QUARANTINE)
         return ValidateResult(parts.rows, parts[_ValidateFn.QUARANTINE])

@@ -9,8 +9,6 @@ Which outputs are scalars and which are lists is decided once, from TFT's transf
 feature spec, not per batch: a list column whose rows all hold one token stays a list.
 """
 
-from __future__ import annotations
-
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -97,11 +95,14 @@ class TftInput:
         return [PASSTHROUGH_PREFIX + c for c in self.passthrough]
 
     def tensor_adapter_config(self):
-        from tensorflow_transform.tf_metadata import schema_utils
-        from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+        """Every feature a `VarLenSparseTensor` of its list column, said outright: inferred from
+        a schema, a feature without a shape gets the same, with a log line per feature."""
+        from tensorflow_metadata.proto.v0 import schema_pb2
+        from tfx_bsl.tfxio import tensor_adapter
 
-        schema = schema_utils.schema_from_feature_spec(feature_spec_for(self.feature_columns))
-        reps = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+        varlen = schema_pb2.TensorRepresentation.VarLenSparseTensor
+        reps = {c: schema_pb2.TensorRepresentation(varlen_sparse_tensor=varlen(column_name=c))
+                for c in self.feature_columns}
         return tensor_adapter.TensorAdapterConfig(self.arrow_schema(), reps)
 
     def encode(self, batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -10,8 +10,6 @@ boundaries, fill values) are named in the graph with `report_stat`, and read bac
 the saved transform graph by `transforms.features.stats.summarize_transform`.
 """
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence

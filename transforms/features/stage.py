@@ -1,7 +1,5 @@
 """The transform stage: TFT analysed on `train` only, the fitted graph applied to every split."""
 
-from __future__ import annotations
-
 import os
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
@@ -41,7 +39,7 @@ class AnalyzeAndTransform(beam.PTransform):
         self._output_dir = output_dir
         self._train = train
 
-    def expand(self, splits: Dict[str, beam.PCollection]) -> FeaturesResult:
+    def expand(self, splits):
         import tensorflow_transform.beam as tft_beam
         from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 

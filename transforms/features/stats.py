@@ -1,7 +1,5 @@
 """What the analysis found, read back from a saved transform graph (for report.json)."""
 
-from __future__ import annotations
-
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 

@@ -4,10 +4,9 @@
 a Beam combine over record batches computes dataset-wide figures without gathering the
 rows, and one accumulator per slice value gives per-slice figures that add up. The
 figures: HLP (mean pairwise agreement), Fleiss' kappa, Krippendorff's alpha, Cohen's
-kappa per annotator pair, and agreement with the consensus per annotator and per class.
+kappa per annotator pair, agreement with the consensus per annotator and per class, and
+HLP (pairwise agreement) per consensus class.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -59,6 +58,8 @@ class AgreementStats:
     # Per consensus class, split by m: items and their labels equal to the consensus.
     consensus_items_by_class_m: np.ndarray = field(default=None)  # (K, A+1)
     consensus_agree_by_class_m: np.ndarray = field(default=None)  # (K, A+1)
+    # ... and their agreeing ordered annotator pairs, sum_k n_k(n_k - 1): per-class HLP.
+    consensus_pairs_by_class_m: np.ndarray = field(default=None)  # (K, A+1)
     n_items_consensus_given: int = 0  # items added with a consensus vector
     n_items_no_consensus: int = 0  # of those, labelled but consensus -1
 
@@ -68,7 +69,7 @@ class AgreementStats:
             "items_by_m": (A + 1,), "unanimous_by_m": (A + 1,), "class_counts": (K,), "coincidence_by_m": (A + 1, K, K),
             "pair_tables": (A, A, K, K), "labels_by_annotator": (A,), "with_consensus_by_annotator": (A,),
             "agree_consensus_by_annotator": (A,), "consensus_items_by_class_m": (K, A + 1),
-            "consensus_agree_by_class_m": (K, A + 1),
+            "consensus_agree_by_class_m": (K, A + 1), "consensus_pairs_by_class_m": (K, A + 1),
         }
         for name, shape in defaults.items():
             if getattr(self, name) is None:
@@ -76,7 +77,7 @@ class AgreementStats:
 
     _ARRAYS = ("items_by_m", "unanimous_by_m", "class_counts", "coincidence_by_m", "pair_tables", "labels_by_annotator",
                "with_consensus_by_annotator", "agree_consensus_by_annotator",
-               "consensus_items_by_class_m", "consensus_agree_by_class_m")
+               "consensus_items_by_class_m", "consensus_agree_by_class_m", "consensus_pairs_by_class_m")
     _SCALARS = ("n_items", "n_labels", "n_items_consensus_given", "n_items_no_consensus")
 
     # ---------------------------------------------------------------- accumulate
@@ -135,6 +136,9 @@ class AgreementStats:
             self.consensus_items_by_class_m += np.bincount(cell, minlength=K * (A + 1)).reshape(K, A + 1)
             self.consensus_agree_by_class_m += np.bincount(
                 cell, weights=agree, minlength=K * (A + 1)).astype(np.int64).reshape(K, A + 1)
+            pairs = (counts[has] * (counts[has] - 1)).sum(axis=1)
+            self.consensus_pairs_by_class_m += np.bincount(
+                cell, weights=pairs, minlength=K * (A + 1)).astype(np.int64).reshape(K, A + 1)
         return self
 
     def merge(self, other: "AgreementStats") -> "AgreementStats":
@@ -285,7 +289,11 @@ class AgreementStats:
         """Per consensus class: items, mean item agreement and pooled label agreement.
 
         mean_item_agreement = mean over items whose consensus is the class of the share of
-        their labels equal to it; label_agreement pools the labels of those items. Needs
+        their labels equal to it; label_agreement pools the labels of those items. hlp is the
+        per-class pairwise human-level performance: over the items whose consensus is the
+        class and that have >= 2 labels, the mean share of their annotator pairs that agree
+        (with each other, on any class): `hlp()` restricted to those items, so it needs no
+        consensus to be right, only to pick the items (`pairable_items` of them). Needs
         `add(..., consensus=)`; also reports each class's share of all labels.
         """
         m = np.arange(self.n_annotators + 1, dtype=np.float64)
@@ -294,6 +302,8 @@ class AgreementStats:
         labels = (self.consensus_items_by_class_m * np.arange(self.n_annotators + 1)).sum(axis=1)
         agree = self.consensus_agree_by_class_m.sum(axis=1)
         mean_item = (self.consensus_agree_by_class_m * inv_m).sum(axis=1)
+        pairable = self.consensus_items_by_class_m[:, 2:].sum(axis=1)
+        pair_share = (self.consensus_pairs_by_class_m * self._weights(2)).sum(axis=1)
         label_totals = self.class_counts
         rows = []
         for k in range(self.K):
@@ -301,6 +311,8 @@ class AgreementStats:
                 "class": self.classes[k] if self.classes else k,
                 "items": int(items[k]),
                 "mean_item_agreement": _ratio(mean_item[k], items[k]),
+                "hlp": _ratio(pair_share[k], pairable[k]),
+                "pairable_items": int(pairable[k]),
                 "labels_on_items": int(labels[k]),
                 "label_agreement": _ratio(agree[k], labels[k]),
                 "labels_of_class": int(label_totals[k]),

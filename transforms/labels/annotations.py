@@ -1,8 +1,6 @@
 """Long-form labels: annotation files of (example id, annotator, label) rows, read and
 joined to the examples by id, so that `ConsolidateLabels` sees one label per annotator."""
 
-from __future__ import annotations
-
 import json as _json
 from dataclasses import dataclass
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -85,7 +83,7 @@ class ReadAnnotations(beam.PTransform):
         self._spec = spec
         self._source_names = source_names
 
-    def expand(self, paths) -> AnnotationsRead:
+    def expand(self, paths):
         spec = self._spec
         read = (paths
                 | "ReaderIndex" >> beam.Map(lambda path: (0, path)).with_output_types(beam.typehints.Tuple[int, str])
@@ -172,7 +170,7 @@ class AttachAnnotations(beam.PTransform):
         self._id = id_column
         self._buckets = max(1, buckets)
 
-    def expand(self, pcolls) -> AttachResult:
+    def expand(self, pcolls):
         examples, annotations = pcolls
         buckets, id_column = self._buckets, self._id
 

@@ -13,8 +13,6 @@ gathers the rows. All hot paths are numpy/pyarrow vector operations; the only Py
 loops run over annotators, never over items.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import List, NamedTuple, Sequence, Tuple
 

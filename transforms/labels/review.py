@@ -9,8 +9,6 @@ Being in the queue changes nothing else: a reviewed example stays in its split, 
 one stays in quarantine.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 

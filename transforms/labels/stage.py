@@ -5,8 +5,6 @@ columns; long form: the list column `AttachAnnotations` adds) and replaces the l
 with the consensus. Dataset-wide figures are small combines of `AgreementStats`.
 """
 
-from __future__ import annotations
-
 import json as _json
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -203,9 +201,11 @@ class _SumDawidSkeneStats(beam.CombineFn):
         return acc
 
 
-def agreement_report(stats: Dict[str, AgreementStats], spec: LabelsSpec) -> Dict:
+def agreement_report(stats: Dict[str, AgreementStats], spec: LabelsSpec,
+                     ds: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict:
     """The `labels` section of report.json: overall figures, then slices, classes and
-    annotators ranked by agreement, lowest first, each with the items behind it."""
+    annotators ranked by agreement, lowest first, each with the items behind it; with
+    Dawid-Skene's final (pi, prior), `dawid_skene` (`dawid_skene_report`)."""
     overall = stats[""].to_dict() if "" in stats else {}
     slices: Dict[str, List[Dict]] = {}
     for key, st in stats.items():
@@ -222,8 +222,24 @@ def agreement_report(stats: Dict[str, AgreementStats], spec: LabelsSpec) -> Dict
                      key=lambda r: (r["mean_item_agreement"] is None, r["mean_item_agreement"] or 0))
     annotators = sorted(overall.get("annotators_detail", []),
                         key=lambda r: (r["agreement_with_consensus"] is None, r["agreement_with_consensus"] or 0))
-    return {"consensus": spec.consensus, "on_tie": spec.on_tie, "overall": overall,
-            "slices_by_agreement": slices, "classes_by_agreement": classes, "annotators_by_agreement": annotators}
+    report = {"consensus": spec.consensus, "on_tie": spec.on_tie, "overall": overall,
+              "slices_by_agreement": slices, "classes_by_agreement": classes, "annotators_by_agreement": annotators}
+    if ds is not None and "" in stats:
+        report["dawid_skene"] = dawid_skene_report(ds, stats[""], spec)
+    return report
+
+
+def dawid_skene_report(ds: Tuple[np.ndarray, np.ndarray], overall: AgreementStats, spec: LabelsSpec) -> Dict:
+    """Each annotator's estimated confusion matrix, matrix[true][given] = P(given | true)
+    (rows sum to 1), and the class prior, from the last M-step."""
+    pi, prior = ds
+    classes = list(overall.classes or range(overall.K))
+    names = list(overall.annotators or range(overall.n_annotators))
+    return {"iterations": spec.iterations, "classes": classes,
+            "prior": {str(c): float(p) for c, p in zip(classes, prior)},
+            "confusion": {str(a): {"classes": classes, "matrix": pi[i].tolist(),
+                                   "labels": int(overall.labels_by_annotator[i])}
+                          for i, a in enumerate(names)}}
 
 
 class LabelsResult(NamedTuple):
@@ -255,7 +271,7 @@ class ConsolidateLabels(beam.PTransform):
         self._names = annotator_names
         self._review = review
 
-    def expand(self, batches) -> LabelsResult:
+    def expand(self, batches):
         spec = self._spec
         if self._names is None:
             names = batches.pipeline | "AnnotatorNames" >> beam.Create([list(spec.annotators)])
@@ -297,7 +313,7 @@ class ConsolidateLabels(beam.PTransform):
                   | "AgreementStats" >> beam.Map(_agreement_stats, spec, classes_si, pvalue.AsSingleton(names),
                                                  *extra)
                   | "MergeAgreement" >> beam.CombineGlobally(_MergeAgreement())
-                  | "AgreementReport" >> beam.Map(agreement_report, spec))
+                  | "AgreementReport" >> beam.Map(agreement_report, spec, *extra))
         review = None
         if self._review:
             review = (parts[_ConsensusFn.REVIEW]

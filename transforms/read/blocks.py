@@ -1,8 +1,6 @@
 """A file as blocks of whole records, and big files cut into byte ranges that start at a
 record boundary with their line number known, so that many tasks read one file."""
 
-from __future__ import annotations
-
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 from transforms.read.csv_format import parse_header

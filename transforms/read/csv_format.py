@@ -1,8 +1,6 @@
 """CSV records (RFC 4180) of a block → string columns: pyarrow's parse of the whole block (the
 fast path), else record by record with Python's csv module; the header line's names."""
 
-from __future__ import annotations
-
 import csv
 from typing import Iterator, List, Optional, Sequence, Tuple
 

@@ -1,7 +1,5 @@
 """JSON lines of a block → string columns; a missing key is a null value."""
 
-from __future__ import annotations
-
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 

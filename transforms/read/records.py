@@ -1,8 +1,6 @@
 """What the readers share: how an input is read (`ReaderSpec`), a block's reader faults
 (`BadRows`), the escaped text of a raw record, blank lines and NA values."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -189,7 +189,7 @@ class ReadInputs(beam.PTransform):
         self._range_bytes = range_bytes
         self._source_names = source_names
 
-    def expand(self, files) -> ReadResult:
+    def expand(self, files):
         # one shuffle, of the ranges: planning is a size lookup per file (a newline scan for a
         # big one), cheap beside parsing; two reshuffles in a row were one on Flink (the second
         # became a forward edge, and one task read every range of a file)

@@ -6,8 +6,6 @@ N × fraction (matrix rounding, solved as a small flow problem over strata × sp
 `plan_split` adds the rank of every cut and the hash band it lies in.
 """
 
-from __future__ import annotations
-
 import json
 import math
 from collections import deque

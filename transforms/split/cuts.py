@@ -7,8 +7,6 @@ threshold of each cut is then exact (`thresholds_from`) and a row's split is the
 of thresholds at or below its hash (`assign_splits`).
 """
 
-from __future__ import annotations
-
 from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam

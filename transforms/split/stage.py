@@ -1,7 +1,5 @@
 """The split stage: stratified train/dev/test (or k folds), exact and deterministic by seed."""
 
-from __future__ import annotations
-
 import json
 from typing import Dict, NamedTuple, Optional, Sequence
 
@@ -166,7 +164,7 @@ class StratifiedSplit(beam.PTransform):
         self._group_by = group_by
         self._buckets = max(1, buckets)
 
-    def expand(self, batches) -> SplitResult:
+    def expand(self, batches):
         if self._group_by:
             keyed = (batches
                      | "GroupBucket" >> beam.FlatMap(_by_group_bucket, self._group_by, self._buckets)
@@ -193,7 +191,9 @@ class StratifiedSplit(beam.PTransform):
         stats = (sketch
                  | "BandStats" >> beam.Map(band_stats, pvalue.AsSingleton(plan))
                  | "MergeBands" >> beam.CombineGlobally(MergeBands()))
-        thresholds = stats | "Thresholds" >> beam.Map(thresholds_from, pvalue.AsSingleton(plan))
+        # unsigned 64-bit hashes as Python ints: past the int64 of the coder an `int` hint picks
+        thresholds = stats | "Thresholds" >> beam.Map(thresholds_from, pvalue.AsSingleton(plan)) \
+            .with_output_types(beam.typehints.Any)
         parts = keyed | "Assign" >> beam.ParDo(
             _AssignFn(self._names), pvalue.AsSingleton(plan), pvalue.AsSingleton(thresholds)
         ).with_outputs(*self._names)
