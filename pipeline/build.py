@@ -205,10 +205,25 @@ def _count(pcoll, label: str):
             | f"Sum[{label}]" >> beam.CombineGlobally(sum))
 
 
+MIN_BUCKETS = 16
+BUCKET_BYTES = 64 << 20
+
+
+def shuffle_buckets_for(files: Sequence[InputFile]) -> int:
+    """The hash buckets of the keyed shuffles (dedup, groups, near-dedup, slices): 16, or one per
+    64 MB of input when that is more, so that one bucket (one element on one worker) stays
+    about a read range's size whatever the data (at 16, a bucket of 60M rows is 3.75M rows).
+    Which bucket a row is in changes no output: each bucket is a set of whole keys."""
+    total = sum(f.size for f in files)
+    return max(MIN_BUCKETS, -(-total // BUCKET_BYTES))
+
+
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], layout: Layout,
-                   shuffle_buckets: int = 16, progress_dir: Optional[str] = None) -> Plan:
+                   shuffle_buckets: Optional[int] = None, progress_dir: Optional[str] = None) -> Plan:
     """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`
     (and, with `progress_dir`, the bytes read so far there: see `pipeline/progress.py`)."""
+    if shuffle_buckets is None:
+        shuffle_buckets = shuffle_buckets_for(files)
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
     stages = ["ingest", "clean"]

@@ -52,3 +52,15 @@ def test_config_models_become_frozen_specs(tmp_path):
     assert dedup_spec(cfg).keys == ("x", "y")            # "all": every read column but the id
     assert feature_specs(cfg) == [FeatureSpec(column="x", kind="bucketize", arg=3),
                                   FeatureSpec(column="y", kind="vocabulary", arg=5)]
+
+
+def test_shuffle_buckets_grow_with_the_input_past_a_gigabyte():
+    from pipeline.build import shuffle_buckets_for
+    from pipeline.inputs import DATA, InputFile
+
+    def files(*sizes):
+        return [InputFile(DATA, 0, f"/d/{i}.csv", n) for i, n in enumerate(sizes)]
+
+    assert shuffle_buckets_for([]) == 16 and shuffle_buckets_for(files(110 << 20)) == 16
+    assert shuffle_buckets_for(files(1 << 30, 1)) == 17                     # one per 64 MB, rounded up
+    assert shuffle_buckets_for(files(7_564_418_569)) == 113                 # the 60M-row benchmark file
