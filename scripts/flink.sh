@@ -153,16 +153,18 @@ jobmanager.execution.failover-strategy: region
 taskmanager.bind-host: localhost
 taskmanager.host: localhost
 taskmanager.numberOfTaskSlots: ${WANT_SLOTS}
-# 6 GB, of it 2.5 GB task heap: the Java side of the data plane holds the record batches the
-# Python workers send (inbound gRPC queues) on the heap; 4 GB with Flink's default split left
-# 0.5 GB of task heap, and 10M rows died with "OutOfMemoryError: Java heap space" in a
-# grpc-default-executor thread (the job then hung). Managed memory (sorts; they spill) 0.2.
-taskmanager.memory.process.size: 6144m
+# 7 GB, of it 2.5 GB task heap and 1.5 GB task off-heap: the Java side of the data plane holds
+# the record batches the Python workers send, in Netty's direct buffers and then on the heap.
+# 4 GB with Flink's default split left 0.5 GB of task heap, and 10M rows died with
+# "OutOfMemoryError: Java heap space" in a grpc-default-executor thread (the job then hung);
+# 512 MB of task off-heap gave "OutOfMemoryError: Direct buffer memory" at 60M rows.
+# Managed memory (sorts; they spill) 0.2.
+taskmanager.memory.process.size: 7168m
 taskmanager.memory.managed.fraction: 0.2
 # The Beam data plane to the Python workers is gRPC (Netty), which buffers elements (record
 # batches of a few MB) in direct memory that Flink does not manage: the default of 0 for task
 # off-heap gave "OutOfMemoryError: Direct buffer memory" at a million rows.
-taskmanager.memory.task.off-heap.size: 512m
+taskmanager.memory.task.off-heap.size: 1536m
 taskmanager.memory.framework.off-heap.size: 256m
 # A Beam job with many shuffles needs more network buffers than the default 10% gives
 # ("Insufficient number of network buffers: required 512, but only 319 available").
