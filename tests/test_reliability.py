@@ -593,28 +593,21 @@ def test_a_quoted_newline_is_one_record_at_the_line_it_starts(tmp_path, capsys):
     assert rows["e7"]["_row"] == 12
 
 
-def test_a_multiline_record_that_does_not_parse_is_quarantined_once(tmp_path, capsys):
+@pytest.mark.parametrize("second, reason", [
+    ('e99,b,9.5,99,tail",extra', "csv_field_count"),   # valid CSV, one field too many
+    # the quote closes on the second line, then the record is not CSV; the second line alone
+    # would parse, and must not become a made-up row e99
+    ('e99,b,9.5,99,tail"x', "csv_malformed"),
+])
+def test_a_multiline_record_that_does_not_parse_is_quarantined_once(tmp_path, capsys, second, reason):
     lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
-        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail",extra', "e7,a,3.5,7,after"]
+        'e5,a,2.5,5,"see attached:', second, "e7,a,3.5,7,after"]
     code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
     assert code == 0, err
-    assert summary["rows"]["input"] == 7
+    assert summary["rows"]["input"] == 7                          # one broken record, one input
     [q] = _quarantine(summary)
-    assert (q["reason"], q["_row"]) == ("csv_field_count", 7)
-    assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail",extra'
-
-
-def test_a_multiline_record_that_is_not_csv_is_quarantined_once(tmp_path, capsys):
-    # the quote closes on the second line, then the record is not CSV: one broken record, one
-    # input, and no made-up row e99 (the second line alone would parse)
-    lines = ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(5)] + [
-        'e5,a,2.5,5,"see attached:', 'e99,b,9.5,99,tail"x', "e7,a,3.5,7,after"]
-    code, summary, err = _run(tmp_path, capsys, _config(tmp_path, lines))
-    assert code == 0, err
-    assert summary["rows"]["input"] == 7
-    [q] = _quarantine(summary)
-    assert (q["reason"], q["_row"]) == ("csv_malformed", 7)
-    assert q["record"] == 'e5,a,2.5,5,"see attached:\ne99,b,9.5,99,tail"x'
+    assert (q["reason"], q["_row"]) == (reason, 7)
+    assert q["record"] == 'e5,a,2.5,5,"see attached:\n' + second
     assert {r["id"] for r in _split_rows(summary)} == {"e0", "e1", "e2", "e3", "e4", "e7"}
 
 
