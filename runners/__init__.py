@@ -94,11 +94,27 @@ def runner_args(runner: str, beam_args: Sequence[str], user_modules: Sequence[st
     from runners.dataflow import dataflow_args, is_dataflow
     from runners.flink import flink_args, is_flink
 
+    beam_args = with_default_pickler(beam_args)
     if is_dataflow(runner):
         return dataflow_args(beam_args, user_modules)
     if is_flink(runner):
         return flink_args(beam_args)
     return list(beam_args)
+
+
+DEFAULT_PICKLER = "cloudpickle"
+
+
+def with_default_pickler(beam_args: Sequence[str]) -> List[str]:
+    """`beam_args` with `--pickle_library cloudpickle` unless one is given. Beam 2.62's default,
+    dill, pickles each DoFn by walking module dictionaries and resets the logging cache at
+    every call; building and translating the 10k-row benchmark's ~1,000 transforms took 2 s
+    longer with it (bench/RESULTS.md). Workers read the option, so every runner unpickles with
+    the library that pickled."""
+    args = list(beam_args)
+    if not any(a == "--pickle_library" or a.startswith("--pickle_library=") for a in args):
+        args.append(f"--pickle_library={DEFAULT_PICKLER}")
+    return args
 
 
 REDACTED = "<redacted>"

@@ -1,0 +1,82 @@
+"""Memos for the introspection Beam 2.62 repeats for every transform, installed once by `run()`.
+
+Building and translating the pipeline costs more than running it on small data, and much of
+that is Beam asking the same questions again (profile of the 10k-row benchmark, bench/RESULTS.md):
+
+- `apache_beam.transforms.core.get_function_args_defaults` runs `inspect.signature` on every
+  method of a DoFn each time `userstate.get_dofn_specs` looks for state and timers: about 30
+  methods, 8 times per ParDo (construction, two `to_runner_api` passes, the DirectRunner's
+  checks, each bundle processor), for about 1,000 ParDos, most of them TFT's. A function's
+  signature does not change, so it is computed once per function (and once per bound/unbound
+  use: binding drops the first parameter).
+- `userstate.get_dofn_specs` itself lists and wraps every method of the DoFn each time; its
+  answer depends only on the DoFn's class and on the methods set on the instance (a `Map`'s
+  function), so it is computed once per such pair.
+- `PipelineOptions.view_as` builds an `ArgumentParser` of every option Beam knows, twice per
+  `Pipeline.apply`. A view stores nothing of its own (reads and writes go to the options' shared
+  `_all_options`), so the view of one class is built once per options object.
+
+Both return what the originals return: fresh lists from the memo, and a view that reads and
+writes the same options. `tests/test_beam_memo.py` checks them against the originals.
+"""
+
+import types
+import weakref
+from typing import Any, List, Tuple
+
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import core, userstate
+
+_ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
+_ORIGINAL_VIEW_AS = PipelineOptions.view_as
+_ORIGINAL_DOFN_SPECS = userstate.get_dofn_specs
+
+_signatures: "weakref.WeakKeyDictionary[types.FunctionType, dict]" = weakref.WeakKeyDictionary()
+_specs: dict = {}
+_views: "weakref.WeakKeyDictionary[PipelineOptions, dict]" = weakref.WeakKeyDictionary()
+
+
+def function_args_defaults(f: Any) -> Tuple[List[str], List[Any]]:
+    """`core.get_function_args_defaults(f)`, computed once per plain or bound function."""
+    if isinstance(f, types.MethodType) and isinstance(f.__func__, types.FunctionType):
+        func, bound = f.__func__, True
+    elif isinstance(f, types.FunctionType):
+        func, bound = f, False
+    else:                                   # builtins, partials, callable objects: not memoised
+        return _ORIGINAL_ARGS_DEFAULTS(f)
+    per = _signatures.setdefault(func, {})
+    if bound not in per:
+        per[bound] = _ORIGINAL_ARGS_DEFAULTS(f)
+    args, defaults = per[bound]
+    return list(args), list(defaults)
+
+
+def dofn_specs(dofn: Any):
+    """`userstate.get_dofn_specs(dofn)`, computed once per DoFn class and instance methods."""
+    try:
+        own = tuple(sorted((name, value.__func__) for name, value in vars(dofn).items()
+                           if isinstance(value, types.MethodType)))
+        key = (type(dofn), own)
+        hash(key)
+    except TypeError:                       # no __dict__, or an unhashable function: not memoised
+        return _ORIGINAL_DOFN_SPECS(dofn)
+    if key not in _specs:
+        _specs[key] = _ORIGINAL_DOFN_SPECS(dofn)
+    states, timers = _specs[key]
+    return set(states), set(timers)
+
+
+def view_as(self: PipelineOptions, cls: type) -> PipelineOptions:
+    """`PipelineOptions.view_as(cls)`, built once per options object and class."""
+    per = _views.setdefault(self, {})
+    view = per.get(cls)
+    if view is None:
+        view = per[cls] = _ORIGINAL_VIEW_AS(self, cls)
+    return view
+
+
+def install() -> None:
+    """Puts the memos in place of Beam's functions (idempotent)."""
+    core.get_function_args_defaults = function_args_defaults
+    userstate.get_dofn_specs = dofn_specs
+    PipelineOptions.view_as = view_as

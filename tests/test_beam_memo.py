@@ -1,0 +1,152 @@
+"""pipeline/beam_memo.py: the memos answer exactly what Beam's own functions answer, for every
+kind of callable Beam inspects and for every DoFn of a real pipeline; and the pickler default."""
+
+import functools
+import types
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions, SetupOptions, StandardOptions,
+                                                  TypeOptions)
+from apache_beam.transforms import core, userstate
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec
+
+from pipeline import beam_memo
+from runners import runner_args, with_default_pickler
+
+
+class _Stateful(beam.DoFn):
+    BUFFER = BagStateSpec("buffer", beam.coders.VarIntCoder())
+    TIMER = TimerSpec("flush", beam.TimeDomain.WATERMARK)
+
+    def process(self, element, buffer=beam.DoFn.StateParam(BUFFER), timer=beam.DoFn.TimerParam(TIMER),
+                side=None, *rest, key_only, **kw):
+        yield element
+
+    @classmethod
+    def make(cls, a, b=2):
+        return cls()
+
+    @staticmethod
+    def pure(x, y=3):
+        return x
+
+
+def _plain(a, b, c=1, *args, d, **kw):
+    return a
+
+
+@functools.wraps(_plain)
+def _wrapped(*args, **kwargs):
+    return _plain(*args, **kwargs)
+
+
+class _Callable:
+    def __call__(self, x, y=0):
+        return x
+
+
+CALLABLES = {
+    "plain function": _plain, "lambda": lambda x, y=5: x, "wrapped": _wrapped,
+    "bound method": _Stateful().process, "unbound method": _Stateful.process, "classmethod": _Stateful.make,
+    "staticmethod": _Stateful.pure, "partial": functools.partial(_plain, 1), "builtin": len,
+    "method descriptor": str.strip, "callable object": _Callable(), "class": _Callable,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CALLABLES))
+def test_args_and_defaults_are_beams_own_and_fresh_each_call(name):
+    f = CALLABLES[name]
+    want = beam_memo._ORIGINAL_ARGS_DEFAULTS(f)
+    first = beam_memo.function_args_defaults(f)
+    assert first == want
+    first[0].append("mutated")
+    first[1].append("mutated")
+    assert beam_memo.function_args_defaults(f) == want         # the memo is not the caller's list
+
+
+def test_a_bound_and_an_unbound_use_of_one_function_differ():
+    bound, unbound = beam_memo.function_args_defaults(_Stateful().process), \
+        beam_memo.function_args_defaults(_Stateful.process)
+    assert unbound[0][0] == "self" and bound[0] == unbound[0][1:]
+
+
+def test_every_dofn_of_a_real_pipeline_has_the_same_specs(tmp_path):
+    """The demo config's whole graph (TFT's ~hundreds of DoFns included), inspected with and without
+    the memo: the same state and timer specs, and the same arguments of every method."""
+    from pipeline.build import build_pipeline
+    from pipeline.inputs import match_inputs
+    from pipeline.layout import Layout
+    from tests.conftest import example_config
+
+    example = example_config(tmp_path / "vi", rows=300)
+    p = beam.Pipeline()
+    build_pipeline(p, example, match_inputs(example), Layout(str(tmp_path / "run")))
+    dofns = [t.transform.fn for t in _walk(p) if isinstance(t.transform, beam.ParDo)]
+    dofns.append(_Stateful())
+    assert len(dofns) > 100
+    for dofn in dofns:
+        methods = [m for m in dir(dofn) if isinstance(getattr(dofn, m, None), types.MethodType)]
+        core.get_function_args_defaults = beam_memo._ORIGINAL_ARGS_DEFAULTS
+        userstate.get_dofn_specs = beam_memo._ORIGINAL_DOFN_SPECS
+        try:
+            want_specs = userstate.get_dofn_specs(dofn)
+            want_args = [core.get_function_arguments(dofn, m) for m in methods]
+        finally:
+            beam_memo.install()
+        assert userstate.get_dofn_specs(dofn) == want_specs
+        assert [core.get_function_arguments(dofn, m) for m in methods] == want_args
+    assert userstate.get_dofn_specs(_Stateful()) == ({_Stateful.BUFFER}, {_Stateful.TIMER})
+
+
+class _Holder:
+    def with_state(self, x, buffer=beam.DoFn.StateParam(_Stateful.BUFFER)):
+        yield x
+
+    def plain(self, x):
+        yield x
+
+
+def test_dofns_of_one_class_with_different_instance_methods_are_told_apart():
+    beam_memo.install()
+    stateful, plain = core.CallableWrapperDoFn(_Holder().with_state), core.CallableWrapperDoFn(_Holder().plain)
+    assert userstate.get_dofn_specs(stateful) == ({_Stateful.BUFFER}, set())
+    assert userstate.get_dofn_specs(plain) == (set(), set())
+    assert userstate.get_dofn_specs(core.CallableWrapperDoFn(_Holder().with_state)) == ({_Stateful.BUFFER}, set())
+    specs = userstate.get_dofn_specs(stateful)
+    specs[0].clear()                                   # the caller's set, not the memo's
+    assert userstate.get_dofn_specs(stateful) == ({_Stateful.BUFFER}, set())
+
+
+def _walk(p):
+    out = []
+
+    def visit(node):
+        out.append(node)
+        for part in node.parts:
+            visit(part)
+    visit(p.transforms_stack[0])
+    return out
+
+
+def test_views_read_and_write_the_same_options():
+    options = PipelineOptions(["--runner", "FlinkRunner", "--experiments", "a", "--pickle_library", "dill"])
+    typed = options.view_as(TypeOptions)
+    assert options.view_as(TypeOptions) is typed                   # built once
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.view_as(SetupOptions).pickle_library == "dill"
+    options.view_as(DebugOptions).add_experiment("b")
+    assert options.view_as(DebugOptions).experiments == ["a", "b"]
+    options.view_as(StandardOptions).runner = "DirectRunner"       # a write through one view ...
+    assert options.get_all_options()["runner"] == "DirectRunner"   # ... is the options' own
+    assert beam_memo._ORIGINAL_VIEW_AS(options, StandardOptions).runner == "DirectRunner"
+    other = PipelineOptions([])
+    assert other.view_as(StandardOptions).runner is None           # per options object
+
+
+def test_cloudpickle_is_the_default_pickler_unless_one_is_given():
+    assert with_default_pickler([]) == ["--pickle_library=cloudpickle"]
+    assert with_default_pickler(["--pickle_library", "dill"]) == ["--pickle_library", "dill"]
+    assert with_default_pickler(["--pickle_library=dill"]) == ["--pickle_library=dill"]
+    built = PipelineOptions(runner_args("DirectRunner", ["--runner", "DirectRunner"]))
+    assert built.view_as(SetupOptions).pickle_library == "cloudpickle"
