@@ -194,9 +194,9 @@ class Plan:
     job_results: str
 
 
-def _write(outputs: Sequence[Output], label: str) -> None:
+def _write(outputs: Sequence[Output], label: str, spill: str) -> None:
     ({o.directory: o.batches for o in outputs}
-     | label >> WriteAllShards({o.directory: (o.shards, o.schema) for o in outputs}))
+     | label >> WriteAllShards({o.directory: (o.shards, o.schema) for o in outputs}, spill))
 
 
 def _count(pcoll, label: str):
@@ -241,7 +241,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     duplicates = None
     quarantines = [read.quarantine, validated.quarantine]
     if cfg.clean.dedup:
-        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets)
+        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets, layout.spill)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
     dup_schema = duplicates_schema(cfg)
@@ -299,7 +299,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     if duplicates is None:
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
     outputs.append(Output(layout.duplicates, duplicates, shards, dup_schema))
-    _write(outputs, "Write")
+    _write(outputs, "Write", layout.spill)
     if cfg.schema.metadata:
         clean_rows = list(split.splits.values()) | "AllSplits" >> beam.Flatten()
         results["metadata_slices"] = ({"read": read.rows, "clean": clean_rows, "quarantine": quarantine,
@@ -308,7 +308,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
 
     if cfg.features:
         stages.append("transform")
-        _write(add_features(cfg, split.splits, layout, shards), "WriteTransformed")
+        _write(add_features(cfg, split.splits, layout, shards), "WriteTransformed", layout.spill)
     stages.append("write")
 
     results["quarantine_samples"] = quarantine_samples(quarantine)

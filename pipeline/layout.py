@@ -60,6 +60,11 @@ class Layout:
         return self.join("tmp")
 
     @property
+    def spill(self) -> str:
+        """The files the job's large shuffles move instead of rows (`transforms/spill.py`)."""
+        return self.join("tmp", "spill")
+
+    @property
     def progress(self) -> str:
         """Where the read stage leaves the bytes it has read, for the progress line."""
         return self.join("tmp", "progress")

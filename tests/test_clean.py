@@ -107,12 +107,14 @@ def test_dedup_keeps_lowest_source_and_row_like_pandas():
         assert expected[dropped] == kept_id != dropped
 
 
-def test_deduplicate_pipeline_is_independent_of_batching():
+@pytest.mark.parametrize("spilled", [False, True], ids=["shuffled", "spilled"])
+def test_deduplicate_pipeline_is_independent_of_batching(spilled, tmp_path):
     rows = [{"k": str(i % 7), "example_id": f"e{i}", "_source": "s", "_row": i} for i in range(40)]
     table = pa.Table.from_pylist(rows)
     batches = table.to_batches(max_chunksize=6)
     p = TestPipeline()
-    out = p | beam.Create(batches[::-1]) | Deduplicate(DedupSpec(keys=("k",)), buckets=3)
+    out = p | beam.Create(batches[::-1]) | Deduplicate(DedupSpec(keys=("k",)), buckets=3,
+                                                        spill=str(tmp_path / "spill") if spilled else None)
     kept = out.rows | "K" >> beam.FlatMap(lambda b: b.column("example_id").to_pylist())
     dups = out.duplicates | "D" >> beam.FlatMap(
         lambda b: list(zip(b.column("example_id").to_pylist(), b.column("kept_example_id").to_pylist())))

@@ -33,10 +33,13 @@ def test_shard_names_and_output_order():
 
 def test_same_bytes_whatever_the_batching_and_every_shard_written(tmp_path):
     table = _rows(200)
-    for name, batches in (("one", table.to_batches()), ("many", table.to_batches(max_chunksize=7)[::-1])):
+    for name, batches, spill in (("one", table.to_batches(), None),
+                                 ("many", table.to_batches(max_chunksize=7)[::-1], None),
+                                 ("spilled", table.to_batches(max_chunksize=7), str(tmp_path / "spill"))):
         with TestPipeline() as p:
-            _ = p | beam.Create(batches) | WriteShards(str(tmp_path / name), 5)
-    assert _digests(tmp_path / "one") == _digests(tmp_path / "many")
+            _ = p | beam.Create(batches) | WriteShards(str(tmp_path / name), 5, spill=spill)
+    assert _digests(tmp_path / "one") == _digests(tmp_path / "many") == _digests(tmp_path / "spilled")
+    assert os.listdir(tmp_path / "spill")          # the shuffle went through files
     assert sorted(os.listdir(tmp_path / "one")) == [shard_name(i, 5) for i in range(5)]
     shards = [pq.read_table(tmp_path / "one" / shard_name(i, 5)) for i in range(5)]
     assert sum(t.num_rows for t in shards) == 200

@@ -314,7 +314,7 @@ def count_reasons(quarantine: pa.RecordBatch) -> None:
         Metrics.counter(METRICS_NAMESPACE, key).inc(n)
 
 
-_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
 class RecordBatchCoder(beam.coders.Coder):
@@ -328,7 +328,7 @@ class RecordBatchCoder(beam.coders.Coder):
 
     def encode(self, batch: pa.RecordBatch) -> bytes:
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema, options=_IPC_OPTIONS) as writer:
+        with pa.ipc.new_stream(sink, batch.schema, options=IPC_OPTIONS) as writer:
             writer.write_batch(batch)
         return sink.getvalue().to_pybytes()
 

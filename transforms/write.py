@@ -17,6 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.batches import EXAMPLE_ID, ROW, SOURCE, OrderedThreadPool, concat_batches, key_by_bucket
+from transforms.spill import GroupBySpilled
 
 
 def shard_name(index: int, count: int) -> str:
@@ -111,12 +112,15 @@ class WriteAllShards(beam.PTransform):
     `targets` maps each directory to (number of shards, schema); the schema is used when no
     batch arrives at all (an empty split), otherwise the batches' own schema is used. One
     grouping for all the outputs of a run instead of one per folder: on the DirectRunner each
-    shuffle is a few stages of fixed cost. Returns a `WriteResult`.
+    shuffle is a few stages of fixed cost. With `spill`, a folder, the shuffle moves files of
+    batches (`transforms/spill.py`): the runner does not hold every output row. Returns a
+    `WriteResult`.
     """
 
-    def __init__(self, targets: Dict[str, Tuple[int, Optional[pa.Schema]]]):
+    def __init__(self, targets: Dict[str, Tuple[int, Optional[pa.Schema]]], spill: Optional[str] = None):
         super().__init__()
         self._targets = [(d, n, schema) for d, (n, schema) in sorted(targets.items())]
+        self._spill = spill
 
     def expand(self, pcolls):
         keyed, schemas = [], []
@@ -135,7 +139,7 @@ class WriteAllShards(beam.PTransform):
                   | "OneSchema" >> beam.CombinePerKey(_FirstSchema()))
         return WriteResult(keyed
                            | "WithEmpty" >> beam.Flatten()
-                           | "GroupShards" >> beam.GroupByKey()
+                           | "GroupShards" >> GroupBySpilled(self._spill)
                            | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
 
 
@@ -144,10 +148,12 @@ class WriteAllShards(beam.PTransform):
 class WriteShards(beam.PTransform):
     """Batches → `directory/part-SSSSS-of-NNNNN.parquet` (`WriteAllShards` for one folder)."""
 
-    def __init__(self, directory: str, num_shards: int, schema: Optional[pa.Schema] = None):
+    def __init__(self, directory: str, num_shards: int, schema: Optional[pa.Schema] = None,
+                 spill: Optional[str] = None):
         super().__init__()
         self._directory = directory
         self._target = (num_shards, schema)
+        self._spill = spill
 
     def expand(self, batches):
-        return {self._directory: batches} | WriteAllShards({self._directory: self._target})
+        return {self._directory: batches} | WriteAllShards({self._directory: self._target}, self._spill)

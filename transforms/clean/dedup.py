@@ -18,6 +18,7 @@ from apache_beam.transforms.window import GlobalWindows
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA, ROW, SOURCE,
                                 KeyedBatch, OrderedThreadPool, as_batches, concat_batches, count_reasons,
                                 hash_columns, json_records, key_by_bucket, quarantine_batch, table_to_batches)
+from transforms.spill import GroupBySpilled
 
 
 @dataclass(frozen=True)
@@ -189,19 +190,21 @@ class Deduplicate(beam.PTransform):
 
     Batches are shuffled by a hash bucket of the (normalised) key columns, as whole
     sub-batches, never one element per row; inside a bucket keys are compared by value,
-    so hash collisions cannot merge distinct rows.
+    so hash collisions cannot merge distinct rows. With `spill`, a folder, the shuffle moves
+    files of batches (`transforms/spill.py`), so no stage holds every row.
     """
 
-    def __init__(self, spec: DedupSpec, buckets: int = 16):
+    def __init__(self, spec: DedupSpec, buckets: int = 16, spill: Optional[str] = None):
         super().__init__()
         self._spec = spec
         self._buckets = max(1, buckets)
+        self._spill = spill
 
     def expand(self, batches):
         parts = as_batches(batches
                            | "Bucket" >> beam.FlatMap(_by_key_bucket, self._spec, self._buckets)
                            .with_output_types(KeyedBatch)
-                           | "GroupBuckets" >> beam.GroupByKey()
+                           | "GroupBuckets" >> GroupBySpilled(self._spill)
                            | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_outputs(
                                _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"),
                            "rows", _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE)

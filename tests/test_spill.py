@@ -1,0 +1,58 @@
+"""transforms/spill.py: a shuffle through files groups exactly what GroupByKey groups, batches of
+several schemas and empty ones included, and moves only paths through the runner."""
+
+import os
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.spill import GroupBySpilled, read_spilled
+
+
+def _elements():
+    """(key, batch): two schemas under key "a", an empty batch with no columns under "c"."""
+    ints = pa.table({"x": list(range(30)), "s": [f"v{i}" for i in range(30)]}).to_batches(max_chunksize=4)
+    other = pa.table({"y": [1.5, 2.5]}).to_batches()
+    nothing = pa.RecordBatch.from_arrays([], names=[])
+    return ([(("a" if i % 2 else "b"), b) for i, b in enumerate(ints)] + [("a", other[0])]
+            + [("c", nothing)])
+
+
+def _canonical(element):
+    """A group as a sorted list of (schema, rows), independent of the order of the batches."""
+    key, batches = element
+    return key, sorted((str(b.schema), tuple(map(tuple, b.to_pydict().items()))) for b in batches)
+
+
+def test_groups_are_groupbykeys_whatever_the_bundles(tmp_path):
+    spill = tmp_path / "spill"
+    want = sorted(_canonical(g) for g in _grouped(_elements()).items())
+    for directory in (None, str(spill)):
+        with TestPipeline() as p:
+            got = (p | beam.Create(_elements(), reshuffle=False)
+                   | GroupBySpilled(directory)
+                   | beam.Map(_canonical))
+            assert_that(got, equal_to(want))
+    files = os.listdir(spill)
+    assert files and all(f.endswith(".arrow") for f in files)
+    # one file per key and schema of a bundle: everything in a file belongs to one key
+    rows = sorted(b.num_rows for f in files for b in read_spilled(str(spill / f)))
+    assert sum(rows) == 30 + 2
+
+
+def test_the_runner_moves_paths_not_rows(tmp_path):
+    """What crosses the GroupByKey is (key, path), a few bytes, not the batches."""
+    with TestPipeline() as p:
+        grouped = p | beam.Create(_elements(), reshuffle=False) | GroupBySpilled(str(tmp_path / "s"))
+        shuffled = grouped.producer.inputs[0].producer.inputs[0]     # GroupPaths' input
+        assert_that(shuffled | beam.Map(lambda kv: (kv[0], os.path.isfile(kv[1]) and kv[1].endswith(".arrow"))),
+                    equal_to([("a", True), ("a", True), ("b", True), ("c", True)]))
+
+
+def _grouped(elements):
+    out = {}
+    for k, b in elements:
+        out.setdefault(k, []).append(b)
+    return out

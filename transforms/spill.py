@@ -1,0 +1,135 @@
+"""A shuffle of record batches that moves file paths instead of rows.
+
+`GroupBySpilled(directory)` is `GroupByKey` for (key, record batch) elements: each bundle
+writes the batches of each key into one Arrow IPC file (zstd, as between stages) under
+`directory`, and only (key, path) goes through the runner's shuffle; after it, the files of a
+key are read back as its batches. With `directory=None` it is a plain `GroupByKey`.
+
+Why: a runner holds a shuffle's input. The DirectRunner keeps every grouped element in memory
+until the group is read, so the write (every output row) and deduplication (every clean row)
+each held the whole data set; on Flink every byte also crossed the gRPC data plane twice, whose
+Java side buffers a bundle's output on the heap (bench/RESULTS.md). With paths, the memory a
+stage needs is one group, whatever the size of the data.
+
+The files stay until the run's temporary folder is removed, so a retried bundle reads them
+again; a bundle that fails leaves files no path points to, removed with that folder.
+`directory` must be on a filesystem every worker sees (as the outputs are).
+"""
+
+import os
+import uuid
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.batches import IPC_OPTIONS
+
+KeyedBatch = Tuple[Any, pa.RecordBatch]
+KeyedPath = Tuple[Any, str]
+GroupedBatches = Tuple[Any, Iterable[pa.RecordBatch]]
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+class _SpillWriter:
+    """One IPC file of one key's batches of one schema."""
+
+    def __init__(self, directory: str, schema: pa.Schema):
+        self.schema = schema
+        self.path = FileSystems.join(directory, f"{uuid.uuid4().hex}.arrow")
+        if _is_local(self.path):
+            self._file = None
+            self._sink = pa.OSFile(self.path, "wb")
+        else:
+            self._file = FileSystems.create(self.path)
+            self._sink = pa.PythonFile(self._file, mode="w")
+        self._writer = pa.ipc.new_file(self._sink, schema, options=IPC_OPTIONS)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> str:
+        self._writer.close()
+        self._sink.close()
+        if self._file is not None:
+            self._file.close()
+        return self.path
+
+
+class _SpillFn(beam.DoFn):
+    """(key, batch) → (key, path) at the end of the bundle, one file per key (and schema)."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def setup(self):
+        if _is_local(self._directory):      # object stores have no folders to make
+            os.makedirs(self._directory, exist_ok=True)
+
+    def start_bundle(self):
+        self._writers: Dict[object, List[_SpillWriter]] = {}
+
+    def process(self, element: KeyedBatch):
+        key, batch = element
+        writers = self._writers.setdefault(key, [])
+        for w in writers:
+            if w.schema.equals(batch.schema, check_metadata=True):
+                break
+        else:
+            w = _SpillWriter(self._directory, batch.schema)
+            writers.append(w)
+        w.write(batch)
+
+    def finish_bundle(self):
+        for key, writers in self._writers.items():
+            for w in writers:
+                yield GlobalWindows.windowed_value((key, w.close()))
+        self._writers = {}
+
+    def teardown(self):     # after a failed bundle: close what is open (the files are left to the folder)
+        for writers in getattr(self, "_writers", {}).values():
+            for w in writers:
+                try:
+                    w.close()
+                except (OSError, pa.ArrowException):
+                    pass
+
+
+def read_spilled(path: str) -> List[pa.RecordBatch]:
+    """The batches of one spill file, in the order they were written."""
+    if _is_local(path):
+        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+    else:
+        with FileSystems.open(path) as f:
+            reader = pa.ipc.open_file(pa.py_buffer(f.read()))
+    return [reader.get_batch(i) for i in range(reader.num_record_batches)]
+
+
+def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, List[pa.RecordBatch]]:
+    key, paths = element
+    return key, [b for path in sorted(paths) for b in read_spilled(path)]
+
+
+@beam.typehints.with_input_types(KeyedBatch)
+@beam.typehints.with_output_types(GroupedBatches)
+class GroupBySpilled(beam.PTransform):
+    """(key, record batch) → (key, [record batches]): `GroupByKey` through files in `directory`
+    (or a plain `GroupByKey` when `directory` is None). The batches of a key come in no
+    particular order, as from `GroupByKey`."""
+
+    def __init__(self, directory: Optional[str]):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, keyed):
+        if self._directory is None:
+            return keyed | "GroupByKey" >> beam.GroupByKey()
+        return (keyed
+                | "Spill" >> beam.ParDo(_SpillFn(self._directory)).with_output_types(KeyedPath)
+                | "GroupPaths" >> beam.GroupByKey()
+                | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))
