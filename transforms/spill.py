@@ -84,6 +84,7 @@ class _SpillFn(beam.DoFn):
             w = _SpillWriter(self._directory, batch.schema)
             writers.append(w)
         w.write(batch)
+        yield from ()               # outputs come at the end of the bundle (a generator: Beam warns otherwise)
 
     def finish_bundle(self):
         for key, writers in self._writers.items():
