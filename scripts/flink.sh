@@ -153,14 +153,17 @@ jobmanager.execution.failover-strategy: region
 taskmanager.bind-host: localhost
 taskmanager.host: localhost
 taskmanager.numberOfTaskSlots: ${WANT_SLOTS}
-# 7 GB, of it 2.5 GB task heap and 1.5 GB task off-heap: the Java side of the data plane holds
-# the record batches the Python workers send, in Netty's direct buffers and then on the heap.
-# 4 GB with Flink's default split left 0.5 GB of task heap, and 10M rows died with
-# "OutOfMemoryError: Java heap space" in a grpc-default-executor thread (the job then hung);
-# 512 MB of task off-heap gave "OutOfMemoryError: Direct buffer memory" at 60M rows.
-# Managed memory (sorts; they spill) 0.2.
-taskmanager.memory.process.size: 7168m
-taskmanager.memory.managed.fraction: 0.2
+# 10 GB, of it 5.6 GB task heap and 1.5 GB task off-heap. The Java side of the data plane keeps
+# up to 100 messages (~10 MB each, the Python workers' flush size) per bundle on the heap until
+# the bundle's end (Beam 2.62, BeamFnDataInboundObserver): 2 slots x ~1.2 GB. Each of these was
+# a failed run: 4 GB with Flink's default split (0.5 GB task heap) died at 10M rows, and 7 GB
+# (2.4 GB heap) at 60M, with "OutOfMemoryError: Java heap space" in grpc-default-executor threads;
+# 512 MB of task off-heap gave "OutOfMemoryError: Direct buffer memory" at 60M rows. Managed
+# memory (Flink's sorts; they spill) 0.1. A fatal error in any thread of the task manager fails
+# the job: an OOM in a gRPC thread otherwise left the job hanging with every process idle.
+taskmanager.memory.process.size: 10240m
+taskmanager.memory.managed.fraction: 0.1
+cluster.uncaught-exception-handling: FAIL
 # The Beam data plane to the Python workers is gRPC (Netty), which buffers elements (record
 # batches of a few MB) in direct memory that Flink does not manage: the default of 0 for task
 # off-heap gave "OutOfMemoryError: Direct buffer memory" at a million rows.
