@@ -42,6 +42,35 @@ def test_groups_are_groupbykeys_whatever_the_bundles(tmp_path):
     assert sum(rows) == 30 + 2
 
 
+def test_at_most_max_open_files_and_the_same_groups(tmp_path, monkeypatch):
+    """With room for one open file, every change of key (or of schema) closes a file: more files,
+    the same groups, and never two files open at once."""
+    from transforms import spill as spill_module
+
+    open_now, most = [0], [0]
+    real_init, real_close = spill_module._SpillWriter.__init__, spill_module._SpillWriter.close
+
+    def counting_init(self, *args):
+        real_init(self, *args)
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+
+    def counting_close(self):
+        open_now[0] -= 1
+        return real_close(self)
+
+    monkeypatch.setattr(spill_module._SpillWriter, "__init__", counting_init)
+    monkeypatch.setattr(spill_module._SpillWriter, "close", counting_close)
+    want = sorted(_canonical(g) for g in _grouped(_elements()).items())
+    with TestPipeline() as p:
+        got = (p | beam.Create(_elements(), reshuffle=False)
+               | GroupBySpilled(str(tmp_path / "s"), max_open=1)
+               | beam.Map(_canonical))
+        assert_that(got, equal_to(want))
+    assert most[0] == 1 and open_now[0] == 0
+    assert len(os.listdir(tmp_path / "s")) > 4     # keys alternate, so files were closed and reopened
+
+
 def test_the_runner_moves_paths_not_rows(tmp_path):
     """What crosses the GroupByKey is (key, path), a few bytes, not the batches."""
     with TestPipeline() as p:

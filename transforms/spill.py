@@ -18,7 +18,8 @@ again; a bundle that fails leaves files no path points to, removed with that fol
 
 import os
 import uuid
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections import OrderedDict
+from typing import Any, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -62,38 +63,58 @@ class _SpillWriter:
 
 
 class _SpillFn(beam.DoFn):
-    """(key, batch) → (key, path) at the end of the bundle, one file per key (and schema)."""
+    """(key, batch) → (key, path) at the end of the bundle, one file per key (and schema).
 
-    def __init__(self, directory: str):
+    At most `max_open` files are open at once (a shuffle has one key per hash bucket, and
+    buckets grow with the input): past that the least recently written key's file is closed,
+    and that key's next batch starts a new file (a key may have several)."""
+
+    def __init__(self, directory: str, max_open: int = 128):
         self._directory = directory
+        self._max_open = max(1, max_open)
 
     def setup(self):
         if _is_local(self._directory):      # object stores have no folders to make
             os.makedirs(self._directory, exist_ok=True)
 
     def start_bundle(self):
-        self._writers: Dict[object, List[_SpillWriter]] = {}
+        self._open: "OrderedDict[object, List[_SpillWriter]]" = OrderedDict()
+        self._open_count = 0
+        self._done: List[KeyedPath] = []
 
     def process(self, element: KeyedBatch):
         key, batch = element
-        writers = self._writers.setdefault(key, [])
+        writers = self._open.setdefault(key, [])
+        self._open.move_to_end(key)
         for w in writers:
             if w.schema.equals(batch.schema, check_metadata=True):
                 break
         else:
+            while self._open_count >= self._max_open:
+                self._close_oldest()
+            writers = self._open.setdefault(key, [])     # its own files may have been closed just now
             w = _SpillWriter(self._directory, batch.schema)
             writers.append(w)
+            self._open_count += 1
         w.write(batch)
         yield from ()               # outputs come at the end of the bundle (a generator: Beam warns otherwise)
 
+    def _close_oldest(self) -> None:
+        key, writers = self._open.popitem(last=False)
+        self._done += [(key, w.close()) for w in writers]
+        self._open_count -= len(writers)
+        if not writers:             # the key being written now, with no file yet: keep it last
+            self._open[key] = writers
+
     def finish_bundle(self):
-        for key, writers in self._writers.items():
-            for w in writers:
-                yield GlobalWindows.windowed_value((key, w.close()))
-        self._writers = {}
+        while self._open:
+            self._close_oldest()
+        for key_path in self._done:
+            yield GlobalWindows.windowed_value(key_path)
+        self._done = []
 
     def teardown(self):     # after a failed bundle: close what is open (the files are left to the folder)
-        for writers in getattr(self, "_writers", {}).values():
+        for writers in getattr(self, "_open", {}).values():
             for w in writers:
                 try:
                     w.close()
@@ -123,14 +144,15 @@ class GroupBySpilled(beam.PTransform):
     (or a plain `GroupByKey` when `directory` is None). The batches of a key come in no
     particular order, as from `GroupByKey`."""
 
-    def __init__(self, directory: Optional[str]):
+    def __init__(self, directory: Optional[str], max_open: int = 128):
         super().__init__()
         self._directory = directory
+        self._max_open = max_open
 
     def expand(self, keyed):
         if self._directory is None:
             return keyed | "GroupByKey" >> beam.GroupByKey()
         return (keyed
-                | "Spill" >> beam.ParDo(_SpillFn(self._directory)).with_output_types(KeyedPath)
+                | "Spill" >> beam.ParDo(_SpillFn(self._directory, self._max_open)).with_output_types(KeyedPath)
                 | "GroupPaths" >> beam.GroupByKey()
                 | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))
