@@ -15,6 +15,11 @@ from pipeline import beam_memo
 from runners import runner_args, with_default_pickler
 
 
+@pytest.fixture(autouse=True)
+def _memos():
+    beam_memo.install()         # as run() does; each test alone sees them too
+
+
 class _Stateful(beam.DoFn):
     BUFFER = BagStateSpec("buffer", beam.coders.VarIntCoder())
     TIMER = TimerSpec("flush", beam.TimeDomain.WATERMARK)
@@ -108,7 +113,6 @@ class _Holder:
 
 
 def test_dofns_of_one_class_with_different_instance_methods_are_told_apart():
-    beam_memo.install()
     stateful, plain = core.CallableWrapperDoFn(_Holder().with_state), core.CallableWrapperDoFn(_Holder().plain)
     assert userstate.get_dofn_specs(stateful) == ({_Stateful.BUFFER}, set())
     assert userstate.get_dofn_specs(plain) == (set(), set())
