@@ -112,9 +112,14 @@ def with_default_pickler(beam_args: Sequence[str]) -> List[str]:
     longer with it (bench/RESULTS.md). Workers read the option, so every runner unpickles with
     the library that pickled."""
     args = list(beam_args)
-    if not any(a == "--pickle_library" or a.startswith("--pickle_library=") for a in args):
+    if not has_flag(args, "--pickle_library"):
         args.append(f"--pickle_library={DEFAULT_PICKLER}")
     return args
+
+
+def has_flag(args: Sequence[str], flag: str) -> bool:
+    """Whether `flag` is among `args`, as `--flag value` or `--flag=value`."""
+    return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
 REDACTED = "<redacted>"

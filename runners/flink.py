@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 import apache_beam
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
 
-from runners import RunnerOptionsError
+from runners import RunnerOptionsError, has_flag
 
 JAR_ENV = "DATAPREP_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DATAPREP_FLINK_CACHE"
@@ -117,10 +117,6 @@ def check_worker_pool(address: str, timeout: float = 3.0) -> None:
                                  "`scripts/flink.sh start` starts one on localhost:50000") from None
 
 
-def _has(args: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
-
-
 def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]:
     """Beam arguments for the Flink runner with the job server, environment and Flink
     version filled in where the user gave none.
@@ -138,7 +134,7 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
     if flink.flink_master not in _MAGIC_MASTERS:
         version = str(cluster_config(flink.flink_master).get("flink-version", ""))
         minor = ".".join(version.split(".")[:2])
-        if _has(args, "--flink_version"):
+        if has_flag(args, "--flink_version"):
             if minor and minor != flink.flink_version:
                 raise RunnerOptionsError(f"--flink_version: {flink.flink_version} given, but the cluster at "
                                          f"{flink.flink_master} runs Flink {version}")
@@ -158,10 +154,10 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
                                      "(scripts/flink.sh start starts one on localhost:50000)")
         check_worker_pool(portable.environment_config)
     if environment in ("EXTERNAL", "PROCESS"):
-        if not _has(args, "--sdk_worker_parallelism"):
+        if not has_flag(args, "--sdk_worker_parallelism"):
             parallelism = flink.parallelism if flink.parallelism and flink.parallelism > 0 else 0
             args += ["--sdk_worker_parallelism", str(parallelism)]
-        if not _has(args, "--environment_cache_millis"):
+        if not has_flag(args, "--environment_cache_millis"):
             # Keep a stage's workers for the next stage instead of starting new ones (each pays
             # the imports of TensorFlow and Beam). Takes effect where Beam's classes are on the
             # cluster's own classpath, as scripts/flink.sh sets up; elsewhere it changes nothing.
