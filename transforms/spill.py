@@ -84,27 +84,27 @@ class _SpillFn(beam.DoFn):
 
     def process(self, element: KeyedBatch):
         key, batch = element
-        writers = self._open.setdefault(key, [])
-        self._open.move_to_end(key)
-        for w in writers:
-            if w.schema.equals(batch.schema, check_metadata=True):
-                break
-        else:
-            while self._open_count >= self._max_open:
-                self._close_oldest()
-            writers = self._open.setdefault(key, [])     # its own files may have been closed just now
-            w = _SpillWriter(self._directory, batch.schema)
-            writers.append(w)
-            self._open_count += 1
-        w.write(batch)
+        self._writer(key, batch.schema).write(batch)
         yield from ()               # outputs come at the end of the bundle (a generator: Beam warns otherwise)
+
+    def _writer(self, key, schema: pa.Schema) -> _SpillWriter:
+        """The open file of `key` and `schema`, or a new one (closing the oldest past `max_open`)."""
+        for w in self._open.get(key, ()):
+            if w.schema.equals(schema, check_metadata=True):
+                self._open.move_to_end(key)
+                return w
+        while self._open_count >= self._max_open:
+            self._close_oldest()
+        w = _SpillWriter(self._directory, schema)
+        self._open.setdefault(key, []).append(w)
+        self._open.move_to_end(key)
+        self._open_count += 1
+        return w
 
     def _close_oldest(self) -> None:
         key, writers = self._open.popitem(last=False)
         self._done += [(key, w.close()) for w in writers]
         self._open_count -= len(writers)
-        if not writers:             # the key being written now, with no file yet: keep it last
-            self._open[key] = writers
 
     def finish_bundle(self):
         while self._open:
@@ -134,7 +134,7 @@ def read_spilled(path: str) -> List[pa.RecordBatch]:
 
 def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, List[pa.RecordBatch]]:
     key, paths = element
-    return key, [b for path in sorted(paths) for b in read_spilled(path)]
+    return key, [b for path in paths for b in read_spilled(path)]
 
 
 @beam.typehints.with_input_types(KeyedBatch)
