@@ -371,9 +371,10 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
         if marker.exists():
             marker.unlink()
         sleep = "0" if point == "write" else "120"
+        stale = _running(store)  # a SIGKILLed run stays RUNNING in the store until a later run marks it
         proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": sleep})
         if point == "start":     # recorded RUNNING (its staging folder named in the store), job not built
-            _wait_for(lambda: os.path.exists(store) and _has_running(store), proc)
+            _wait_for(lambda: bool(_running(store) - stale), proc)
         elif point == "clean":
             _wait_for(marker.exists, proc)
         else:                    # the job writing its shards
@@ -420,15 +421,18 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
     assert not left, left
 
 
-def _has_running(store) -> bool:
+def _running(store) -> set:
+    """The ids of the runs the store holds as RUNNING."""
     import sqlite3
 
+    if not os.path.exists(store):
+        return set()
     try:
         with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.2) as db:
-            return bool(db.execute("select count(*) from ContextProperty where name = 'status' "
-                                   "and string_value = 'RUNNING'").fetchone()[0])
+            return {row[0] for row in db.execute("select context_id from ContextProperty where name = 'status' "
+                                                 "and string_value = 'RUNNING'")}
     except sqlite3.Error:
-        return False
+        return set()
 
 
 # ---- (7) secrets ---------------------------------------------------------------------------------------
