@@ -8,6 +8,10 @@ Each run is a child process (`dataprep run` on bench/config.yaml, the Adult-shap
 bench/generate.py). Wall seconds, and the peak RSS of every process that takes part, sampled
 from /proc every 0.2 s: the launcher, the Beam job server, Flink's job manager and task manager,
 the worker pool and each SDK worker. The launcher's peak also comes from os.wait4 (exact).
+Disk: the peak of the space taken on the outputs' filesystem since the run started (statvfs, at
+the same times), which counts the outputs, the spill files and Flink's blocking exchanges when
+they share that disk, as they do here (Flink's `io.tmp.dirs` is /tmp); anything else writing to
+that disk meanwhile counts too.
 """
 
 from __future__ import annotations
@@ -58,13 +62,20 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _free_bytes(path: str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 class PeakSampler(threading.Thread):
     """Peak RSS per process of each role, while the run lasts."""
 
-    def __init__(self, launcher: int, roles=ROLES, every: float = 0.2):
+    def __init__(self, launcher: int, roles=ROLES, every: float = 0.2, disk: str = "/"):
         super().__init__(daemon=True)
-        self.launcher, self.roles, self.every = launcher, roles, every
+        self.launcher, self.roles, self.every, self.disk = launcher, roles, every, disk
         self.peaks: Dict[str, Dict[int, float]] = {}
+        self.free_at_start = _free_bytes(disk)
+        self.disk_peak = 0
         self.done = threading.Event()
 
     def _role(self, pid: int) -> Optional[str]:
@@ -87,13 +98,14 @@ class PeakSampler(threading.Thread):
                 if rss is not None:
                     mine = self.peaks.setdefault(role, {})
                     mine[pid] = max(mine.get(pid, 0.0), rss)
+            self.disk_peak = max(self.disk_peak, self.free_at_start - _free_bytes(self.disk))
             self.done.wait(self.every)
 
 
-def measure(cmd: List[str], on_flink: bool):
+def measure(cmd: List[str], on_flink: bool, disk: str):
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    sampler = PeakSampler(proc.pid, ROLES if on_flink else ())   # an idle cluster is not the run's
+    sampler = PeakSampler(proc.pid, ROLES if on_flink else (), disk=disk)   # an idle cluster is not the run's
     sampler.start()
     err = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
@@ -106,7 +118,7 @@ def measure(cmd: List[str], on_flink: bool):
     peaks = {role: max(p.values()) for role, p in sampler.peaks.items()}
     peaks["launcher"] = usage.ru_maxrss / 1024.0
     counts = {role: len(p) for role, p in sampler.peaks.items()}
-    return wall, peaks, counts
+    return wall, peaks, counts, sampler.disk_peak / 2**30
 
 
 def main() -> None:
@@ -126,20 +138,21 @@ def main() -> None:
         for name in names:
             cmd = [sys.executable, "-m", "pipeline.cli", "run", cfg_path, "--force", "--output",
                    os.path.join(work, f"{name}-{k}"), "--store", os.path.join(work, f"{name}.sqlite"), *RUNNERS[name]]
-            wall, peaks, counts = measure(cmd, name.startswith("flink"))
-            rows.append((name, wall, peaks, counts))
-            print(f"  run {k + 1} {name:15s} {wall:8.1f} s  " +
+            wall, peaks, counts, disk = measure(cmd, name.startswith("flink"), work)
+            rows.append((name, wall, peaks, counts, disk))
+            print(f"  run {k + 1} {name:15s} {wall:8.1f} s  disk {disk:.1f} GiB  " +
                   ", ".join(f"{r} {v:.0f} MiB" + (f" (x{counts[r]})" if counts.get(r, 1) > 1 else "")
                             for r, v in sorted(peaks.items())), flush=True)
             if not args.keep:
                 shutil.rmtree(os.path.join(work, f"{name}-{k}"), ignore_errors=True)
-    print(f"\n{args.rows:,} rows, {os.cpu_count()} cores, {dt.date.today()}; peak RSS MiB per process")
+    print(f"\n{args.rows:,} rows, {os.cpu_count()} cores, {dt.date.today()}; peak RSS MiB per process, "
+          "peak disk GiB")
     roles = ["launcher", "job server", "jobmanager", "taskmanager", "worker pool", "sdk worker"]
-    print("| runner | wall s | " + " | ".join(roles) + " |\n|---|---:|" + "---:|" * len(roles))
-    for name, wall, peaks, counts in rows:
+    print("| runner | wall s | " + " | ".join(roles) + " | disk GiB |\n|---|---:|" + "---:|" * (len(roles) + 1))
+    for name, wall, peaks, counts, disk in rows:
         cells = [(f"{peaks[r]:,.0f}" + (f" (×{counts[r]})" if counts.get(r, 1) > 1 else "")) if r in peaks
                  else "—" for r in roles]
-        print(f"| {name} | {wall:.1f} | " + " | ".join(cells) + " |")
+        print(f"| {name} | {wall:.1f} | " + " | ".join(cells) + f" | {disk:.1f} |")
     if args.keep:
         print(f"outputs kept in {work}")
     else:

@@ -285,7 +285,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     required = {"train": "features: the train split is empty, so there is nothing to analyse (every row was "
                          "quarantined, a duplicate or sent to another split)"} if cfg.features else None
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
-                                               group_by=group_by, buckets=shuffle_buckets, require_rows=required)
+                                               group_by=group_by, buckets=shuffle_buckets, require_rows=required,
+                                               spill=layout.spill)
     results["balance"] = split.balance
     if near is not None:
         results["leakage"] = (split.splits, near.pairs, near.clusters) | "Leakage" >> CrossSplitPairs(splits)
@@ -354,7 +355,8 @@ def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layou
     raw = clean_schema(cfg)
     tft_input = TftInput(feature_columns, {c: raw.field(c).type for c in _passthrough_columns(cfg)})
     transformed = splits | "Transform" >> AnalyzeAndTransform(
-        preprocessing_fn(cfg), tft_input, temp_dir=layout.tmp, output_dir=layout.root, tf_compat_v1=cfg.tf_compat_v1)
+        preprocessing_fn(cfg), tft_input, temp_dir=layout.tmp, output_dir=layout.root, tf_compat_v1=cfg.tf_compat_v1,
+        spill=layout.spill)
     # the schema known from the traced graph, so an empty split still gets typed shards
     return [Output(layout.transformed(name), pcoll, shards, transformed.schema)
             for name, pcoll in transformed.splits.items()]

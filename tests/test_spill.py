@@ -8,7 +8,7 @@ import pyarrow as pa
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.spill import GroupBySpilled, read_spilled
+from transforms.spill import GroupBySpilled, SpilledUntil, read_spilled
 
 
 def _elements():
@@ -85,3 +85,56 @@ def _grouped(elements):
     for k, b in elements:
         out.setdefault(k, []).append(b)
     return out
+
+
+def _rows(batches):
+    return sorted((str(b.schema), tuple(map(tuple, b.to_pydict().items()))) for b in batches)
+
+
+def test_spilled_until_gives_back_every_batch_whatever_the_file_size(tmp_path):
+    """Two schemas and an empty batch, files rolled after every batch (1 byte) or never: the same
+    batches come back, each file holds one schema, and without a directory nothing is written."""
+    batches = [b for _, b in _elements()]
+    want = _rows(batches)
+    for directory, file_bytes in ((str(tmp_path / "one"), 1), (str(tmp_path / "big"), 1 << 30), (None, 1)):
+        with TestPipeline() as p:
+            rows = p | "Rows" >> beam.Create(batches, reshuffle=False).with_output_types(pa.RecordBatch)
+            gate = rows | beam.combiners.Count.Globally()
+            got = rows | SpilledUntil(directory, gate, file_bytes=file_bytes)
+            assert_that(got | beam.combiners.ToList() | beam.Map(_rows), equal_to([want]))
+    rolled = os.listdir(tmp_path / "one")
+    assert len(rolled) == len(batches)          # a file per batch past 1 byte
+    assert all(len({str(b.schema) for b in read_spilled(str(tmp_path / "one" / f))}) == 1 for f in rolled)
+    assert len(os.listdir(tmp_path / "big")) == 3   # one bundle, three schemas in a row: a, b's, the empty one
+    assert not (tmp_path / "None").exists()
+
+
+def test_spilled_until_makes_the_stage_boundary_carry_paths(tmp_path):
+    """The DirectRunner's fuser (Beam's own, on the pipeline proto): a consumer waiting for a side
+    input computed from its input's stage starts a new stage; through `SpilledUntil` what that
+    stage reads from the one before is SpillRows' output (paths), and the consumer is fused with
+    the read. Without it, the stage reads the batches."""
+    from apache_beam.runners.portability.fn_api_runner import translations
+
+    def stage_inputs(spill):
+        p = beam.Pipeline()
+        rows = p | beam.Create([1, 2]) | "ToBatch" >> beam.Map(
+            lambda i: pa.record_batch({"a": [i]})).with_output_types(pa.RecordBatch)
+        gate = rows | "Count" >> beam.combiners.Count.Globally()
+        waiting = rows | "Wait" >> SpilledUntil(spill, gate)
+        _ = waiting | "Consumer" >> beam.Map(lambda b, n: b.num_rows, beam.pvalue.AsSingleton(gate))
+        proto = p.to_runner_api()
+        ids = {t.unique_name: t for t in proto.components.transforms.values()}
+        _, stages = translations.create_and_optimize_stages(proto, translations.standard_optimize_phases(),
+                                                            frozenset())
+        consumer = next(s for s in stages if any(t.unique_name.endswith("Consumer") for t in s.transforms))
+        made = {pc for t in consumer.transforms for pc in t.outputs.values()}
+        side = {pc for t in consumer.transforms for tag, pc in t.inputs.items() if tag.startswith("python_side_input")}
+        reads = sorted({pc for t in consumer.transforms for pc in t.inputs.values()} - made - side)
+        return ids, reads, [t.unique_name for t in consumer.transforms]
+
+    ids, reads, fused = stage_inputs(str(tmp_path / "s"))
+    assert reads == list(ids["Wait/SpillRows"].outputs.values())
+    assert any(name.endswith("Wait/ReadRows") or "Wait-ReadRows" in name for name in fused)
+    ids, reads, _ = stage_inputs(None)
+    assert reads == list(ids["ToBatch"].outputs.values())

@@ -1,4 +1,4 @@
-"""A shuffle of record batches that moves file paths instead of rows.
+"""Moving record batches between stages as file paths instead of rows.
 
 `GroupBySpilled(directory)` is `GroupByKey` for (key, record batch) elements: each bundle
 writes the batches of each key into one Arrow IPC file (zstd, as between stages) under
@@ -10,6 +10,14 @@ until the group is read, so the write (every output row) and deduplication (ever
 each held the whole data set; on Flink every byte also crossed the gRPC data plane twice, whose
 Java side buffers a bundle's output on the heap (bench/RESULTS.md). With paths, the memory a
 stage needs is one group, whatever the size of the data.
+
+`SpilledUntil(directory, gate)` does the same for a stage boundary that is not a shuffle: a
+consumer that waits for a side input computed from its own input's stage (the split's
+assignment waits for the thresholds; TFT's transform for the analysis) cannot be fused with
+it, so its whole input crosses the boundary: the DirectRunner holds it, and Flink writes it to
+disk once per output of the producing stage (every output of a fused stage is one union
+partition, sent to each consumer). Through `SpilledUntil`, only the paths cross: the producer
+writes files, and a reader that waits for `gate` too starts the consumer's stage.
 
 The files stay until the run's temporary folder is removed, so a retried bundle reads them
 again; a bundle that fails leaves files no path points to, removed with that folder.
@@ -135,6 +143,73 @@ def read_spilled(path: str) -> List[pa.RecordBatch]:
 def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, List[pa.RecordBatch]]:
     key, paths = element
     return key, [b for path in paths for b in read_spilled(path)]
+
+
+class _SpillRowsFn(beam.DoFn):
+    """batches → paths of IPC files, a new file past `file_bytes` of batches (and per schema)."""
+
+    def __init__(self, directory: str, file_bytes: int):
+        self._directory = directory
+        self._file_bytes = file_bytes
+
+    def setup(self):
+        if _is_local(self._directory):
+            os.makedirs(self._directory, exist_ok=True)
+
+    def start_bundle(self):
+        self._writer: Optional[_SpillWriter] = None
+        self._bytes = 0
+
+    def process(self, batch: pa.RecordBatch):
+        if self._writer is not None and not self._writer.schema.equals(batch.schema, check_metadata=True):
+            yield self._writer.close()
+            self._writer = None
+        if self._writer is None:
+            self._writer, self._bytes = _SpillWriter(self._directory, batch.schema), 0
+        self._writer.write(batch)
+        self._bytes += batch.nbytes
+        if self._bytes >= self._file_bytes:
+            yield self._writer.close()
+            self._writer = None
+
+    def finish_bundle(self):
+        if self._writer is not None:
+            yield GlobalWindows.windowed_value(self._writer.close())
+            self._writer = None
+
+    def teardown(self):
+        if getattr(self, "_writer", None) is not None:
+            try:
+                self._writer.close()
+            except (OSError, pa.ArrowException):
+                pass
+
+
+def _read_after(path: str, gate) -> Iterable[pa.RecordBatch]:
+    del gate                # only waited for
+    return read_spilled(path)
+
+
+@beam.typehints.with_input_types(pa.RecordBatch)
+@beam.typehints.with_output_types(pa.RecordBatch)
+class SpilledUntil(beam.PTransform):
+    """batches → the same batches (in files of ~`file_bytes` each, in order within a file), read
+    back once `gate` (a PCollection, used as a side input and otherwise ignored) is ready; or
+    the batches unchanged when `directory` is None."""
+
+    def __init__(self, directory: Optional[str], gate: beam.PCollection, file_bytes: int = 64 << 20):
+        super().__init__()
+        self._directory = directory
+        self._gate = gate
+        self._file_bytes = file_bytes
+
+    def expand(self, batches):
+        if self._directory is None:
+            return batches
+        return (batches
+                | "SpillRows" >> beam.ParDo(_SpillRowsFn(self._directory, self._file_bytes)).with_output_types(str)
+                | "ReadRows" >> beam.FlatMap(_read_after, beam.pvalue.AsIter(self._gate))
+                .with_output_types(pa.RecordBatch))
 
 
 @beam.typehints.with_input_types(KeyedBatch)

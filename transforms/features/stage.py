@@ -7,6 +7,7 @@ import apache_beam as beam
 import pyarrow as pa
 
 from transforms.features.adapter import TftInput, feature_spec_for
+from transforms.spill import SpilledUntil
 
 
 class FeaturesResult(NamedTuple):
@@ -30,8 +31,9 @@ class AnalyzeAndTransform(beam.PTransform):
     """
 
     def __init__(self, preprocessing_fn: Callable, tft_input: TftInput, temp_dir: str, output_dir: str,
-                 train: str = "train", tf_compat_v1: bool = True):
+                 train: str = "train", tf_compat_v1: bool = True, spill: Optional[str] = None):
         super().__init__()
+        self._spill = spill     # each split waits for the analysis as files there (`SpilledUntil`)
         self._tf_compat_v1 = tf_compat_v1
         self._fn = preprocessing_fn
         self._input = tft_input
@@ -44,20 +46,29 @@ class AnalyzeAndTransform(beam.PTransform):
         from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
         adapter_config = self._input.tensor_adapter_config()
-        encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
-                   for name, pcoll in splits.items()}
+
+        def encode(pcoll, label):
+            return pcoll | label >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
+
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
-            transform_fn = ((encoded[self._train], adapter_config)
-                            | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
+            train = encode(splits[self._train], f"ToTft[{self._train}]")
+            transform_fn = (train, adapter_config) | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn)
             # The output shapes are known once the graph is traced, before any analysis runs.
             metadata = transform_fn[1]
             tf_schema = getattr(metadata, "dataset_metadata", metadata).schema
             decoder = self._input.with_outputs(schema_utils.schema_as_feature_spec(tf_schema).feature_spec)
             schema = decoder.output_schema()
-            for name, pcoll in encoded.items():
-                transformed, _ = (((pcoll, adapter_config), transform_fn)
+            for name, pcoll in splits.items():
+                if self._spill is None:
+                    ready = train if name == self._train else encode(pcoll, f"ToTft[{name}]")
+                else:
+                    # TFT's transform waits for the analysis, which reads train in this very stage:
+                    # the rows wait as files, not as the stage's output
+                    ready = encode(pcoll | f"AwaitAnalysis[{name}]" >> SpilledUntil(self._spill, transform_fn[0]),
+                                   f"ToTftAfterAnalysis[{name}]")
+                transformed, _ = (((ready, adapter_config), transform_fn)
                                   | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=True))
                 # TFT leaves it untyped: Beam would pickle sampled batches to estimate their size
                 transformed.element_type = beam.typehints.Tuple[pa.RecordBatch, beam.typehints.Dict[str, Any]]

@@ -16,6 +16,7 @@ from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, ROW, SOURCE, Keye
 from transforms.split.allocation import plan_split
 from transforms.split.cuts import (INTERNAL, ROW_STRATUM, STRATUM, UNIT, UNIT_HASH, MergeBands, assign_splits,
                                    band_stats, thresholds_from, units, unit_hashes)
+from transforms.spill import SpilledUntil
 
 NULL_TOKEN = "<null>"
 
@@ -154,8 +155,10 @@ class StratifiedSplit(beam.PTransform):
     """
 
     def __init__(self, fractions: Dict[str, float], stratify_by: Sequence[str], seed: int,
-                 group_by: Optional[str] = None, buckets: int = 16, require_rows: Optional[Dict[str, str]] = None):
+                 group_by: Optional[str] = None, buckets: int = 16, require_rows: Optional[Dict[str, str]] = None,
+                 spill: Optional[str] = None):
         super().__init__()
+        self._spill = spill     # the rows wait for the thresholds as files there (`SpilledUntil`)
         self._require_rows = dict(require_rows or {})   # split → the error when the plan gives it no unit
         self._names = list(fractions)
         self._fractions = [fractions[n] for n in self._names]
@@ -194,7 +197,8 @@ class StratifiedSplit(beam.PTransform):
         # unsigned 64-bit hashes as Python ints: past the int64 of the coder an `int` hint picks
         thresholds = stats | "Thresholds" >> beam.Map(thresholds_from, pvalue.AsSingleton(plan)) \
             .with_output_types(beam.typehints.Any)
-        parts = keyed | "Assign" >> beam.ParDo(
+        waiting = keyed | "AwaitThresholds" >> SpilledUntil(self._spill, thresholds)
+        parts = waiting | "Assign" >> beam.ParDo(
             _AssignFn(self._names), pvalue.AsSingleton(plan), pvalue.AsSingleton(thresholds)
         ).with_outputs(*self._names)
         as_batches(parts, *self._names)
