@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -61,13 +62,16 @@ def data_file(directory: str, name: str, rows: int, make) -> str:
     return path
 
 
-def bench_config(config_yaml: str, data: str, work: str) -> str:
-    """The benchmark config (`config_yaml`) reading `data`, written into `work`; its path."""
+def bench_config(config_yaml: str, data: str, work: str, shards: Optional[int] = None) -> str:
+    """The benchmark config (`config_yaml`) reading `data` (and writing `shards` files per output
+    folder, if given), written into `work`; its path."""
     import yaml
 
     with open(config_yaml) as f:
         cfg = yaml.safe_load(f)
     cfg["inputs"][0]["path"] = data
+    if shards is not None:
+        cfg["output"]["shards"] = shards
     path = os.path.join(work, "config.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -113,7 +113,9 @@ def measure(cmd: List[str], on_flink: bool, disk: str):
     sampler.done.set()
     sampler.join()
     code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+    if code != 0:       # a failed run's peaks say where it got to: printed, then the error
+        print(f"  FAILED after {wall:.1f} s (exit {code}); disk {sampler.disk_peak / 2**30:.1f} GiB; " +
+              ", ".join(f"{r} {max(p.values()):.0f} MiB" for r, p in sorted(sampler.peaks.items())), flush=True)
         raise RuntimeError(f"{cmd[:6]} exited {code}:\n{err[-3000:]}")
     peaks = {role: max(p.values()) for role, p in sampler.peaks.items()}
     peaks["launcher"] = usage.ru_maxrss / 1024.0
@@ -127,11 +129,13 @@ def main() -> None:
     ap.add_argument("--runners", default=",".join(RUNNERS))
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--data", default=os.path.join(HERE, "data"))
+    ap.add_argument("--shards", type=int, help="files per output folder (the config's 4 by default); a "
+                    "shard is sorted in one worker's memory, so 60M rows want more")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (in a temp folder, printed)")
     args = ap.parse_args()
     data = data_file(args.data, f"adult-{args.rows}.csv", args.rows, generate)
     work = tempfile.mkdtemp(prefix="dataprep-bench-runners-")
-    cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, work)
+    cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, work, args.shards)
     names = args.runners.split(",")
     rows = []
     for k in range(args.repeats):

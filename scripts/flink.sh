@@ -50,6 +50,8 @@ REST_URL="http://localhost:${REST_PORT}"
 START_TIMEOUT="${FLINK_START_TIMEOUT:-90}"
 WANT_TASKMANAGERS=1
 WANT_SLOTS=2
+# the task manager's process memory; the 60M-row benchmark run sets more (bench/RESULTS.md)
+TASKMANAGER_MEMORY="${DATAPREP_FLINK_TM_MEMORY:-10240m}"
 
 log() { echo "[flink.sh] $*" >&2; }
 die() { echo "[flink.sh] ERROR: $*" >&2; exit 1; }
@@ -161,7 +163,7 @@ taskmanager.numberOfTaskSlots: ${WANT_SLOTS}
 # 512 MB of task off-heap gave "OutOfMemoryError: Direct buffer memory" at 60M rows. Managed
 # memory (Flink's sorts; they spill) 0.1. A fatal error in any thread of the task manager fails
 # the job: an OOM in a gRPC thread otherwise left the job hanging with every process idle.
-taskmanager.memory.process.size: 10240m
+taskmanager.memory.process.size: ${TASKMANAGER_MEMORY}
 taskmanager.memory.managed.fraction: 0.1
 cluster.uncaught-exception-handling: FAIL
 # The Beam data plane to the Python workers is gRPC (Netty), which buffers elements (record

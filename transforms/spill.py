@@ -15,8 +15,8 @@ stage needs is one group, whatever the size of the data.
 consumer that waits for a side input computed from its own input's stage (the split's
 assignment waits for the thresholds; TFT's transform for the analysis) cannot be fused with
 it, so its whole input crosses the boundary: the DirectRunner holds it, and Flink writes it to
-disk once per output of the producing stage (every output of a fused stage is one union
-partition, sent to each consumer). Through `SpilledUntil`, only the paths cross: the producer
+disk once per consuming stage (all outputs of a fused stage form one union partition, and each
+consumer gets its own copy). Through `SpilledUntil`, only the paths cross: the producer
 writes files, and a reader that waits for `gate` too starts the consumer's stage.
 
 The files stay until the run's temporary folder is removed, so a retried bundle reads them
