@@ -70,7 +70,29 @@ class _SpillWriter:
         return self.path
 
 
-class _SpillFn(beam.DoFn):
+class _SpillingFn(beam.DoFn):
+    """A DoFn writing spill files under `directory`: makes the folder, and after a failed bundle
+    closes what `_open_writers` says is still open (the files are left to the folder)."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def setup(self):
+        if _is_local(self._directory):      # object stores have no folders to make
+            os.makedirs(self._directory, exist_ok=True)
+
+    def _open_writers(self) -> Iterable[_SpillWriter]:
+        raise NotImplementedError
+
+    def teardown(self):
+        for w in self._open_writers():
+            try:
+                w.close()
+            except (OSError, pa.ArrowException):
+                pass
+
+
+class _SpillFn(_SpillingFn):
     """(key, batch) → (key, path) at the end of the bundle, one file per key (and schema).
 
     At most `max_open` files are open at once (a shuffle has one key per hash bucket, and
@@ -78,12 +100,8 @@ class _SpillFn(beam.DoFn):
     and that key's next batch starts a new file (a key may have several)."""
 
     def __init__(self, directory: str, max_open: int = 128):
-        self._directory = directory
+        super().__init__(directory)
         self._max_open = max(1, max_open)
-
-    def setup(self):
-        if _is_local(self._directory):      # object stores have no folders to make
-            os.makedirs(self._directory, exist_ok=True)
 
     def start_bundle(self):
         self._open: "OrderedDict[object, List[_SpillWriter]]" = OrderedDict()
@@ -121,13 +139,8 @@ class _SpillFn(beam.DoFn):
             yield GlobalWindows.windowed_value(key_path)
         self._done = []
 
-    def teardown(self):     # after a failed bundle: close what is open (the files are left to the folder)
-        for writers in getattr(self, "_open", {}).values():
-            for w in writers:
-                try:
-                    w.close()
-                except (OSError, pa.ArrowException):
-                    pass
+    def _open_writers(self) -> Iterable[_SpillWriter]:
+        return [w for writers in getattr(self, "_open", {}).values() for w in writers]
 
 
 def read_spilled(path: str) -> List[pa.RecordBatch]:
@@ -145,16 +158,12 @@ def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, List[pa.Record
     return key, [b for path in paths for b in read_spilled(path)]
 
 
-class _SpillRowsFn(beam.DoFn):
+class _SpillRowsFn(_SpillingFn):
     """batches → paths of IPC files, a new file past `file_bytes` of batches (and per schema)."""
 
     def __init__(self, directory: str, file_bytes: int):
-        self._directory = directory
+        super().__init__(directory)
         self._file_bytes = file_bytes
-
-    def setup(self):
-        if _is_local(self._directory):
-            os.makedirs(self._directory, exist_ok=True)
 
     def start_bundle(self):
         self._writer: Optional[_SpillWriter] = None
@@ -177,12 +186,9 @@ class _SpillRowsFn(beam.DoFn):
             yield GlobalWindows.windowed_value(self._writer.close())
             self._writer = None
 
-    def teardown(self):
-        if getattr(self, "_writer", None) is not None:
-            try:
-                self._writer.close()
-            except (OSError, pa.ArrowException):
-                pass
+    def _open_writers(self) -> Iterable[_SpillWriter]:
+        writer = getattr(self, "_writer", None)
+        return [] if writer is None else [writer]
 
 
 def _read_after(path: str, gate) -> Iterable[pa.RecordBatch]:

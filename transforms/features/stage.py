@@ -46,28 +46,22 @@ class AnalyzeAndTransform(beam.PTransform):
         from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
         adapter_config = self._input.tensor_adapter_config()
-
-        def encode(pcoll, label):
-            return pcoll | label >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
-
+        encoded = {name: pcoll | f"ToTft[{name}]" >> beam.Map(self._input.encode).with_output_types(pa.RecordBatch)
+                   for name, pcoll in splits.items()}
         out = {}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=set(self._input.passthrough_keys()),
                               force_tf_compat_v1=self._tf_compat_v1):
-            train = encode(splits[self._train], f"ToTft[{self._train}]")
-            transform_fn = (train, adapter_config) | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn)
+            transform_fn = ((encoded[self._train], adapter_config)
+                            | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(self._fn))
             # The output shapes are known once the graph is traced, before any analysis runs.
             metadata = transform_fn[1]
             tf_schema = getattr(metadata, "dataset_metadata", metadata).schema
             decoder = self._input.with_outputs(schema_utils.schema_as_feature_spec(tf_schema).feature_spec)
             schema = decoder.output_schema()
-            for name, pcoll in splits.items():
-                if self._spill is None:
-                    ready = train if name == self._train else encode(pcoll, f"ToTft[{name}]")
-                else:
-                    # TFT's transform waits for the analysis, which reads train in this very stage:
-                    # the rows wait as files, not as the stage's output
-                    ready = encode(pcoll | f"AwaitAnalysis[{name}]" >> SpilledUntil(self._spill, transform_fn[0]),
-                                   f"ToTftAfterAnalysis[{name}]")
+            for name, pcoll in encoded.items():
+                # TFT's transform waits for the analysis, which reads train in the stage these
+                # rows come from: with `spill`, they wait as files, not as that stage's output
+                ready = pcoll | f"AwaitAnalysis[{name}]" >> SpilledUntil(self._spill, transform_fn[0])
                 transformed, _ = (((ready, adapter_config), transform_fn)
                                   | f"Transform[{name}]" >> tft_beam.TransformDataset(output_record_batches=True))
                 # TFT leaves it untyped: Beam would pickle sampled batches to estimate their size
