@@ -12,6 +12,12 @@ that is Beam asking the same questions again (profile of the 10k-row benchmark, 
 - `userstate.get_dofn_specs` itself lists and wraps every method of the DoFn each time; its
   answer depends only on the DoFn's class and on the methods set on the instance (a `Map`'s
   function), so it is computed once per such pair.
+- Beam's picklers compress every pickle with bz2 at level 9 and decompress it on every load:
+  about 3,300 compressions and 4,200 decompressions at 10k rows, of only ~900 and ~800 distinct
+  payloads (a ParDo's empty `args` and `kwargs` are pickled again for every ParDo, a DoFn
+  again for its `DoFnInfo` and for each bundle processor). bz2's output depends only on its
+  input, so each payload is compressed (and each compressed payload expanded) once; the bytes
+  are the ones bz2 gives, so a worker without the memo reads them unchanged.
 - `PipelineOptions.view_as` builds an `ArgumentParser` of every option Beam knows, twice per
   `Pipeline.apply`. A view stores nothing of its own (reads and writes go to the options' shared
   `_all_options`), so the view of one class is built once per options object.
@@ -20,11 +26,14 @@ Both return what the originals return: fresh lists from the memo, and a view tha
 writes the same options. `tests/test_beam_memo.py` checks them against the originals.
 """
 
+import bz2
+import threading
 import types
 import weakref
 from typing import Any, List, Tuple
 
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.internal import cloudpickle_pickler, dill_pickler
 from apache_beam.transforms import core, userstate
 
 _ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
@@ -75,8 +84,46 @@ def view_as(self: PipelineOptions, cls: type) -> PipelineOptions:
     return view
 
 
+class Bz2Memo:
+    """`bz2.compress` and `bz2.decompress` for Beam's picklers, each answer kept by its input.
+
+    Inputs up to `max_item` bytes are remembered, until the kept bytes pass `max_total`;
+    then the memo starts again empty (the payloads of one pipeline are a few MB)."""
+
+    def __init__(self, max_item: int = 1 << 20, max_total: int = 64 << 20):
+        self._max_item, self._max_total = max_item, max_total
+        self._lock = threading.Lock()
+        self._kept: dict = {}
+        self._total = 0
+
+    def _memo(self, key, compute):
+        value = self._kept.get(key)
+        if value is None:
+            value = compute()
+            if len(key[1]) <= self._max_item:
+                with self._lock:
+                    if self._total > self._max_total:
+                        self._kept.clear()
+                        self._total = 0
+                    self._kept[key] = value
+                    self._total += len(key[1]) + len(value)
+        return value
+
+    def compress(self, data, compresslevel: int = 9) -> bytes:
+        data = bytes(data)
+        return self._memo(("c", data, compresslevel), lambda: bz2.compress(data, compresslevel))
+
+    def decompress(self, data) -> bytes:
+        data = bytes(data)
+        return self._memo(("d", data, None), lambda: bz2.decompress(data))
+
+
+BZ2_MEMO = Bz2Memo()
+
+
 def install() -> None:
     """Puts the memos in place of Beam's functions (idempotent)."""
     core.get_function_args_defaults = function_args_defaults
     userstate.get_dofn_specs = dofn_specs
     PipelineOptions.view_as = view_as
+    cloudpickle_pickler.bz2 = dill_pickler.bz2 = BZ2_MEMO
