@@ -22,8 +22,8 @@ that is Beam asking the same questions again (profile of the 10k-row benchmark, 
   `Pipeline.apply`. A view stores nothing of its own (reads and writes go to the options' shared
   `_all_options`), so the view of one class is built once per options object.
 
-Both return what the originals return: fresh lists from the memo, and a view that reads and
-writes the same options. `tests/test_beam_memo.py` checks them against the originals.
+Each returns what the original returns: fresh lists from the memo, bz2's own bytes, and a view
+that reads and writes the same options. `tests/test_beam_memo.py` checks them against the originals.
 """
 
 import bz2
@@ -32,8 +32,8 @@ import types
 import weakref
 from typing import Any, List, Tuple
 
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.internal import cloudpickle_pickler, dill_pickler
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import core, userstate
 
 _ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
@@ -87,8 +87,10 @@ def view_as(self: PipelineOptions, cls: type) -> PipelineOptions:
 class Bz2Memo:
     """`bz2.compress` and `bz2.decompress` for Beam's picklers, each answer kept by its input.
 
-    Inputs up to `max_item` bytes are remembered, until the kept bytes pass `max_total`;
-    then the memo starts again empty (the payloads of one pipeline are a few MB)."""
+    A pair of input and answer of up to `max_item` bytes together is remembered, until the
+    kept bytes pass `max_total`; then the memo starts again empty (the payloads of one
+    pipeline are a few MB). The bound counts the answer too: a small compressed input can
+    expand to a large pickle."""
 
     def __init__(self, max_item: int = 1 << 20, max_total: int = 64 << 20):
         self._max_item, self._max_total = max_item, max_total
@@ -100,13 +102,14 @@ class Bz2Memo:
         value = self._kept.get(key)
         if value is None:
             value = compute()
-            if len(key[1]) <= self._max_item:
+            size = len(key[1]) + len(value)
+            if size <= self._max_item:
                 with self._lock:
                     if self._total > self._max_total:
                         self._kept.clear()
                         self._total = 0
                     self._kept[key] = value
-                    self._total += len(key[1]) + len(value)
+                    self._total += size
         return value
 
     def compress(self, data, compresslevel: int = 9) -> bytes:

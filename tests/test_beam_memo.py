@@ -185,7 +185,13 @@ def test_the_bz2_memo_answers_as_bz2_and_stays_bounded():
         assert packed == bz2.compress(data, 9)
         assert memo.compress(data, compresslevel=1) == bz2.compress(data, 1)
         assert memo.decompress(packed) == data
-        assert memo._total <= 5000 + 2 * (1000 + len(bz2.compress(os.urandom(1000))))
-    assert all(len(key[1]) <= 1000 for key in memo._kept)          # the 1001- and 4000-byte ones are not kept
+        assert memo._total <= 5000 + 1000                           # past the total by one pair at most
+    assert all(len(key[1]) + len(value) <= 1000 for key, value in memo._kept.items())
+    small = b"x" * 10
+    memo.decompress(memo.compress(small))
+    assert ("c", small, 9) in memo._kept and ("d", bz2.compress(small, 9), None) in memo._kept
+    big = bz2.compress(b"\0" * 100_000)                              # a small input, a large answer: not kept
+    assert len(big) < 1000 and memo.decompress(big) == b"\0" * 100_000
+    assert ("d", big, None) not in memo._kept
     with pytest.raises(OSError):
         memo.decompress(b"not bz2")
