@@ -64,3 +64,30 @@ def test_shuffle_buckets_grow_with_the_input_past_a_gigabyte():
     assert shuffle_buckets_for([]) == 16 and shuffle_buckets_for(files(110 << 20)) == 16
     assert shuffle_buckets_for(files(1 << 30, 1)) == 17                     # one per 64 MB, rounded up
     assert shuffle_buckets_for(files(7_564_418_569)) == 113                 # the 60M-row benchmark file
+
+
+def test_rows_are_spilled_where_they_are_made_never_after_a_flatten(tmp_path):
+    """The DirectRunner holds a Flatten's inputs as one in-memory buffer: every stage that spills
+    rows to files (the dedup and write shuffles, the waits for the split's thresholds and for
+    TFT's analysis) must spill them in the stage that makes them, not after a Flatten of them.
+    Left out: the quarantine and the duplicates, flattened from several stages for the report's
+    tallies and samples as well (so held by that Flatten anyway), a small share of the rows."""
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    p = beam.Pipeline()
+    build_pipeline(p, _cfg(tmp_path, labels={"annotators": ["a1", "a2"], "on_tie": "keep_first"},
+                           features={"x": "zscore", "y": "vocabulary"}), match_inputs(_cfg(tmp_path)),
+                   Layout(str(tmp_path / "run")))
+    proto = p.to_runner_api()
+    flattens = {t.unique_name for t in proto.components.transforms.values()
+                if t.spec.urn == "beam:transform:flatten:v1"}
+    _, stages = FnApiRunner().create_stages(proto)      # the DirectRunner's own fusion, Flattens sunk
+    spilling = 0
+    for stage in stages:
+        names = [t.unique_name for t in stage.transforms]
+        if any(n.rsplit("/", 1)[-1].split("[")[0] in ("Spill", "SpillRows") for n in names):
+            spilling += 1
+            held = [n for n in names if n.endswith("/Read") and n[:-len("/Read")] in flattens
+                    and not n.endswith("/FlattenPaths/Read")]       # a Flatten of spill files' paths
+            assert not [n for n in held if n not in ("AllQuarantine/Read", "AllDuplicates/Read")], names
+    assert spilling >= 4        # dedup, the split's wait, the transform's wait, the writes

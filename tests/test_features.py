@@ -112,6 +112,35 @@ def test_decode_keeps_varlen_columns_as_lists_whatever_the_batch():
     assert output_types(spec) == {"a_xf": pa.float32(), "t_xf": pa.list_(pa.int64())}
 
 
+
+def test_one_transform_routes_each_row_to_its_split():
+    """The three splits go through one TransformDataset tagged by split; a batch holding
+    rows of several splits comes out as one batch per split, rows in order, tag dropped."""
+    import tensorflow as tf
+    from apache_beam import pvalue
+
+    from transforms.features.stage import SPLIT_TAG, _DecodeBySplit, split_tag
+
+    spec = {"a_xf": tf.io.FixedLenFeature([], tf.float32)}
+    decoder = TftInput({}, {"example_id": pa.string(), SPLIT_TAG: pa.int8()}).with_outputs(spec)
+    mixed = pa.RecordBatch.from_arrays(
+        [pa.array([[1.0], [2.0], [3.0], [4.0]], pa.list_(pa.float32())),
+         pa.array([["a"], ["b"], ["c"], ["d"]], pa.list_(pa.string())),
+         pa.array([[1], [0], [1], [2]], pa.list_(pa.int8()))],
+        names=["a_xf", "__pt__example_id", "__pt__" + SPLIT_TAG])
+    fn = _DecodeBySplit(decoder, SPLIT_TAG, ["train", "dev", "test"])
+    got = {}
+    for out in fn.process((mixed, {})):
+        assert isinstance(out, pvalue.TaggedOutput)
+        assert out.value.schema.names == ["a_xf", "example_id"]
+        got.setdefault(out.tag, []).extend(out.value.column("example_id").to_pylist())
+    assert got == {"train": ["b"], "dev": ["a", "c"], "test": ["d"]}
+    [(only)] = list(fn.process((mixed.slice(1, 1), {})))
+    assert only.tag == "train" and only.value.column("a_xf").to_pylist() == [2.0]
+    assert list(fn.process((mixed.slice(0, 0), {}))) == []
+    assert split_tag({"x", "example_id"}) == SPLIT_TAG
+    assert split_tag({SPLIT_TAG, "_" + SPLIT_TAG}) == "__" + SPLIT_TAG    # never a column of the input
+
 # ---- Adult: parity, reference, summary --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -383,6 +412,14 @@ def test_varlen_outputs_stay_lists_in_every_batch_and_shard(leak_runs):
         [shard] = glob.glob(os.path.join(leak_runs["root"], "A", s, "*.parquet"))
         assert pq.read_schema(shard).remove_metadata() == schema.remove_metadata()
 
+
+
+def test_each_split_holds_exactly_its_own_rows(leak_runs):
+    raw = leak_runs["raw"]
+    for s in SPLITS:
+        written = _read(os.path.join(leak_runs["root"], "A", s))
+        assert sorted(written["example_id"]) == sorted(raw[s]["example_id"]), s
+        assert "__split" not in written.columns
 
 # ---- SMS: tfidf and a user preprocessing_fn, end to end in one run ---------------------------------
 

@@ -138,3 +138,46 @@ def test_spilled_until_makes_the_stage_boundary_carry_paths(tmp_path):
     assert any(name.endswith("Wait/ReadRows") or "Wait-ReadRows" in name for name in fused)
     ids, reads, _ = stage_inputs(None)
     assert reads == list(ids["ToBatch"].outputs.values())
+
+
+def _fused(p):
+    """The DirectRunner's fused stages of `p` (its own phases: GroupByKeys expanded, Flattens
+    sunk), each as the set of its transforms' names."""
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    _, stages = FnApiRunner().create_stages(p.to_runner_api())
+    return [{t.unique_name for t in s.transforms} for s in stages]
+
+
+def test_a_tuple_of_inputs_is_spilled_where_each_is_made(tmp_path):
+    """`GroupBySpilled` and `SpilledUntil` of a tuple: the same groups (and batches) as a Flatten
+    and then the one-input form, and each input's spill runs in the stage that makes the input,
+    so what is flattened (which the DirectRunner holds as one buffer) is paths, not rows."""
+    elements = _elements()
+    halves = (elements[::2], elements[1::2])
+    want = sorted(_canonical(g) for g in _grouped(elements).items())
+    for directory in (None, str(tmp_path / "g")):
+        p = TestPipeline()
+        keyed = tuple(p | f"Make[{i}]" >> beam.Create(h, reshuffle=False) | f"Same[{i}]" >> beam.Map(lambda kv: kv)
+                      for i, h in enumerate(halves))
+        assert_that(keyed | "Group" >> GroupBySpilled(directory) | beam.Map(_canonical), equal_to(want))
+        if directory:
+            stages = _fused(p)
+            for i in range(2):
+                assert any({f"Same[{i}]", f"Group/Spill[{i}]"} <= s for s in stages), i
+            assert not any("Group/FlattenPaths" in n and "Spill" in n for s in stages for n in s)
+        p.run().wait_until_finish()
+    batches = [b for _, b in elements]
+    for directory in (None, str(tmp_path / "w")):
+        p = TestPipeline()
+        rows = tuple(p | f"Rows[{i}]" >> beam.Create(h, reshuffle=False).with_output_types(pa.RecordBatch)
+                     | f"Same[{i}]" >> beam.Map(lambda b: b).with_output_types(pa.RecordBatch)
+                     for i, h in enumerate((batches[::2], batches[1::2])))
+        gate = rows[0] | beam.combiners.Count.Globally()
+        got = rows | "Wait" >> SpilledUntil(directory, gate)
+        assert_that(got | beam.combiners.ToList() | beam.Map(_rows), equal_to([_rows(batches)]))
+        if directory:
+            stages = _fused(p)
+            for i in range(2):
+                assert any({f"Same[{i}]", f"Wait/SpillRows[{i}]"} <= s for s in stages), i
+        p.run().wait_until_finish()

@@ -19,6 +19,11 @@ disk once per consuming stage (all outputs of a fused stage form one union parti
 consumer gets its own copy). Through `SpilledUntil`, only the paths cross: the producer
 writes files, and a reader that waits for `gate` too starts the consumer's stage.
 
+Both take a tuple of PCollections as well, for inputs made in several stages: a Flatten is
+a boundary the DirectRunner fills as one in-memory buffer before its consumer's stage starts,
+so each input is spilled where it is made and only the paths are flattened (the writes get
+every split this way, TFT's transform its three splits).
+
 The files stay until the run's temporary folder is removed, so a retried bundle reads them
 again; a bundle that fails leaves files no path points to, removed with that folder.
 `directory` must be on a filesystem every worker sees (as the outputs are).
@@ -196,12 +201,15 @@ def _read_after(path: str, gate) -> Iterable[pa.RecordBatch]:
     return read_spilled(path)
 
 
-@beam.typehints.with_input_types(pa.RecordBatch)
 @beam.typehints.with_output_types(pa.RecordBatch)
-class SpilledUntil(beam.PTransform):
+class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of such PCollections
     """batches → the same batches (in files of ~`file_bytes` each, in order within a file), read
     back once `gate` (a PCollection, used as a side input and otherwise ignored) is ready; or
-    the batches unchanged when `directory` is None."""
+    the batches unchanged when `directory` is None.
+
+    Applied to a tuple of PCollections, it returns one PCollection of all their batches: each
+    input is spilled in its own producing stage and only the paths are flattened (a runner
+    holds a Flatten's inputs as one buffer, so flattening the rows first would hold them all)."""
 
     def __init__(self, directory: Optional[str], gate: beam.PCollection, file_bytes: int = 64 << 20):
         super().__init__()
@@ -210,20 +218,28 @@ class SpilledUntil(beam.PTransform):
         self._file_bytes = file_bytes
 
     def expand(self, batches):
+        several = isinstance(batches, tuple)   # (Beam finds the PCollections of a tuple, not of a list)
         if self._directory is None:
-            return batches
-        return (batches
-                | "SpillRows" >> beam.ParDo(_SpillRowsFn(self._directory, self._file_bytes)).with_output_types(str)
+            return batches | "Flatten" >> beam.Flatten() if several else batches
+        spill = lambda: beam.ParDo(_SpillRowsFn(self._directory, self._file_bytes)).with_output_types(str)  # noqa: E731
+        if several:
+            paths = ([pcoll | f"SpillRows[{i}]" >> spill() for i, pcoll in enumerate(batches)]
+                     | "FlattenPaths" >> beam.Flatten())
+        else:
+            paths = batches | "SpillRows" >> spill()
+        return (paths
                 | "ReadRows" >> beam.FlatMap(_read_after, beam.pvalue.AsIter(self._gate))
                 .with_output_types(pa.RecordBatch))
 
 
-@beam.typehints.with_input_types(KeyedBatch)
 @beam.typehints.with_output_types(GroupedBatches)
-class GroupBySpilled(beam.PTransform):
+class GroupBySpilled(beam.PTransform):   # input: (key, record batch), or a tuple of such PCollections
     """(key, record batch) → (key, [record batches]): `GroupByKey` through files in `directory`
     (or a plain `GroupByKey` when `directory` is None). The batches of a key come in no
-    particular order, as from `GroupByKey`."""
+    particular order, as from `GroupByKey`.
+
+    Applied to a tuple of PCollections, it groups them all: each is spilled in its own
+    producing stage and only the (key, path) pairs are flattened (as in `SpilledUntil`)."""
 
     def __init__(self, directory: Optional[str], max_open: int = 128):
         super().__init__()
@@ -231,9 +247,16 @@ class GroupBySpilled(beam.PTransform):
         self._max_open = max_open
 
     def expand(self, keyed):
+        several = isinstance(keyed, tuple)
         if self._directory is None:
+            if several:
+                keyed = keyed | "Flatten" >> beam.Flatten()
             return keyed | "GroupByKey" >> beam.GroupByKey()
-        return (keyed
-                | "Spill" >> beam.ParDo(_SpillFn(self._directory, self._max_open)).with_output_types(KeyedPath)
+        spill = lambda: beam.ParDo(_SpillFn(self._directory, self._max_open)).with_output_types(KeyedPath)  # noqa: E731
+        if several:
+            paths = [pcoll | f"Spill[{i}]" >> spill() for i, pcoll in enumerate(keyed)] | "FlattenPaths" >> beam.Flatten()
+        else:
+            paths = keyed | "Spill" >> spill()
+        return (paths
                 | "GroupPaths" >> beam.GroupByKey()
                 | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))

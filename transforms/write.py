@@ -137,8 +137,8 @@ class WriteAllShards(beam.PTransform):
         schema = (schemas
                   | "Schemas" >> beam.Flatten()
                   | "OneSchema" >> beam.CombinePerKey(_FirstSchema()))
-        return WriteResult(keyed
-                           | "WithEmpty" >> beam.Flatten()
+        # a tuple: each output is spilled in the stage that makes it, not first gathered by a Flatten
+        return WriteResult(tuple(keyed)
                            | "GroupShards" >> GroupBySpilled(self._spill)
                            | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
 
