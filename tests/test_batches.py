@@ -33,6 +33,36 @@ def test_hash_columns_equal_values_equal_hashes_whatever_the_layout():
     assert hash_columns(table, ["s", "i"]).tolist() != hash_columns(table, ["i", "s"]).tolist()
 
 
+@pytest.mark.parametrize("kind", [pa.string(), pa.binary(), pa.large_string()])
+def test_repeated_strings_are_hashed_once_each_with_the_same_hashes(kind, monkeypatch):
+    """Long arrays of few distinct strings take the dictionary path (each value hashed once);
+    the hashes equal the value-by-value ones, whatever the nulls, the slice or the type."""
+    import numpy as np
+
+    from transforms import batches
+
+    rng = np.random.default_rng(3)
+    values = ["", "Private", "Self-emp-not-inc", "a\x00", "é" * 9, "/data/adult-1000000.csv"]
+    picks = rng.integers(0, len(values) + 1, 20_000)
+    few = pa.array([values[k] if k < len(values) else None for k in picks], kind)
+    many = pa.array([f"row-{k}" for k in range(20_000)], kind)
+    paths = []
+    real = batches._hash_bytes
+    monkeypatch.setattr(batches, "_hash_bytes", lambda a: paths.append(len(a)) or real(a))
+    for arr in (few, few.slice(777, 15_000), many):
+        encoded = batches._few_distinct(arr)
+        assert (encoded is not None) == (arr is not many)
+        paths.clear()
+        got = hash_columns(pa.table({"s": arr}), ["s"], seed=5)
+        assert paths == ([len(encoded.dictionary)] if encoded is not None else [len(arr)])
+        monkeypatch.setattr(batches, "_SAMPLE", 10 ** 9)        # the value-by-value path, as the reference
+        want = hash_columns(pa.table({"s": arr}), ["s"], seed=5)
+        monkeypatch.setattr(batches, "_SAMPLE", 1024)
+        assert (got == want).all()
+        short = [hash_columns(pa.table({"s": arr.slice(k, 1)}), ["s"], seed=5)[0] for k in (0, 1, 2, 4000)]
+        assert [got[k] for k in (0, 1, 2, 4000)] == short             # one value alone: the same hash
+    assert batches._few_distinct(pa.array([None] * 5000, kind)) is None
+
 def test_ordered_thread_pool_keeps_order_bounds_the_work_in_flight_and_raises():
     """The helper behind the threaded dedup, write and parse: results in submission order,
     one element ahead at most, a worker's exception raised in the caller."""

@@ -121,7 +121,9 @@ def _hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_dictionary(t):
         h = _hash_array(arr.dictionary)[arr.indices.fill_null(0).to_numpy(zero_copy_only=False)]
     elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
-        h = _hash_bytes(arr)
+        encoded = _few_distinct(arr)
+        h = _hash_bytes(arr) if encoded is None else \
+            _hash_bytes(encoded.dictionary)[encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)]
     elif pa.types.is_floating(t):
         f = pc.cast(arr, pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False) + 0.0   # -0.0 → 0.0
         f[np.isnan(f)] = np.nan
@@ -136,6 +138,20 @@ def _hash_array(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if arr.null_count:
         h = np.where(arr.is_null().to_numpy(zero_copy_only=False), _NULL_HASH, h)
     return h
+
+
+_SAMPLE = 1024
+
+
+def _few_distinct(arr: pa.Array) -> Optional[pa.DictionaryArray]:
+    """`arr` dictionary-encoded when it repeats its values (a category, a file name), so each
+    distinct value is hashed once; None when it does not (judged on its first `_SAMPLE` values)
+    or is too short to gain. The hashes are the same either way."""
+    n = len(arr)
+    if n < 4 * _SAMPLE or len(pc.unique(arr.slice(0, _SAMPLE))) > _SAMPLE // 8:
+        return None
+    encoded = pc.dictionary_encode(arr)
+    return encoded if 0 < len(encoded.dictionary) <= n // 4 else None
 
 
 def _hash_bytes(arr: pa.Array) -> np.ndarray:
