@@ -221,15 +221,18 @@ class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of su
         several = isinstance(batches, tuple)   # (Beam finds the PCollections of a tuple, not of a list)
         if self._directory is None:
             return batches | "Flatten" >> beam.Flatten() if several else batches
-        spill = lambda: beam.ParDo(_SpillRowsFn(self._directory, self._file_bytes)).with_output_types(str)  # noqa: E731
         if several:
-            paths = ([pcoll | f"SpillRows[{i}]" >> spill() for i, pcoll in enumerate(batches)]
+            paths = ([pcoll | f"SpillRows[{i}]" >> self._spill() for i, pcoll in enumerate(batches)]
                      | "FlattenPaths" >> beam.Flatten())
         else:
-            paths = batches | "SpillRows" >> spill()
+            paths = batches | "SpillRows" >> self._spill()
         return (paths
                 | "ReadRows" >> beam.FlatMap(_read_after, beam.pvalue.AsIter(self._gate))
                 .with_output_types(pa.RecordBatch))
+
+    def _spill(self) -> beam.ParDo:
+        return (beam.ParDo(_SpillRowsFn(self._directory, self._file_bytes))
+                .with_input_types(pa.RecordBatch).with_output_types(str))
 
 
 @beam.typehints.with_output_types(GroupedBatches)
@@ -252,11 +255,15 @@ class GroupBySpilled(beam.PTransform):   # input: (key, record batch), or a tupl
             if several:
                 keyed = keyed | "Flatten" >> beam.Flatten()
             return keyed | "GroupByKey" >> beam.GroupByKey()
-        spill = lambda: beam.ParDo(_SpillFn(self._directory, self._max_open)).with_output_types(KeyedPath)  # noqa: E731
         if several:
-            paths = [pcoll | f"Spill[{i}]" >> spill() for i, pcoll in enumerate(keyed)] | "FlattenPaths" >> beam.Flatten()
+            paths = ([pcoll | f"Spill[{i}]" >> self._spill() for i, pcoll in enumerate(keyed)]
+                     | "FlattenPaths" >> beam.Flatten())
         else:
-            paths = keyed | "Spill" >> spill()
+            paths = keyed | "Spill" >> self._spill()
         return (paths
                 | "GroupPaths" >> beam.GroupByKey()
                 | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))
+
+    def _spill(self) -> beam.ParDo:
+        return (beam.ParDo(_SpillFn(self._directory, self._max_open))
+                .with_input_types(KeyedBatch).with_output_types(KeyedPath))
