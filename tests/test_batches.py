@@ -94,6 +94,37 @@ def test_key_by_bucket_puts_equal_keys_in_one_bucket_whatever_the_batch():
     assert rows == list(range(7))                                     # every row in exactly one bucket
 
 
+def test_split_by_key_against_python_and_parts_carry_only_their_rows():
+    """Each key's rows, in input order (a plain-Python grouping as the reference); a part is a
+    slice of one reordered copy, and what it costs to ship (IPC bytes, `nbytes`) is its own rows'."""
+    import numpy as np
+
+    from transforms.batches import IPC_OPTIONS, split_by_key
+
+    rng = np.random.default_rng(11)
+    n = 5000
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(np.arange(n)), pa.array([f"text-{i}" * (i % 4) for i in range(n)]),
+         pa.array([None if i % 7 == 0 else i * 0.5 for i in range(n)])], names=["i", "s", "f"])
+    for keys in (rng.integers(0, 64, n), np.zeros(n, np.int64), np.arange(n)[::-1].copy(), rng.integers(5, 7, n)):
+        want = {}
+        for row, k in enumerate(keys.tolist()):
+            want.setdefault(k, []).append(row)
+        got = {k: part.column("i").to_pylist() for k, part in split_by_key(batch, keys)}
+        assert got == want
+    for k, part in split_by_key(batch, rng.integers(0, 8, n)):
+        copy = pa.RecordBatch.from_pylist(part.to_pylist(), schema=batch.schema)
+        assert part.equals(copy)
+        sizes = []
+        for b in (part, copy):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, b.schema, options=IPC_OPTIONS) as w:
+                w.write_batch(b)
+            sizes.append(sink.getvalue().size)
+        assert sizes[0] <= 1.05 * sizes[1] + 512 and part.nbytes <= 1.05 * copy.nbytes + 512, (k, sizes)
+    assert list(split_by_key(batch.slice(0, 0), np.zeros(0, np.int64))) == []
+
+
 def test_quarantine_batch_broadcasts_one_reason_and_source():
     q = quarantine_batch(pa.array(["x", "y"]), "bad", "clean", "f.csv", [3, 4])
     assert q.schema == QUARANTINE_SCHEMA

@@ -32,7 +32,7 @@ again; a bundle that fails leaves files no path points to, removed with that fol
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -201,6 +201,14 @@ def _read_after(path: str, gate) -> Iterable[pa.RecordBatch]:
     return read_spilled(path)
 
 
+def _spill_each(inputs, label: str, spill: Callable[[], beam.ParDo]) -> beam.PCollection:
+    """`inputs` (a PCollection, or a tuple of them) through `spill()`: each input through its
+    own copy, in the stage that makes it, and only the paths flattened."""
+    if not isinstance(inputs, tuple):
+        return inputs | label >> spill()
+    return [pcoll | f"{label}[{i}]" >> spill() for i, pcoll in enumerate(inputs)] | "FlattenPaths" >> beam.Flatten()
+
+
 @beam.typehints.with_output_types(pa.RecordBatch)
 class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of such PCollections
     """batches → the same batches (in files of ~`file_bytes` each, in order within a file), read
@@ -218,15 +226,9 @@ class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of su
         self._file_bytes = file_bytes
 
     def expand(self, batches):
-        several = isinstance(batches, tuple)   # (Beam finds the PCollections of a tuple, not of a list)
-        if self._directory is None:
-            return batches | "Flatten" >> beam.Flatten() if several else batches
-        if several:
-            paths = ([pcoll | f"SpillRows[{i}]" >> self._spill() for i, pcoll in enumerate(batches)]
-                     | "FlattenPaths" >> beam.Flatten())
-        else:
-            paths = batches | "SpillRows" >> self._spill()
-        return (paths
+        if self._directory is None:   # (Beam finds the PCollections of a tuple, not of a list)
+            return batches | "Flatten" >> beam.Flatten() if isinstance(batches, tuple) else batches
+        return (_spill_each(batches, "SpillRows", self._spill)
                 | "ReadRows" >> beam.FlatMap(_read_after, beam.pvalue.AsIter(self._gate))
                 .with_output_types(pa.RecordBatch))
 
@@ -250,17 +252,11 @@ class GroupBySpilled(beam.PTransform):   # input: (key, record batch), or a tupl
         self._max_open = max_open
 
     def expand(self, keyed):
-        several = isinstance(keyed, tuple)
         if self._directory is None:
-            if several:
+            if isinstance(keyed, tuple):
                 keyed = keyed | "Flatten" >> beam.Flatten()
             return keyed | "GroupByKey" >> beam.GroupByKey()
-        if several:
-            paths = ([pcoll | f"Spill[{i}]" >> self._spill() for i, pcoll in enumerate(keyed)]
-                     | "FlattenPaths" >> beam.Flatten())
-        else:
-            paths = keyed | "Spill" >> self._spill()
-        return (paths
+        return (_spill_each(keyed, "Spill", self._spill)
                 | "GroupPaths" >> beam.GroupByKey()
                 | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))
 
