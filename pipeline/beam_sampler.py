@@ -1,0 +1,31 @@
+"""The period of Beam's state sampler, shortened so that a bundle's end does not wait for it.
+
+Every bundle the Python SDK harness runs starts a `StateSampler` thread that measures the time
+spent in each step. In Beam 2.62 the thread sleeps in steps that start at 2 ms and grow by 1.2×
+up to `sampling_period_ms` (200 ms), and the bundle's end joins it: it waits for the sleep under
+way to finish, about a twelfth of the bundle's length and up to 200 ms, with the GIL free and
+nothing done. The DirectRunner runs its ~110 fused stages one after another, each as a bundle,
+so at 10k rows a run waited ~0.3 s in total, and ~1 s at 1M rows (bench/RESULTS.md).
+
+With a 5 ms period the wait is at most 5 ms; the thread wakes 200 times a second to add the
+elapsed time to the current step (a lock and a few additions, outside the GIL). What the
+sampler reports (milliseconds per step, lull detection) is unchanged, only finer grained.
+
+Installed in the launching process by `run()`: the DirectRunner's workers and Flink's LOOPBACK
+worker run there; separate worker processes keep Beam's default.
+"""
+
+from apache_beam.runners.worker import statesampler
+
+SAMPLING_PERIOD_MS = 5
+_BEAM_DEFAULTS = statesampler.StateSampler.__init__.__defaults__
+
+
+def install(period_ms: int = SAMPLING_PERIOD_MS) -> None:
+    """New `StateSampler`s sample every `period_ms` at most (idempotent)."""
+    statesampler.StateSampler.__init__.__defaults__ = (period_ms,)
+
+
+def uninstall() -> None:
+    """Beam's own default again."""
+    statesampler.StateSampler.__init__.__defaults__ = _BEAM_DEFAULTS
