@@ -41,6 +41,7 @@ class Clock:
         self.marks = {}
         self.stages = {}
         self.order = []
+        self.profiles = []
 
     def wrap(self, owner, name: str, label: str):
         inner = getattr(owner, name)
@@ -59,16 +60,23 @@ class Clock:
 
         setattr(owner, name, timed)
 
-    def wrap_stage(self, runner_cls):
+    def wrap_stage(self, runner_cls, profile: str | None = None):
         inner = runner_cls._execute_bundle
         clock = self
 
         def timed(runner, context, bundle_manager, bundle_input):
+            name = bundle_manager.stage.name
+            profiler = None
+            if profile and profile in name:
+                import cProfile
+                profiler = cProfile.Profile()
+                self.profiles.append((name, profiler))
             w, c = time.time(), cpu()
             try:
-                return inner(runner, context, bundle_manager, bundle_input)
+                if profiler is None:
+                    return inner(runner, context, bundle_manager, bundle_input)
+                return profiler.runcall(inner, runner, context, bundle_manager, bundle_input)
             finally:
-                name = bundle_manager.stage.name
                 s = clock.stages.setdefault(name, [0.0, 0.0, 0])
                 if s[2] == 0:
                     clock.order.append(name)
@@ -87,6 +95,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--json", help="also write the numbers here")
+    ap.add_argument("--profile-stage", metavar="TEXT",
+                    help="cProfile the stages whose fused name contains TEXT; print their top functions")
     ap.add_argument("cli", nargs=argparse.REMAINDER, help="-- then the dataprep arguments")
     args = ap.parse_args()
     cli_args = args.cli[1:] if args.cli[:1] == ["--"] else args.cli
@@ -108,7 +118,7 @@ def main() -> None:
         clock.wrap(fn_runner.FnApiRunner, "run_stages", "stages (all, with the runner's own work)")
         clock.wrap(fn_runner.FnApiRunner, "create_stages", "fusion (create_stages)")
         clock.wrap(apache_beam.Pipeline, "run", "Pipeline.run")
-        clock.wrap_stage(fn_runner.FnApiRunner)
+        clock.wrap_stage(fn_runner.FnApiRunner, args.profile_stage)
         return inner_run(*a, **k)
 
     run_module.run = timed_run      # the CLI imports it from pipeline.run when it runs
@@ -142,6 +152,10 @@ def main() -> None:
     print(f"\nlargest stages (wall s, CPU s, bundles):", file=sys.stderr)
     for name, (w, c, n) in sorted(clock.stages.items(), key=lambda kv: -kv[1][0])[:args.top]:
         print(f"{w:8.2f} {c:8.2f} {n:4d}  {short(name)}", file=sys.stderr)
+    for name, profiler in clock.profiles:
+        import pstats
+        print(f"\ncProfile of {short(name)}:", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"total": total, "cpu": end_cpu, "phases": rows,
