@@ -113,6 +113,36 @@ def test_decode_keeps_varlen_columns_as_lists_whatever_the_batch():
 
 
 
+def test_read_stats_of_a_tf1_graph_from_constants_a_table_and_not_from_data(tmp_path):
+    """The TF1 transform graph's stats: those of constants from their own subgraph, one of an
+    initialised table from the loaded SavedModel, one that needs the input data skipped."""
+    import tensorflow as tf
+
+    from transforms.features import read_stats
+    from transforms.features.library import report_stat
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("b\na\nc\n")
+    export = str(tmp_path / "saved")
+    with tf.Graph().as_default() as g:
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        report_stat("age", "mean", tf.constant(3.0) * tf.constant(2.5))
+        report_stat("age", "boundaries", tf.reshape(tf.constant([1.0, 2.0, 4.0]), [1, 3]))
+        report_stat("city", "fill", tf.constant("Köln"))
+        report_stat("age", "max_seen", tf.reduce_max(x))            # needs data: skipped
+        table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER), -1)
+        report_stat("city", "index_of_a", table.lookup(tf.constant("a")))   # needs the init op
+        with tf.compat.v1.Session(graph=g) as session:
+            session.run(tf.compat.v1.tables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(export)
+            builder.add_meta_graph_and_variables(session, ["transform"], main_op=tf.compat.v1.tables_initializer())
+            builder.save()
+    assert read_stats(export) == {("age", "mean"): 7.5, ("age", "boundaries"): [1.0, 2.0, 4.0],
+                                  ("city", "fill"): "Köln", ("city", "index_of_a"): 1}
+
+
 def test_one_transform_routes_each_row_to_its_split():
     """The three splits go through one TransformDataset tagged by split; a batch holding
     rows of several splits comes out as one batch per split, rows in order, tag dropped."""

@@ -83,11 +83,9 @@ def read_stats(transform_savedmodel_dir: str) -> Dict[Tuple[str, str], Any]:
     import tensorflow as tf
     from tensorflow.python.saved_model import loader_impl
 
-    tags = [list(m.meta_info_def.tags) for m in loader_impl.parse_saved_model(transform_savedmodel_dir).meta_graphs]
-    if tags == [["transform"]]:    # the TF1 graph TFT writes
-        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as session:
-            tf.compat.v1.saved_model.loader.load(session, tags[0], transform_savedmodel_dir)
-            return _evaluate_stats(g, session)
+    saved = loader_impl.parse_saved_model(transform_savedmodel_dir)
+    if [list(m.meta_info_def.tags) for m in saved.meta_graphs] == [["transform"]]:    # the TF1 graph TFT writes
+        return _tf1_stats(saved.meta_graphs[0].graph_def, transform_savedmodel_dir)
     loaded = tf.saved_model.load(transform_savedmodel_dir)
     fn = loaded.transform_fn
     if hasattr(fn, "concrete_functions"):
@@ -103,24 +101,89 @@ def read_stats(transform_savedmodel_dir: str) -> Dict[Tuple[str, str], Any]:
         input_map = {name: tf.constant(value) for name, value in constants.items()}
         tf.compat.v1.import_graph_def(graph.as_graph_def(), input_map=input_map, name="")
         with tf.compat.v1.Session(graph=g) as session:
-            return _evaluate_stats(g, session)
+            return _evaluate_stats(session, [op.name for op in g.get_operations() if _STAT_OP.search(op.name)])[0]
 
 
-def _evaluate_stats(graph, session) -> Dict[Tuple[str, str], Any]:
-    """{(column, stat): value} of the `report_stat` tensors in `graph` that need no input."""
+def _tf1_stats(graph_def, transform_savedmodel_dir: str) -> Dict[Tuple[str, str], Any]:
+    """The stats of TFT's TF1 transform graph, from the part of the graph they depend on.
+
+    Loading the whole SavedModel (every op, the vocabulary tables initialised) and running
+    each stat on its own cost 0.3 s of a 10k-row run's fixed cost; the stats' own subgraph
+    is a few constants and arithmetic. A stat that fails there, for a reason other than
+    needing the input data (a placeholder), is evaluated in the loaded SavedModel as before.
+    """
     import tensorflow as tf
 
-    out: Dict[Tuple[str, str], Any] = {}
-    for op in graph.get_operations():
-        m = _STAT_OP.search(op.name)
-        if not m:
-            continue
-        try:
-            value = session.run(op.outputs[0])
-        except tf.errors.OpError:    # depends on the data, not only on the analysis
-            continue
-        out[(bytes.fromhex(m.group(1)).decode(), m.group(2))] = _plain(value)
+    names = [node.name for node in graph_def.node if _STAT_OP.search(node.name)]
+    if not names:
+        return {}
+    data = _data_dependent(graph_def, names)
+    names = [n for n in names if n not in data]
+    if not names:
+        return {}
+    subgraph = tf.compat.v1.graph_util.extract_sub_graph(graph_def, names)
+    with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as session:
+        tf.compat.v1.import_graph_def(subgraph, name="")
+        out, failed = _evaluate_stats(session, names)
+    if failed:   # e.g. a stat of a lookup in a vocabulary table, which the SavedModel's init op fills
+        with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as session:
+            tf.compat.v1.saved_model.loader.load(session, ["transform"], transform_savedmodel_dir)
+            out.update(_evaluate_stats(session, failed)[0])
     return out
+
+
+def _data_dependent(graph_def, names: Sequence[str]) -> set:
+    """The nodes of `names` that depend on a placeholder (the input data) in `graph_def`."""
+    inputs = {node.name: [i.lstrip("^").split(":")[0] for i in node.input] for node in graph_def.node}
+    ops = {node.name: node.op for node in graph_def.node}
+    known: Dict[str, bool] = {}
+
+    def depends(name: str) -> bool:    # iterative: a graph can be deeper than Python's recursion limit
+        stack = [name]
+        while stack:
+            top = stack[-1]
+            if top in known:
+                stack.pop()
+                continue
+            pending = [i for i in inputs.get(top, ()) if i not in known]
+            if pending:
+                stack.extend(pending)
+                continue
+            known[top] = ops.get(top, "").startswith("Placeholder") or any(known[i] for i in inputs.get(top, ()))
+            stack.pop()
+        return known[name]
+
+    return {n for n in names if depends(n)}
+
+
+def _evaluate_stats(session, names: Sequence[str]) -> Tuple[Dict[Tuple[str, str], Any], List[str]]:
+    """({(column, stat): value} of the `report_stat` ops `names` in the session's graph, the names
+    that could not be evaluated): all in one run, one by one if that fails."""
+    import tensorflow as tf
+
+    graph = session.graph
+    tensors = [graph.get_operation_by_name(n).outputs[0] for n in names]
+    try:
+        values = session.run(tensors)
+    except tf.errors.OpError:    # some depend on the data, not only on the analysis
+        values = []
+        for t in tensors:
+            try:
+                values.append(session.run(t))
+            except tf.errors.OpError:
+                values.append(_FAILED)
+    out: Dict[Tuple[str, str], Any] = {}
+    failed = []
+    for name, value in zip(names, values):
+        if value is _FAILED:
+            failed.append(name)
+            continue
+        m = _STAT_OP.search(name)
+        out[(bytes.fromhex(m.group(1)).decode(), m.group(2))] = _plain(value)
+    return out, failed
+
+
+_FAILED = object()
 
 
 def _plain(value: Any) -> Any:
