@@ -21,12 +21,17 @@ that is Beam asking the same questions again (profile of the 10k-row benchmark, 
 - `PipelineOptions.view_as` builds an `ArgumentParser` of every option Beam knows, twice per
   `Pipeline.apply`. A view stores nothing of its own (reads and writes go to the options' shared
   `_all_options`), so the view of one class is built once per options object.
+- The SDK harness weighs every side input it caches with `objsize`, which first lists the
+  globals dict of every module in `sys.modules` to leave them out of the size: ~5,600 modules
+  with TensorFlow loaded, 3.5 ms a side input, 0.4 s for the 118 of a 10k-row run. The list
+  only changes when `sys.modules` does, so it is kept until then.
 
 Each returns what the original returns: fresh lists from the memo, bz2's own bytes, and a view
 that reads and writes the same options. `tests/test_beam_memo.py` checks them against the originals.
 """
 
 import bz2
+import sys
 import threading
 import types
 import weakref
@@ -35,10 +40,12 @@ from typing import Any, List, Tuple
 from apache_beam.internal import cloudpickle_pickler, dill_pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import core, userstate
+from objsize import traverse as objsize_traverse
 
 _ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
 _ORIGINAL_VIEW_AS = PipelineOptions.view_as
 _ORIGINAL_DOFN_SPECS = userstate.get_dofn_specs
+_ORIGINAL_MODULES_GLOBALS = objsize_traverse._iter_modules_globals
 
 _signatures: "weakref.WeakKeyDictionary[types.FunctionType, dict]" = weakref.WeakKeyDictionary()
 _specs: dict = {}
@@ -82,6 +89,27 @@ def view_as(self: PipelineOptions, cls: type) -> PipelineOptions:
     if view is None:
         view = per[cls] = _ORIGINAL_VIEW_AS(self, cls)
     return view
+
+
+class ModulesGlobals:
+    """objsize's `_iter_modules_globals()` (the `vars()` of every module in `sys.modules`), listed
+    again only when `sys.modules` has changed (its size or its newest entry)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key = None
+        self._globals: tuple = ()
+
+    def __call__(self):
+        key = (len(sys.modules), next(reversed(sys.modules), None))
+        if key != self._key:
+            with self._lock:
+                self._globals = tuple(_ORIGINAL_MODULES_GLOBALS())
+                self._key = key
+        return iter(self._globals)
+
+
+MODULES_GLOBALS = ModulesGlobals()
 
 
 class Bz2Memo:
@@ -130,3 +158,4 @@ def install() -> None:
     userstate.get_dofn_specs = dofn_specs
     PipelineOptions.view_as = view_as
     cloudpickle_pickler.bz2 = dill_pickler.bz2 = BZ2_MEMO
+    objsize_traverse._iter_modules_globals = MODULES_GLOBALS

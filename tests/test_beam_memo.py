@@ -2,6 +2,7 @@
 kind of callable Beam inspects and for every DoFn of a real pipeline; and the pickler default."""
 
 import functools
+import sys
 import types
 
 import apache_beam as beam
@@ -195,3 +196,39 @@ def test_the_bz2_memo_answers_as_bz2_and_stays_bounded():
     assert ("d", big, None) not in memo._kept
     with pytest.raises(OSError):
         memo.decompress(b"not bz2")
+
+
+def test_modules_globals_are_objsizes_own_and_follow_new_imports(tmp_path, monkeypatch):
+    import importlib
+
+    import numpy as np
+    from apache_beam.runners.worker import statecache
+    from objsize import traverse
+
+    def stable():   # ids of the globals dicts objsize excludes (a few sys.modules entries are not
+        out = set()  # modules, and make a new dict at every vars(): excluding one excludes nothing)
+        for module in list(sys.modules.values()):
+            try:
+                if vars(module) is vars(module):
+                    out.add(id(vars(module)))
+            except TypeError:
+                pass
+        return out
+
+    memo = beam_memo.ModulesGlobals()
+    assert len(list(memo())) == len(list(beam_memo._ORIGINAL_MODULES_GLOBALS()))
+    assert stable() <= {id(d) for d in memo()}
+    kept = memo._globals
+    assert [id(d) for d in memo()] and memo._globals is kept          # kept between calls
+    (tmp_path / "memo_probe_module.py").write_text("BIG = list(range(1000))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = importlib.import_module("memo_probe_module")
+    ids = {id(d) for d in memo()}
+    assert id(vars(probe)) in ids and memo._globals is not kept
+    assert stable() <= ids and len(ids) >= len(stable())
+    # Beam's cache weights, with the memo installed (by the fixture) and without it
+    values = [b"/a/path", {"k": np.arange(1000)}, [probe, vars(probe)], (1, "two", 3.0)]
+    with_memo = [statecache.get_deep_size(v) for v in values]
+    monkeypatch.setattr(traverse, "_iter_modules_globals", beam_memo._ORIGINAL_MODULES_GLOBALS)
+    assert with_memo == [statecache.get_deep_size(v) for v in values]
+    del sys.modules["memo_probe_module"]
