@@ -185,7 +185,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_OK
         if args.command == "run":
             cfg = load_config(args.config)
-            from pipeline.run import PipelineFailure, RunCanceled, run
+            from pipeline.imports import lean
+
+            with lean():    # Beam without the modules it imports only in case (pipeline/imports.py)
+                from pipeline.run import PipelineFailure, RunCanceled, run
 
             try:
                 summary = run(cfg, output=args.output, store=args.store, beam_args=extra, force=args.force,

@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 from ml_metadata import errors as mlmd_errors
 
-from pipeline import beam_memo, beam_sampler
+from pipeline import beam_memo, beam_sampler, imports
 from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError, check_user_code, user_modules
 from pipeline.guard import after_job, as_property, check_growth, last_complete_run
@@ -164,7 +164,8 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                             + (", loading TensorFlow Transform" if cfg.features else ""))
                 input_artifacts = _record_inputs(recorder, cfg, layout, final, files)
                 if cfg.features:    # imported now, so that it is frozen below
-                    importlib.import_module("tensorflow_transform.beam")
+                    with imports.lean():
+                        importlib.import_module("tensorflow_transform.beam")
                 with _frozen_heap():
                     watch.phase("building the job")
                     p = beam.Pipeline(options=options)
