@@ -124,3 +124,32 @@ def test_arrow_parse_agrees_with_the_regexes(values, kind):
     slow = pc.cast(pc.replace_substring_regex(text, r"^\+", ""), clean.ARROW_TYPES[kind])
     assert fast.equals(slow) or (kind == "float" and np.allclose(
         np.asarray(fast.to_pandas()), np.asarray(slow.to_pandas()), equal_nan=True, rtol=0, atol=0)), values
+
+
+padded_number_text = st.tuples(st.sampled_from(["", " ", "\t", "\u00a0", "  "]), number_text,
+                               st.sampled_from(["", " ", "\n", "\u2003"])).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(padded_number_text, st.sampled_from(["0X1F", " 0x10 ", "12"]), st.none()), min_size=1,
+                max_size=20), st.sampled_from(["int", "float"]), st.integers(0, 3))
+def test_coerce_gives_what_the_regexes_give_untrimmed_and_sliced(values, kind, offset):
+    """coerce (Arrow's parse tried untrimmed, then trimmed, then the regexes) against the regexes
+    alone, on a slice of a longer column (a slice's character buffer holds its neighbours' too)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from transforms.clean import validate as clean
+
+    column = pa.array(["0x7"] * offset + values + ["0x9"], pa.string()).slice(offset, len(values))
+    typed, bad = clean.coerce(column, kind)
+    text = pc.utf8_trim_whitespace(column)
+    ok = pc.fill_null(pc.match_substring_regex(text, clean._INT_RE if kind == "int" else clean._FLOAT_RE), False)
+    if kind == "int":
+        ok = pc.and_(ok, pc.invert(clean._past_int64(text)))
+    want = pc.cast(pc.if_else(ok, pc.replace_substring_regex(text, r"^\+", ""), pa.scalar(None, pa.string())),
+                   clean.ARROW_TYPES[kind])
+    assert bad.tolist() == (np.asarray(pc.is_valid(column)) & ~np.asarray(ok)).tolist(), values
+    assert typed.equals(want) or (kind == "float" and np.allclose(
+        np.asarray(typed.to_pandas(), dtype=float), np.asarray(want.to_pandas(), dtype=float), equal_nan=True,
+        rtol=0, atol=0)), values

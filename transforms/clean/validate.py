@@ -48,6 +48,12 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
         array = pc.cast(array, pa.string())
     if kind == "string":
         return array, np.zeros(len(array), bool)
+    if kind in ("int", "float"):
+        # Arrow's parse takes no whitespace at all: where it succeeds untrimmed, trimming
+        # would have changed nothing (and clean columns, or trimmed ones, skip the trim)
+        typed = _strict_cast(array, kind)
+        if typed is not None:
+            return typed, np.zeros(len(array), bool)
     text = pc.utf8_trim_whitespace(array)
     if kind in ("int", "float"):
         typed = _strict_cast(text, kind)
@@ -86,12 +92,23 @@ def _strict_cast(text: pa.Array, kind: str) -> Optional[pa.Array]:
     it succeeds the values are the same (a property test holds it to that). It is tried
     first because one cast of the column costs much less than matching the regexes.
     """
-    if kind == "int" and pc.any(pc.match_substring(text, "x", ignore_case=True)).as_py():
+    if kind == "int" and _holds_any_byte(text, b"xX"):
         return None
     try:
         return pc.cast(text, ARROW_TYPES[kind])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
+
+
+def _holds_any_byte(text: pa.Array, chars: bytes) -> bool:
+    """Whether a byte of `chars` is in the character data of `text`, or of the array it was
+    sliced from (then perhaps a false yes). A scan of the buffer: Arrow's case-insensitive
+    `match_substring` goes through RE2, 70 ms for a million values against 2 ms."""
+    data = text.buffers()[2]
+    if data is None:
+        return False
+    raw = data.to_pybytes()
+    return any(bytes([c]) in raw for c in chars)
 
 
 @dataclass(frozen=True)
