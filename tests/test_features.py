@@ -429,6 +429,96 @@ def test_every_declarative_transform_against_python(leak_runs):
     assert cols["u"]["vocabulary_size"] == len(vocab_u)
 
 
+# ---- the fused vocabularies against TFT's own, file for file ------------------------------------
+
+FUSE_TYPES = {"c": "string", "nl": "string", "none": "string", "n": "int", "t": "string", "u": "string",
+              "m": "string", "c-2": "string"}
+FUSE_FEATURES = {
+    "c": {"transform": "vocabulary", "top_k": 4},                       # ties, a missing value as ""
+    "nl": "vocabulary",                                                  # "", \n and \r values: left out
+    "none": {"transform": "vocabulary", "frequency_threshold": 10**6},   # nothing left: TFT's placeholder
+    "n": {"transform": "vocabulary", "frequency_threshold": 3},          # numbers as text
+    "t": "tokens_vocabulary",
+    "u": {"transform": "tfidf", "vocab": 5},
+    "m": {"transform": "vocabulary", "fill": "most_frequent"},           # needs an analyzer: TFT's own
+    "c-2": {"transform": "vocabulary", "fill": "value", "fill_value": "zz", "num_oov_buckets": 3},
+}
+
+
+def _fuse_batch(rng, rows: int, start: int) -> pa.RecordBatch:
+    def maybe(values, p=0.15):
+        return [None if rng.random() < p else v for v in values]
+
+    words = WORDS + ["Über", "x y"]
+    return pa.RecordBatch.from_arrays([
+        pa.array(maybe(rng.choice(["a", "b", "c", "d", "e", "f"], rows, p=[.3, .2, .2, .1, .1, .1]).tolist())),
+        pa.array(rng.choice(["p", "q", "", "line\nbreak", "car\rriage", "q"], rows).tolist()),
+        pa.array(rng.choice(["only", "few"], rows).tolist()),
+        pa.array(maybe(rng.integers(-3, 9, rows).tolist()), pa.int64()),
+        pa.array([" ".join(rng.choice(words, size=rng.integers(0, 5))) for _ in range(rows)]),
+        pa.array(maybe([" ".join(rng.choice(words, size=rng.integers(1, 7))) for _ in range(rows)])),
+        pa.array(maybe(rng.choice(["m1", "m2", "m3"], rows).tolist(), 0.3)),
+        pa.array(maybe(rng.choice(["k", "l", "zz", "k"], rows).tolist())),
+        pa.array([f"f{start + i}" for i in range(rows)]),
+    ], names=list(FUSE_TYPES) + ["example_id"])
+
+
+@pytest.fixture(scope="module")
+def fuse_runs(tmp_path_factory):
+    """One pipeline, the same features analysed twice on the same splits: the vocabularies
+    fused (the default) and each by its own `tft.compute_and_apply_vocabulary`."""
+    import apache_beam as beam
+
+    from transforms.features import AnalyzeAndTransform, declarative_preprocessing_fn
+    from transforms.write import WriteShards
+
+    root = tmp_path_factory.mktemp("fuse")
+    specs = [feature_spec(FeatureConfig.parse(c, v, FUSE_TYPES[c])) for c, v in FUSE_FEATURES.items()]
+    rng = np.random.default_rng(3)
+    data = {"train": [_fuse_batch(rng, 200, 0), _fuse_batch(rng, 150, 200)], "dev": [_fuse_batch(rng, 60, 1000)],
+            "test": [_fuse_batch(rng, 40, 2000)]}
+    tft_input = TftInput(FUSE_TYPES, {"example_id": pa.string()})
+    with beam.Pipeline() as p:
+        splits = {s: p | f"Create[{s}]" >> beam.Create(batches) for s, batches in data.items()}
+        for run, fused in (("fused", True), ("tft", False)):
+            fn = declarative_preprocessing_fn(specs, FUSE_TYPES, fuse_vocabularies=fused)
+            result = splits | f"Features[{run}]" >> AnalyzeAndTransform(fn, tft_input, str(root / run / "tmp"),
+                                                                         str(root / run))
+            for s, pcoll in result.splits.items():
+                pcoll | f"Write[{run}][{s}]" >> WriteShards(str(root / run / s), 1, result.schema)
+    return root
+
+
+def _files(folder) -> dict:
+    return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
+            for d, _, names in os.walk(folder) for f in names}
+
+
+def test_fused_vocabularies_are_tfts_own_byte_for_byte(fuse_runs):
+    """Vocabulary files, the transformed metadata (schema with the vocabulary size annotations,
+    asset map), every transformed row and a probe through the saved graphs: all equal."""
+    import tensorflow_transform as tft
+
+    fused, own = fuse_runs / "fused", fuse_runs / "tft"
+    assets = _files(fused / "transform_fn" / "assets")
+    assert assets == _files(own / "transform_fn" / "assets")
+    assert {"c", "nl", "none", "n", "t", "u", "c-2", "dataprep_fill_m", "m"} == set(assets)
+    assert assets["none"] == b"49d0cd50-04bb-48c0-bc6f-5b575dce351a\n"        # TFT's empty vocabulary
+    assert set(assets["nl"].split(b"\n")) == {b"p", b"q", b""}                 # "", \n, \r left out
+    assert _files(fused / "transformed_metadata") == _files(own / "transformed_metadata")
+    for s in SPLITS:
+        assert _files(fused / s) == _files(own / s), s
+    summaries = [summarize_transform(str(d), None) for d in (fused, own)]
+    assert summaries[0] == summaries[1] and summaries[0]["vocabularies"]["n"] >= 1
+    # and both are TFT's order (see _tft_vocabulary), as the saved graph reads them
+    rng = np.random.default_rng(3)
+    train = pa.Table.from_batches([_fuse_batch(rng, 200, 0), _fuse_batch(rng, 150, 200)]).to_pandas()
+    output = tft.TFTransformOutput(str(fused))
+    assert [v.decode() for v in output.vocabulary_by_name("c-2")] == _tft_vocabulary(Counter(train["c-2"].fillna("zz")))
+    assert [v.decode() for v in output.vocabulary_by_name("c")] == _tft_vocabulary(Counter(train["c"].fillna("")),
+                                                                                   top_k=4)
+
+
 def test_varlen_outputs_stay_lists_in_every_batch_and_shard(leak_runs):
     dev = pq.read_table(os.path.join(leak_runs["root"], "A", "dev"))
     schema = leak_runs["schemas"]["A"]

@@ -52,22 +52,40 @@ STAT_PREFIX = "dataprep_stat"
 FILL_VOCABULARY_PREFIX = "dataprep_fill_"   # TFT keeps [A-Za-z0-9_-] of a vocabulary name
 
 
-def declarative_preprocessing_fn(specs: Sequence[FeatureSpec], column_types: Dict[str, str]) -> Callable:
+def declarative_preprocessing_fn(specs: Sequence[FeatureSpec], column_types: Dict[str, str],
+                                 fuse_vocabularies: bool = True) -> Callable:
     """The preprocessing_fn of declarative `FeatureSpec`s.
 
     Every output depends on `train` only through TFT analysers: the fill value, then the
-    transform's own statistics, computed on the filled column.
+    transform's own statistics, computed on the filled column. With `fuse_vocabularies`, the
+    vocabularies that can are computed by one analyzer (`transforms/features/vocabulary.py`),
+    with the same results as one `tft.compute_and_apply_vocabulary` each.
     """
     specs = list(specs)
     column_types = dict(column_types)
 
     def preprocessing_fn(inputs):
+        from transforms.features.vocabulary import FusedVocabularies
+
+        vocabularies = FusedVocabularies() if fuse_vocabularies else None
+        # first the fused vocabularies' tokens, then their one analyzer, then every output in
+        # spec order (TFT records each vocabulary's metadata as its output is made)
+        fused = {i: _fused_vocabulary(spec, inputs[spec.column], column_types[spec.column], vocabularies)
+                 for i, spec in enumerate(specs) if vocabularies is not None and _fusable(spec)}
+        if fused:
+            vocabularies.compute()
         out = {}
-        for spec in specs:
-            out.update(_apply_spec(spec, inputs[spec.column], column_types[spec.column]))
+        for i, spec in enumerate(specs):
+            out.update(fused[i]() if i in fused else _apply_spec(spec, inputs[spec.column], column_types[spec.column]))
         return out
 
     return preprocessing_fn
+
+
+def _fusable(spec) -> bool:
+    """Whether `spec` is a vocabulary whose input needs no analyzer (no mean or most-frequent
+    fill), so that it can be computed with the others in TFT's first phase."""
+    return spec.kind in ("vocabulary", "tokens_vocabulary", "tfidf") and spec.fill in (None, "value")
 
 
 def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
@@ -109,6 +127,32 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
         ids_name, weights_name = spec.output_names
         return {ids_name: index, weights_name: weight}
     raise ValueError(f"unknown feature transform {kind!r}")  # config validation forbids it; a guard for callers
+
+
+def _fused_vocabulary(spec, x, column_type: str, vocabularies) -> Callable[[], Dict[str, Any]]:
+    """vocabulary, tokens_vocabulary or tfidf with its vocabulary asked of `vocabularies`: a
+    function that makes, once `vocabularies.compute()` has run, what
+    `tft.compute_and_apply_vocabulary` would give (see `transforms/features/vocabulary.py`)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    text = _as_text(spec, x, column_type)
+    tokens = text if spec.kind == "vocabulary" else tokenize(text)
+    oov = 1 if spec.kind == "tfidf" else spec.num_oov_buckets
+    request = vocabularies.request(tokens, spec.column, top_k=spec.arg, frequency_threshold=spec.frequency_threshold)
+
+    def outputs() -> Dict[str, Any]:
+        with tf.compat.v1.name_scope(f"vocabulary_{spec.column}"):
+            request.annotate()
+            ids = tft.apply_vocabulary(tokens, request.path, default_value=-1, num_oov_buckets=oov,
+                                       file_format="text")
+        if spec.kind != "tfidf":
+            return {spec.output_name: ids}
+        index, weight = tft.tfidf(ids, spec.arg + 1, name=f"tfidf_{spec.column}")
+        ids_name, weights_name = spec.output_names
+        return {ids_name: index, weights_name: weight}
+
+    return outputs
 
 
 def _scaled(spec, x):
