@@ -36,6 +36,7 @@ from pipeline import beam_memo, beam_sampler, imports
 from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError, check_user_code, user_modules
 from pipeline.guard import after_job, as_property, check_growth, last_complete_run
+from pipeline.html_report import start_chart_engine
 from pipeline.inputs import (DATA, InputFile, check_input_columns, entry_of, fingerprinted, inputs_fingerprint,
                              match_inputs)
 from pipeline.layout import Layout
@@ -151,6 +152,8 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
         raise StoreError(f"metadata store {location.describe()}: {failure_line(e)}") from e
     if verdict["exceeded"]:
         _warn(f"guard: {verdict['message']}")
+    if not dry_run:
+        start_chart_engine()    # for report.html, while the job is built and run
     watch = Progress(sum(f.size for f in files if f.kind == DATA), watch_folder(layout), enabled=progress)
     with _cancel_on_signals(), watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
         heartbeat = Heartbeat(location, recorder)

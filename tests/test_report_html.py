@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.html_report import layered_layout, render_html
+from pipeline.html_report import layered_layout, render_html, start_chart_engine, vega_lite_svg
 from pipeline.run import run
 from tests.conftest import example_config, run_cli
 from transforms.labels.review import (LABEL_STUDIO, LABEL_STUDIO_CONFIG, REASON, SCORE, SLICE, ReviewSpec,
@@ -55,6 +55,18 @@ def test_a_record_holding_script_renders_as_text():
     # self-contained: nothing to fetch (no src/href to another place, a CSP that forbids it)
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
     assert "default-src 'none'" in page
+
+
+def test_the_chart_engine_started_on_a_thread_leaves_charts_working():
+    """run() starts vl-convert's engine on a thread while the job runs; the report's charts,
+    drawn later on the main thread, use it."""
+    thread = start_chart_engine()
+    assert thread.daemon and thread.name == "dataprep-chart-engine"
+    thread.join(60)
+    assert not thread.is_alive()
+    svg = vega_lite_svg({"data": {"values": [{"a": "x", "b": 3}]}, "mark": "bar",
+                         "encoding": {"x": {"field": "a", "type": "nominal"}, "y": {"field": "b", "type": "quantitative"}}})
+    assert svg.startswith("<svg") and ET.fromstring(svg).tag.endswith("svg")
 
 
 def test_layered_layout_puts_each_node_after_its_parents():
