@@ -5,6 +5,7 @@ import os
 
 import apache_beam as beam
 import pyarrow as pa
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -181,3 +182,24 @@ def test_a_tuple_of_inputs_is_spilled_where_each_is_made(tmp_path):
             for i in range(2):
                 assert any({f"Same[{i}]", f"Wait/SpillRows[{i}]"} <= s for s in stages), i
         p.run().wait_until_finish()
+
+
+def test_a_files_batches_are_written_behind_in_order_and_a_failed_write_is_raised(tmp_path):
+    """The writer thread keeps a file's batches in the order given, and an error of a write
+    (here a batch of another schema) is raised in the DoFn's thread, by close()."""
+    from transforms.batches import OrderedThreadPool
+    from transforms.spill import _SpillWriter
+
+    io = OrderedThreadPool(width=1)
+    schema = pa.schema([("i", pa.int64())])
+    w = _SpillWriter(str(tmp_path), schema, io)
+    for i in range(300):
+        w.write(pa.RecordBatch.from_pydict({"i": list(range(i, i + i % 7))}, schema=schema))
+    path = w.close()
+    got = [b.column("i").to_pylist() for b in read_spilled(path)]
+    assert got == [list(range(i, i + i % 7)) for i in range(300)]
+    bad = _SpillWriter(str(tmp_path), schema, io)
+    bad.write(pa.RecordBatch.from_pydict({"s": ["x"]}))
+    with pytest.raises(pa.ArrowInvalid):
+        bad.close()
+    io.close()
