@@ -193,3 +193,18 @@ def test_reading_in_ranges_gives_the_records_of_reading_whole(tmp_path):
     assert (split_rows, split_bad) == (whole_rows, whole_bad)
     quoted = [r for r in whole_rows if r[0].endswith("a.csv") and r[2] == "5"]
     assert quoted[0][1] == 7 and quoted[0][3] == 'two\nlines, "quoted"'         # _row: the line it starts on
+
+
+def test_count_byte_is_bytes_count():
+    """The vectorised count of the block scans against bytes.count: empty data, an end of 0,
+    of half the data and of all of it, newlines and quotes."""
+    import random
+
+    from transforms.read.blocks import count_byte
+
+    rng = random.Random(5)
+    samples = [b"", b"a", b"\n", b'a\n"b"\n\n', bytes(rng.choice(b'ab\n"\r') for _ in range(10_000))]
+    for data in samples:
+        for end in (None, 0, len(data) // 2, len(data)):
+            for byte in (b"\n", b'"'):
+                assert count_byte(data, byte, end) == data.count(byte, 0, len(data) if end is None else end)
