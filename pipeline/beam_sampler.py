@@ -4,8 +4,9 @@ Every bundle the Python SDK harness runs starts a `StateSampler` thread that mea
 spent in each step. In Beam 2.62 the thread sleeps in steps that start at 2 ms and grow by 1.2×
 up to `sampling_period_ms` (200 ms), and the bundle's end joins it: it waits for the sleep under
 way to finish, about a twelfth of the bundle's length and up to 200 ms, with the GIL free and
-nothing done. The DirectRunner runs its ~110 fused stages one after another, each as a bundle,
-so at 10k rows a run waited ~0.3 s in total, and ~1 s at 1M rows (bench/RESULTS.md).
+nothing done. The DirectRunner runs its fused stages one after another, each as a bundle (113
+for the benchmark's config then), so at 10k rows a run waited 0.3 s in total, and 0.7 s at 1M
+rows (bench/RESULTS.md).
 
 With a 5 ms period the wait is at most 5 ms; the thread wakes 200 times a second to add the
 elapsed time to the current step (a lock and a few additions, outside the GIL). What the

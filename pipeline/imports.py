@@ -1,6 +1,6 @@
 """Beam and TensorFlow imported without the modules they load only in case they are there.
 
-Importing Beam and TensorFlow Transform is a third of a small run (bench/RESULTS.md), and some
+Importing Beam and TensorFlow Transform is half of a small run (bench/RESULTS.md), and some
 of it goes to modules a run never uses, which the libraries import if installed and do
 without otherwise (each import is guarded by the library with `except ImportError`):
 

@@ -3,8 +3,8 @@
 Each `tft.vocabulary` is its own analyzer: about 45 Beam transforms and 13 fused stages
 (accumulate, merge, two counts, prune, order, a text write with its shuffle, the bindings),
 five vocabularies a fifth of a 10k-row run (bench/RESULTS.md). `FusedVocabularies` collects
-the vocabularies a preprocessing_fn asks for and computes them in one
-`tft.experimental.ptransform_analyzer`: each batch reduced to (token, count) per vocabulary in
+the vocabularies a preprocessing_fn asks for and computes them in one PTransform analyzer (what
+`tft.experimental.ptransform_analyzer` builds): each batch reduced to (token, count) per vocabulary in
 the graph (TFT's own `reduce_batch_weighted_counts`, which also drops the empty tokens and
 those with a line break), the counts summed per (vocabulary, token) by one `CombinePerKey`,
 then every vocabulary ordered and written by one step.
@@ -86,7 +86,8 @@ class FusedVocabularies:
             ptransform = OrderAndWriteVocabularies([(r.filename, r.top_k, r.frequency_threshold)
                                                     for r in self.requests])
             with tf.compat.v1.name_scope("ptransform"):
-                outputs = _apply_analyzer(ptransform, *inputs, output_tensor_info_list=[path, size, size] * len(self.requests))
+                outputs = _apply_analyzer(ptransform, *inputs,
+                                          output_tensor_info_list=[path, size, size] * len(self.requests))
         for i, req in enumerate(self.requests):
             req.path, req.unpruned_size, req.size = outputs[3 * i:3 * i + 3]
 
