@@ -114,9 +114,12 @@ def test_decode_keeps_varlen_columns_as_lists_whatever_the_batch():
 
 
 def test_read_stats_of_a_tf1_graph_from_constants_a_table_and_not_from_data(tmp_path):
-    """The TF1 transform graph's stats: those of constants from their own subgraph, one of an
-    initialised table from the loaded SavedModel, one that needs the input data skipped."""
+    """The TF1 transform graph's stats: those of constants (a while loop's too: its cycle ends
+    the walk) from their own subgraph, one of an initialised table from the loaded SavedModel,
+    those that need the input data skipped."""
     import tensorflow as tf
+
+    from tensorflow.python.ops import control_flow_util
 
     from transforms.features import read_stats
     from transforms.features.library import report_stat
@@ -130,6 +133,13 @@ def test_read_stats_of_a_tf1_graph_from_constants_a_table_and_not_from_data(tmp_
         report_stat("age", "boundaries", tf.reshape(tf.constant([1.0, 2.0, 4.0]), [1, 3]))
         report_stat("city", "fill", tf.constant("Köln"))
         report_stat("age", "max_seen", tf.reduce_max(x))            # needs data: skipped
+        v2_loops, control_flow_util.ENABLE_CONTROL_FLOW_V2 = control_flow_util.ENABLE_CONTROL_FLOW_V2, False
+        try:    # TF1 loops: a cycle of nodes in the GraphDef (v2's While is one node)
+            report_stat("age", "rounds", tf.while_loop(lambda i: i < 3, lambda i: i + 1, [tf.constant(0)])[0])
+            report_stat("age", "rounds_seen", tf.while_loop(lambda i: i < tf.size(x), lambda i: i + 1,
+                                                            [tf.constant(0)])[0])   # a loop on the data: skipped
+        finally:
+            control_flow_util.ENABLE_CONTROL_FLOW_V2 = v2_loops
         table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
             str(vocab), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
             tf.lookup.TextFileIndex.LINE_NUMBER), -1)
@@ -140,7 +150,7 @@ def test_read_stats_of_a_tf1_graph_from_constants_a_table_and_not_from_data(tmp_
             builder.add_meta_graph_and_variables(session, ["transform"], main_op=tf.compat.v1.tables_initializer())
             builder.save()
     assert read_stats(export) == {("age", "mean"): 7.5, ("age", "boundaries"): [1.0, 2.0, 4.0],
-                                  ("city", "fill"): "Köln", ("city", "index_of_a"): 1}
+                                  ("age", "rounds"): 3, ("city", "fill"): "Köln", ("city", "index_of_a"): 1}
 
 
 def test_one_transform_routes_each_row_to_its_split():

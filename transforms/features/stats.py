@@ -133,27 +133,20 @@ def _tf1_stats(graph_def, transform_savedmodel_dir: str) -> Dict[Tuple[str, str]
 
 
 def _data_dependent(graph_def, names: Sequence[str]) -> set:
-    """The nodes of `names` that depend on a placeholder (the input data) in `graph_def`."""
-    inputs = {node.name: [i.lstrip("^").split(":")[0] for i in node.input] for node in graph_def.node}
-    ops = {node.name: node.op for node in graph_def.node}
-    known: Dict[str, bool] = {}
-
-    def depends(name: str) -> bool:    # iterative: a graph can be deeper than Python's recursion limit
-        stack = [name]
-        while stack:
-            top = stack[-1]
-            if top in known:
-                stack.pop()
-                continue
-            pending = [i for i in inputs.get(top, ()) if i not in known]
-            if pending:
-                stack.extend(pending)
-                continue
-            known[top] = ops.get(top, "").startswith("Placeholder") or any(known[i] for i in inputs.get(top, ()))
-            stack.pop()
-        return known[name]
-
-    return {n for n in names if depends(n)}
+    """The nodes of `names` that depend on a placeholder (the input data) in `graph_def`: those
+    reached from a placeholder along the graph's edges (a walk that a while loop's cycle ends)."""
+    consumers: Dict[str, List[str]] = {}
+    for node in graph_def.node:
+        for i in node.input:
+            consumers.setdefault(i.lstrip("^").split(":")[0], []).append(node.name)
+    reached = {node.name for node in graph_def.node if node.op.startswith("Placeholder")}
+    frontier = list(reached)
+    while frontier:
+        for consumer in consumers.get(frontier.pop(), ()):
+            if consumer not in reached:
+                reached.add(consumer)
+                frontier.append(consumer)
+    return reached.intersection(names)
 
 
 def _evaluate_stats(session, names: Sequence[str]) -> Tuple[Dict[Tuple[str, str], Any], List[str]]:
