@@ -7,9 +7,9 @@ import time
 import apache_beam as beam
 import pytest
 from apache_beam.runners.worker import statesampler
-from apache_beam.utils.counters import CounterFactory
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.utils.counters import CounterFactory
 
 from pipeline import beam_sampler
 
