@@ -11,6 +11,9 @@ Prints, in seconds of wall and of this process's CPU (user + sys, every thread):
 - stages: the sum over the FnApiRunner's fused stages, and the `--top` largest by wall;
 - after: the report, MLMD and the exit.
 
+And where the peak resident memory (VmHWM) was raised: by how many MiB in each phase and in
+the stages that raised it most (a stage that stays under an earlier peak raises it by 0).
+
 It wraps Beam internals (FnApiRunner.run_stages, _execute_bundle), so it measures the
 DirectRunner only; a profile, not a benchmark (`bench/run.py` is the benchmark).
 """
@@ -27,6 +30,15 @@ import time
 T0 = time.time()
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+
+def rss_peak() -> float:
+    """This process's peak resident set so far (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
 
 
 def cpu() -> float:
@@ -48,15 +60,16 @@ class Clock:
         clock = self
 
         def timed(*args, **kwargs):
-            w, c = time.time(), cpu()
+            w, c, peak = time.time(), cpu(), rss_peak()
             try:
                 return inner(*args, **kwargs)
             finally:
-                clock.marks.setdefault(label, [0.0, 0.0, w, 0])
+                clock.marks.setdefault(label, [0.0, 0.0, w, 0, 0.0, peak])
                 m = clock.marks[label]
                 m[0] += time.time() - w
                 m[1] += cpu() - c
                 m[3] += 1
+                m[4] += rss_peak() - peak
 
         setattr(owner, name, timed)
 
@@ -71,18 +84,19 @@ class Clock:
                 import cProfile
                 profiler = cProfile.Profile()
                 self.profiles.append((name, profiler))
-            w, c = time.time(), cpu()
+            w, c, peak = time.time(), cpu(), rss_peak()
             try:
                 if profiler is None:
                     return inner(runner, context, bundle_manager, bundle_input)
                 return profiler.runcall(inner, runner, context, bundle_manager, bundle_input)
             finally:
-                s = clock.stages.setdefault(name, [0.0, 0.0, 0])
+                s = clock.stages.setdefault(name, [0.0, 0.0, 0, 0.0])
                 if s[2] == 0:
                     clock.order.append(name)
                 s[0] += time.time() - w
                 s[1] += cpu() - c
                 s[2] += 1
+                s[3] += rss_peak() - peak
 
         runner_cls._execute_bundle = timed
 
@@ -103,12 +117,12 @@ def main() -> None:
 
     from pipeline import cli, run as run_module
     clock = Clock()
-    start_wall, start_cpu = time.time() - T0, cpu()
+    start_wall, start_cpu, start_peak = time.time() - T0, cpu(), rss_peak()
     entered = {}
     inner_run = run_module.run
 
     def timed_run(*a, **k):
-        entered["wall"], entered["cpu"] = time.time(), cpu()
+        entered["wall"], entered["cpu"], entered["peak"] = time.time(), cpu(), rss_peak()
         import apache_beam  # noqa: F401  (already imported by pipeline.run)
         from apache_beam.runners.portability.fn_api_runner import fn_runner
         from pipeline import build as build_module
@@ -126,7 +140,7 @@ def main() -> None:
         code = cli.main(cli_args)
     except SystemExit as e:
         code = e.code or 0
-    end_wall, end_cpu = time.time(), cpu()
+    end_wall, end_cpu, end_peak = time.time(), cpu(), rss_peak()
 
     m = clock.marks
     total = end_wall - T0
@@ -150,15 +164,30 @@ def main() -> None:
     for name, w, c in rows:
         print(f"{w:8.2f} s wall {'' if c is None else f'{c:8.2f} s CPU'}  {name}", file=sys.stderr)
     print(f"\nlargest stages (wall s, CPU s, bundles):", file=sys.stderr)
-    for name, (w, c, n) in sorted(clock.stages.items(), key=lambda kv: -kv[1][0])[:args.top]:
+    for name, (w, c, n, _) in sorted(clock.stages.items(), key=lambda kv: -kv[1][0])[:args.top]:
         print(f"{w:8.2f} {c:8.2f} {n:4d}  {short(name)}", file=sys.stderr)
+    build, job = m.get("build", [0] * 6), m.get("Pipeline.run", [0] * 6)
+    stage_rise = sum(s[3] for s in clock.stages.values())
+    peak_rows = [("start", start_peak),
+                 ("run() before build (TFT import)", build[5] - start_peak),
+                 ("build", build[4]),
+                 ("until the job", job[5] - build[5] - build[4]),
+                 ("the job", job[4]),
+                 ("  of which in stages", stage_rise),
+                 ("after the job", end_peak - job[5] - job[4])]
+    print(f"\npeak RSS {end_peak:.0f} MiB, raised by (MiB):", file=sys.stderr)
+    for name, rise in peak_rows:
+        print(f"{rise:8.0f}  {name}", file=sys.stderr)
+    for name, s in sorted(clock.stages.items(), key=lambda kv: -kv[1][3])[:5]:
+        if s[3] > 0:
+            print(f"{s[3]:8.0f}  {short(name)}", file=sys.stderr)
     for name, profiler in clock.profiles:
         import pstats
         print(f"\ncProfile of {short(name)}:", file=sys.stderr)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"total": total, "cpu": end_cpu, "phases": rows,
+            json.dump({"total": total, "cpu": end_cpu, "peak_mib": end_peak, "peak_raised_by": peak_rows, "phases": rows,
                        "stages": {n: clock.stages[n] for n in clock.order}}, f, indent=1)
     sys.exit(code)
 

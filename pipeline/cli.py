@@ -168,8 +168,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0)
     _quiet_libraries(getattr(args, "verbose", False))
 
-    from pipeline.config import ConfigError, load_config
-    from pipeline.metadata import StoreError
+    from pipeline.imports import no_full_collections
+
+    with no_full_collections():     # pydantic, ml_metadata (pipeline/imports.py)
+        from pipeline.config import ConfigError, load_config
+        from pipeline.metadata import StoreError
 
     try:
         if args.command == "validate":

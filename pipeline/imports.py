@@ -15,9 +15,16 @@ without otherwise (each import is guarded by the library with `except ImportErro
 Inside `lean()` those imports fail as if the packages were missing; after it they import
 normally (nothing else in a run asks for them, and a user's code that does gets them).
 Measured: `import pipeline.run, tensorflow_transform.beam` 6.2 → 5.5 s (medians of 10).
+
+Nor does the garbage collector make full passes while they import (`no_full_collections`):
+the millions of objects TensorFlow and Beam create at import set off six full collections
+of 30 to 200 ms each (0.65 s in a run), which found 85 objects to free. The young
+generations are still collected; what was imported is frozen at the end (`gc.freeze`), out
+of every later pass.
 """
 
 import contextlib
+import gc
 import importlib
 import sys
 import warnings
@@ -35,12 +42,26 @@ def lean() -> Iterator[None]:
     for name in blocked:
         sys.modules[name] = None     # the import system's "not found"
     try:
-        _stdlib_distutils()
-        yield
+        with no_full_collections():
+            _stdlib_distutils()
+            yield
     finally:
         for name in blocked:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+
+
+@contextlib.contextmanager
+def no_full_collections() -> Iterator[None]:
+    """While it lasts, the garbage collector collects its young generations only; at its end,
+    every object alive is frozen (`gc.freeze`: left out of later collections)."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.freeze()
 
 
 def _stdlib_distutils() -> None:

@@ -48,3 +48,50 @@ def test_lean_blocks_only_what_is_not_imported_yet():
             if before[name] == "absent":
                 assert sys.modules[name] is None
     assert {name: sys.modules.get(name, "absent") for name in OPTIONAL} == before
+
+
+def _generations_collected(body) -> list:
+    """The generations the collector passes over while `body()` runs."""
+    import gc
+
+    seen = []
+
+    def callback(phase, info):
+        if phase == "start":
+            seen.append(info["generation"])
+
+    gc.collect()        # counts from a full pass, as after a run's imports
+    gc.callbacks.append(callback)
+    try:
+        body()
+    finally:
+        gc.callbacks.remove(callback)
+    return seen
+
+
+def test_no_full_collections_passes_over_young_objects_only_then_freezes_them():
+    import gc
+
+    from pipeline.imports import no_full_collections
+
+    thresholds = gc.get_threshold()
+
+    def allocate():     # surviving containers, more than a quarter of the heap: enough for a full pass
+        allocate.kept = [[] for _ in range(len(gc.get_objects()) + 200_000)]
+
+    assert 2 in _generations_collected(allocate)    # the reference: without it, a full pass comes
+
+    frozen_before = gc.get_freeze_count()
+
+    def allocate_inside():
+        with no_full_collections():
+            assert gc.get_threshold()[:2] == thresholds[:2]
+            allocate()
+
+    try:
+        seen = _generations_collected(allocate_inside)
+        assert 0 in seen and 2 not in seen              # the young generations still collected
+        assert gc.get_threshold() == thresholds
+        assert gc.get_freeze_count() >= frozen_before + len(allocate.kept)   # what it made is frozen
+    finally:
+        gc.unfreeze()
