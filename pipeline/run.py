@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 from ml_metadata import errors as mlmd_errors
 
-from pipeline import beam_memo, beam_sampler, imports
+from pipeline import beam_memo, beam_release, beam_sampler, imports
 from pipeline.build import Plan, build_pipeline, feature_specs
 from pipeline.config import Config, ConfigError, check_user_code, user_modules
 from pipeline.guard import after_job, as_property, check_growth, last_complete_run
@@ -101,6 +101,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     """
     beam_memo.install()
     beam_sampler.install()
+    beam_release.install()
     unknown = unknown_beam_args(beam_args)
     if unknown:
         raise ConfigError(f"unrecognized arguments: {' '.join(unknown)} (neither dataprep's nor a Beam "
