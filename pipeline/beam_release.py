@@ -22,6 +22,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.worker.sdk_worker import BundleProcessorCache
 from apache_beam.utils import timestamp
 
+
 def _stage_done(context, stage_name: str) -> bool:
     """No input of the stage can still come, and none is queued for it."""
     node = context.watermark_manager.get_stage_node(stage_name)
