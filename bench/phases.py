@@ -187,8 +187,8 @@ def main() -> None:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"total": total, "cpu": end_cpu, "peak_mib": end_peak, "peak_raised_by": peak_rows, "phases": rows,
-                       "stages": {n: clock.stages[n] for n in clock.order}}, f, indent=1)
+            json.dump({"total": total, "cpu": end_cpu, "peak_mib": end_peak, "peak_raised_by": peak_rows,
+                       "phases": rows, "stages": {n: clock.stages[n] for n in clock.order}}, f, indent=1)
     sys.exit(code)
 
 

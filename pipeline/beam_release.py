@@ -37,21 +37,15 @@ def _stage_done(context, stage_name: str) -> bool:
     return True
 
 
-def release_done_stage(context, bundle_context_manager) -> int:
-    """Shuts down the cached processors of the stage if it is done; how many it shut down."""
+def release_done_stage(context, bundle_context_manager) -> None:
+    """Shuts down the cached processors of the stage if it is done."""
     if not _stage_done(context, bundle_context_manager.stage.name):
-        return 0
+        return
     descriptor_id = bundle_context_manager.process_bundle_descriptor.id
-    released = 0
     for handler in bundle_context_manager.worker_handlers:
         cache = getattr(handler, "bundle_processor_cache", None)   # the embedded (in-process) worker
-        if cache is None:
-            continue
-        processors = cache.cached_bundle_processors.get(descriptor_id)
-        if processors:
-            released += len(processors)
-            BundleProcessorCache._shutdown_cached_bundle_processors(processors)
-    return released
+        if cache is not None and descriptor_id in cache.cached_bundle_processors:
+            BundleProcessorCache._shutdown_cached_bundle_processors(cache.cached_bundle_processors[descriptor_id])
 
 
 def install() -> None:
