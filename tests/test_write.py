@@ -7,12 +7,14 @@ import hashlib
 import os
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.write import WriteAllShards, WriteShards, shard_name, sort_for_output
+from transforms.write import WriteAllShards, WriteShards, _source_row_order, shard_name, sort_for_output
 
 
 def _rows(n: int) -> pa.Table:
@@ -29,6 +31,37 @@ def test_shard_names_and_output_order():
     table = sort_for_output(_rows(6))
     assert list(zip(table.column("_source").to_pylist(), table.column("_row").to_pylist())) == [
         ("a.csv", 3), ("a.csv", 6), ("b.csv", 1), ("b.csv", 2), ("b.csv", 4), ("b.csv", 5)]
+
+
+def test_the_fast_order_is_arrows_order():
+    """`sort_for_output` orders by numpy where (_source, _row) pairs are distinct; the reference
+    is Arrow's own sort by the three keys, on sources that sort differently as bytes and as
+    first seen, a shard made of sorted runs, rows already in order, and ties."""
+    rng = np.random.default_rng(7)
+    keys = [("_source", "ascending"), ("_row", "ascending"), ("example_id", "ascending")]
+
+    def table(sources, rows):
+        return pa.table({"example_id": [f"e{rng.integers(1000)}" for _ in rows], "x": np.arange(len(rows)),
+                         "_source": sources, "_row": pa.array(rows, pa.int64())})
+
+    names = ["b.csv", "a.csv", "Z.csv", "ä.csv"]
+    runs = np.concatenate([np.sort(run) for run in np.split(rng.choice(10**6, 4200, replace=False), 6)])
+    cases = {
+        "sorted runs": (["one.csv"] * len(runs), runs),
+        "reversed": (["one.csv"] * 700, np.sort(rng.choice(10**6, 700, replace=False))[::-1]),
+        "sources": ([names[i % 4] for i in range(4000)], rng.permutation(4000)),
+        "in order": (["a.csv"] * 500, np.arange(500)),
+        "ties": ([names[i % 2] for i in range(3000)], rng.integers(0, 200, 3000)),
+    }
+    for name, (sources, rows) in cases.items():
+        t = table(sources, rows)
+        assert sort_for_output(t).equals(t.take(pc.sort_indices(t, sort_keys=keys))), name
+        fast = _source_row_order(t)
+        assert (fast is None) == (name == "ties"), name               # the fast path was the one taken
+        assert (fast is not None and len(fast) == 0) == (name == "in order"), name
+    with_null = table(["a.csv", None, "b.csv"], [3, 2, 1])
+    assert _source_row_order(with_null) is None
+    assert sort_for_output(with_null).equals(with_null.take(pc.sort_indices(with_null, sort_keys=keys)))
 
 
 def test_same_bytes_whatever_the_batching_and_every_shard_written(tmp_path):
