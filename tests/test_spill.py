@@ -203,3 +203,63 @@ def test_a_files_batches_are_written_behind_in_order_and_a_failed_write_is_raise
     with pytest.raises(pa.ArrowInvalid):
         bad.close()
     io.close()
+
+
+def _bucketed_elements():
+    """`Bucketed` batches (codes 0-4, one batch tagged) and the groups they stand for, found
+    here by filtering each batch for each code (not by `split_by_key`)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from transforms.batches import Bucketed
+
+    rng = np.random.default_rng(3)
+    table = pa.table({"i": list(range(90)), "s": [f"v{i % 7}" for i in range(90)]})
+    elements, want = [], {}
+    for n, batch in enumerate(table.to_batches(max_chunksize=30)):
+        codes, tag = rng.integers(0, 5, batch.num_rows), ("t" if n == 2 else None)
+        elements.append(Bucketed(batch, codes, tag))
+        for code in range(5):
+            part = batch.filter(pa.array(codes == code))
+            if part.num_rows:
+                want.setdefault(code if tag is None else (tag, code), []).append(part)
+    assert len(pc.unique(pa.array(elements[0].codes))) == 5
+    return elements, sorted((_canonical(g) for g in want.items()), key=repr)
+
+
+def test_bucketed_batches_group_as_their_pairs_split_on_the_writer_thread(tmp_path, monkeypatch):
+    """A `Bucketed` element gives the groups of its (key, part) pairs, through files or not, with
+    room for every key's file or not; through files, the split runs on the spill's writer thread."""
+    import threading
+
+    from transforms import spill as spill_module
+
+    threads = []
+    real_split = spill_module.split_by_key
+
+    def recording_split(batch, keys):
+        threads.append(threading.current_thread().name)
+        return real_split(batch, keys)
+
+    monkeypatch.setattr(spill_module, "split_by_key", recording_split)
+    elements, want = _bucketed_elements()
+    for directory, max_open in ((None, 128), (str(tmp_path / "s"), 128), (str(tmp_path / "one"), 2)):
+        with TestPipeline() as p:
+            got = (p | beam.Create(elements, reshuffle=False)
+                   | GroupBySpilled(directory, max_open=max_open)
+                   | beam.Map(_canonical))
+            assert_that(got, equal_to(want))
+    assert len(threads) == 3 and all(t.startswith("ThreadPoolExecutor") for t in threads), threads
+    assert len(os.listdir(tmp_path / "one")) > len(os.listdir(tmp_path / "s"))    # files closed and reopened
+
+
+def test_bucketed_coder_round_trip():
+    from transforms.batches import Bucketed, BucketedCoder
+
+    elements, _ = _bucketed_elements()
+    coder = beam.coders.registry.get_coder(Bucketed)
+    assert isinstance(coder, BucketedCoder)
+    for e in elements:
+        back = coder.decode(coder.encode(e))
+        assert back.batch.equals(e.batch) and list(back.codes) == list(e.codes) and back.tag == e.tag
+        assert coder.estimate_size(e) == e.batch.nbytes + e.codes.nbytes

@@ -96,8 +96,38 @@ def key_by_bucket(batch: pa.RecordBatch, keys: Sequence[pa.Array | pa.ChunkedArr
     (unseeded) 64-bit hash of the row's `keys` modulo `buckets`. The one keying step of
     every shuffle here (dedup, the annotation join, groups, output shards): whole
     sub-batches travel, never one element per row, and equal keys meet in one bucket."""
+    yield from bucketed(batch, keys, buckets).pairs()
+
+
+def bucketed(batch: pa.RecordBatch, keys: Sequence[pa.Array | pa.ChunkedArray], buckets: int,
+             tag=None) -> "Bucketed":
+    """`key_by_bucket`'s buckets, not yet split: for `GroupBySpilled`, which splits the batch on
+    its writer thread. With `tag`, the keys are (tag, bucket)."""
     bucket = hash_arrays(keys, batch.num_rows) % np.uint64(buckets)
-    yield from split_by_key(batch, bucket.astype(np.int64))
+    return Bucketed(batch, bucket.astype(np.int64), tag)
+
+
+class Bucketed:
+    """A batch and an integer code per row, to be grouped by key: the key of code `c` is `c`,
+    or `(tag, c)` with a tag. `pairs()` gives the (key, sub-batch) elements of a `GroupByKey`
+    (`split_by_key`); left whole, the split (a gather of every row into key order, as long as
+    compressing them) can happen where the parts are written, on another thread than the stage's.
+    Between stages it travels with `BucketedCoder`."""
+
+    __slots__ = ("batch", "codes", "tag")
+
+    def __init__(self, batch: pa.RecordBatch, codes: np.ndarray, tag=None):
+        self.batch, self.codes, self.tag = batch, codes, tag
+
+    def key(self, code: int):
+        return code if self.tag is None else (self.tag, code)
+
+    def distinct(self) -> np.ndarray:
+        return np.unique(self.codes)
+
+    def pairs(self) -> Iterator[Tuple[object, pa.RecordBatch]]:
+        for code, part in split_by_key(self.batch, self.codes):
+            yield self.key(code), part
 
 
 _PRIME = np.uint64(0x100000001B3)             # FNV-1a's 64-bit prime
@@ -371,3 +401,32 @@ class RecordBatchCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
+
+
+class BucketedCoder(beam.coders.Coder):
+    """`Bucketed` between stages (where a runner does not fuse its producer with
+    `GroupBySpilled`): the batch as `RecordBatchCoder` writes it, the codes and the tag
+    pickled beside it; its size for Beam's estimates is the batch's and the codes' bytes."""
+
+    def encode(self, value: Bucketed) -> bytes:
+        import pickle
+
+        return pickle.dumps((value.tag, value.codes, RecordBatchCoder().encode(value.batch)), protocol=5)
+
+    def decode(self, data: bytes) -> Bucketed:
+        import pickle
+
+        tag, codes, batch = pickle.loads(data)
+        return Bucketed(RecordBatchCoder().decode(batch), codes, tag)
+
+    def estimate_size(self, value: Bucketed) -> int:
+        return value.batch.nbytes + value.codes.nbytes
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return Bucketed
+
+
+beam.coders.registry.register_coder(Bucketed, BucketedCoder)

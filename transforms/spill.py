@@ -32,16 +32,17 @@ again; a bundle that fails leaves files no path points to, removed with that fol
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import OrderedThreadPool
+from transforms.batches import Bucketed, OrderedThreadPool, split_by_key
 
 KeyedBatch = Tuple[Any, pa.RecordBatch]
+ToGroup = Union[KeyedBatch, Bucketed]       # what `GroupBySpilled` groups
 KeyedPath = Tuple[Any, str]
 GroupedBatches = Tuple[Any, Iterable[pa.RecordBatch]]
 
@@ -78,6 +79,10 @@ class _SpillWriter:
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._io.submit(self._writer.write_batch, batch)
+
+    def write_here(self, batch: pa.RecordBatch) -> None:
+        """Writes on the calling thread: for a job already running on the writer thread."""
+        self._writer.write_batch(batch)
 
     def close(self) -> str:
         self._io.finish()           # this file's batches written (and every earlier one)
@@ -133,10 +138,26 @@ class _SpillFn(_SpillingFn):
         self._open_count = 0
         self._done: List[KeyedPath] = []
 
-    def process(self, element: KeyedBatch):
-        key, batch = element
-        self._writer(key, batch.schema).write(batch)
+    def process(self, element: ToGroup):
+        if isinstance(element, Bucketed):
+            self._write_bucketed(element)
+        else:
+            key, batch = element
+            self._writer(key, batch.schema).write(batch)
         yield from ()               # outputs come at the end of the bundle (a generator: Beam warns otherwise)
+
+    def _write_bucketed(self, element: Bucketed) -> None:
+        """The batch split by key on the writer thread, into the files of its keys (opened here,
+        and none closed before the split is written: `close` waits for the thread)."""
+        codes = element.distinct()
+        if len(codes) == 0:
+            return
+        if len(codes) > self._max_open:     # more keys than files open at once: split here
+            for key, part in element.pairs():
+                self._writer(key, part.schema).write(part)
+            return
+        writers = {int(code): self._writer(element.key(int(code)), element.batch.schema) for code in codes}
+        self._io.submit(_write_parts, element, writers)
 
     def _writer(self, key, schema: pa.Schema) -> _SpillWriter:
         """The open file of `key` and `schema`, or a new one (closing the oldest past `max_open`)."""
@@ -166,6 +187,15 @@ class _SpillFn(_SpillingFn):
 
     def _open_writers(self) -> Iterable[_SpillWriter]:
         return [w for writers in getattr(self, "_open", {}).values() for w in writers]
+
+
+def _write_parts(element: Bucketed, writers) -> None:
+    for code, part in split_by_key(element.batch, element.codes):
+        writers[code].write_here(part)
+
+
+def _pairs(element: ToGroup) -> Iterable[KeyedBatch]:
+    return element.pairs() if isinstance(element, Bucketed) else [element]
 
 
 def read_spilled(path: str) -> List[pa.RecordBatch]:
@@ -259,10 +289,11 @@ class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of su
 
 
 @beam.typehints.with_output_types(GroupedBatches)
-class GroupBySpilled(beam.PTransform):   # input: (key, record batch), or a tuple of such PCollections
+class GroupBySpilled(beam.PTransform):   # input: (key, record batch) or Bucketed, or a tuple of such PCollections
     """(key, record batch) → (key, [record batches]): `GroupByKey` through files in `directory`
     (or a plain `GroupByKey` when `directory` is None). The batches of a key come in no
-    particular order, as from `GroupByKey`.
+    particular order, as from `GroupByKey`. A `Bucketed` element stands for its `pairs()`,
+    split on the spill's writer thread.
 
     Applied to a tuple of PCollections, it groups them all: each is spilled in its own
     producing stage and only the (key, path) pairs are flattened (as in `SpilledUntil`)."""
@@ -276,11 +307,13 @@ class GroupBySpilled(beam.PTransform):   # input: (key, record batch), or a tupl
         if self._directory is None:
             if isinstance(keyed, tuple):
                 keyed = keyed | "Flatten" >> beam.Flatten()
-            return keyed | "GroupByKey" >> beam.GroupByKey()
+            return (keyed
+                    | "Pairs" >> beam.FlatMap(_pairs).with_input_types(ToGroup).with_output_types(KeyedBatch)
+                    | "GroupByKey" >> beam.GroupByKey())
         return (_spill_each(keyed, "Spill", self._spill)
                 | "GroupPaths" >> beam.GroupByKey()
                 | "ReadSpilled" >> beam.Map(_read_group).with_output_types(GroupedBatches))
 
     def _spill(self) -> beam.ParDo:
         return (beam.ParDo(_SpillFn(self._directory, self._max_open))
-                .with_input_types(KeyedBatch).with_output_types(KeyedPath))
+                .with_input_types(ToGroup).with_output_types(KeyedPath))

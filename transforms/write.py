@@ -17,7 +17,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, OrderedThreadPool, concat_batches, key_by_bucket
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Bucketed, OrderedThreadPool, bucketed, concat_batches
 from transforms.spill import GroupBySpilled
 
 
@@ -129,9 +129,8 @@ def _write_shard(table: pa.Table, path: str) -> Tuple[str, int]:
     return path, table.num_rows
 
 
-def _by_shard(batch: pa.RecordBatch, target: int, count: int):
-    for shard, part in key_by_bucket(batch, [batch.column(c) for c in shard_keys(batch)], count):
-        yield (target, shard), part
+def _by_shard(batch: pa.RecordBatch, target: int, count: int) -> Bucketed:
+    return bucketed(batch, [batch.column(c) for c in shard_keys(batch)], count, tag=target)
 
 
 _ShardBatch = Tuple[Tuple[int, int], pa.RecordBatch]
@@ -165,7 +164,7 @@ class WriteAllShards(beam.PTransform):
         keyed, schemas = [], []
         for i, (directory, count, _) in enumerate(self._targets):
             batches = pcolls[directory]
-            keyed.append(batches | f"ByShard[{i}]" >> beam.FlatMap(_by_shard, i, count).with_output_types(_ShardBatch))
+            keyed.append(batches | f"ByShard[{i}]" >> beam.Map(_by_shard, i, count).with_output_types(Bucketed))
             schemas.append(batches | f"Schema[{i}]" >> beam.Map(lambda b, i=i: (i, b.schema)))
         # An empty batch per shard, so that every shard is written even when no row goes to it.
         nothing = pa.RecordBatch.from_arrays([], names=[])

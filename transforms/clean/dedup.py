@@ -16,8 +16,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, QUARANTINE_SCHEMA, ROW, SOURCE,
-                                KeyedBatch, OrderedThreadPool, as_batches, concat_batches, count_reasons,
-                                hash_columns, json_records, key_by_bucket, quarantine_batch, table_to_batches)
+                                Bucketed, OrderedThreadPool, as_batches, bucketed, concat_batches, count_reasons,
+                                hash_columns, json_records, quarantine_batch, table_to_batches)
 from transforms.spill import GroupBySpilled
 
 
@@ -131,8 +131,8 @@ def _equal_values(col, i: np.ndarray, j: np.ndarray) -> bool:
     return bool(pc.all(same).as_py())
 
 
-def _by_key_bucket(batch: pa.RecordBatch, spec: DedupSpec, buckets: int):
-    return key_by_bucket(batch, list(dedup_key_columns(batch, spec).values()), buckets)
+def _by_key_bucket(batch: pa.RecordBatch, spec: DedupSpec, buckets: int) -> Bucketed:
+    return bucketed(batch, list(dedup_key_columns(batch, spec).values()), buckets)
 
 
 def _dedup_bucket(batches: List[pa.RecordBatch], spec: DedupSpec):
@@ -202,8 +202,8 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, batches):
         parts = as_batches(batches
-                           | "Bucket" >> beam.FlatMap(_by_key_bucket, self._spec, self._buckets)
-                           .with_output_types(KeyedBatch)
+                           | "Bucket" >> beam.Map(_by_key_bucket, self._spec, self._buckets)
+                           .with_output_types(Bucketed)
                            | "GroupBuckets" >> GroupBySpilled(self._spill)
                            | "KeepFirst" >> beam.ParDo(_DedupBucketFn(self._spec)).with_outputs(
                                _DedupBucketFn.DUPLICATES, _DedupBucketFn.QUARANTINE, main="rows"),
