@@ -27,6 +27,47 @@ def test_fast_path_keeps_line_numbers_and_records():
     assert batch.column("_record").to_pylist()[0] == b"1,x,2.5"
 
 
+def test_lines_and_records_by_numpy_are_split_by_bytes():
+    """`block_lines` and `lines_array` against `block.split(b"\\n")` and a list of bytes: blank
+    lines (empty, a lone "\\r"), CRLF endings, no final newline, a block of nothing."""
+    from transforms.read.records import block_lines, lines_array
+
+    for block in (b"", b"\n", b"\r", b"\n\n\r\n", b"a", b"a\n", b"1,x\r\n\r\n\n2,y\r\n\r", b"\r\n3,z\n \n\r\r\n4",
+                  "é,ü\n\nx".encode()):
+        lines = block.split(b"\n")
+        want_blank = [line in (b"", b"\r") for line in lines]
+        starts, ends, blank = block_lines(block)
+        assert [block[a:b] for a, b in zip(starts, ends)] == lines, block
+        assert blank.tolist() == want_blank, block
+        got = lines_array(block, starts, ends, blank)
+        want = pa.array([line for line, b in zip(lines, want_blank) if not b], pa.binary())
+        got.validate(full=True)
+        assert got.equals(want), block
+
+
+def test_trim_is_skipped_only_where_it_changes_nothing():
+    """`_trimmed` gives `utf8_trim_whitespace`'s values whatever the text (ASCII and Unicode
+    spaces at either end, control characters, nulls, empty strings, a slice), and returns its
+    input unchanged only for printable ASCII with nothing to trim."""
+    import pyarrow.compute as pc
+
+    from transforms.read.records import _trimmed
+
+    cases = {
+        "clean": (["Private", "HS-grad", "", None, "a b"], True),
+        "lead": ([" Private", "x"], False), "trail": (["x", "y\t"], False),
+        "unicode space": (["x\u3000", "\u00a0y"], False), "unicode text": (["é", "ü"], False),
+        "control": (["\x1fx"], False), "all null": ([None, None], True), "empty": ([], False),
+    }
+    for name, (values, untouched) in cases.items():
+        arr = pa.array(values, pa.string())
+        got = _trimmed(arr)
+        assert got.equals(pc.utf8_trim_whitespace(arr)), name
+        assert (got is arr) == untouched, name
+    sliced = pa.array([" a", "b", "c", " d"], pa.string()).slice(1, 2)
+    assert _trimmed(sliced) is sliced and _trimmed(sliced).to_pylist() == ["b", "c"]
+
+
 def test_broken_lines_go_to_quarantine_with_their_text():
     block = (b"1,x,2\n"
              b"2,y\n"                      # too few fields

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from transforms.batches import RECORD, ROW
-from transforms.read.records import BadRows, ReaderSpec, _blank_mask, _finish_strings
+from transforms.read.records import BadRows, ReaderSpec, _finish_strings, block_lines, lines_array
 
 
 def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted: Sequence[str],
@@ -19,15 +19,14 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
     `block` holds complete lines without the final newline; `first_line` is the
     1-based line number of its first line. Blank lines are not records.
     """
-    lines = block.split(b"\n")
-    blank = _blank_mask(lines)
+    starts, ends, blank = block_lines(block)
     line_numbers = first_line + np.flatnonzero(~blank)
     bad = BadRows()
     if not len(line_numbers):
         return None, bad
     table = _parse_csv_fast(block, names, wanted, spec, expected_rows=len(line_numbers))
     if table is not None:
-        records = [lines[i] for i in np.flatnonzero(~blank)]
+        records = lines_array(block, starts, ends, blank)
         rows = line_numbers
     else:
         # A quoted field may hold newlines (RFC 4180): the block's records, not its lines
@@ -46,7 +45,9 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
         if table is None:
             return None, bad
     columns = _finish_strings({c: table.column(c).combine_chunks() for c in wanted}, spec)
-    arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), pa.array(records, pa.binary())]
+    if not isinstance(records, pa.Array):
+        records = pa.array(records, pa.binary())
+    arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), records]
     return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
 
 
