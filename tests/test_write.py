@@ -55,7 +55,10 @@ def test_the_fast_order_is_arrows_order():
     }
     for name, (sources, rows) in cases.items():
         t = table(sources, rows)
-        assert sort_for_output(t).equals(t.take(pc.sort_indices(t, sort_keys=keys))), name
+        want = t.take(pc.sort_indices(t, sort_keys=keys))
+        assert sort_for_output(t).equals(want), name
+        chunked = sort_for_output(pa.Table.from_batches(t.to_batches(max_chunksize=333)))   # a shard's batches
+        assert chunked.equals(want) and {c.num_chunks for c in chunked.columns} == {1}, name
         fast = _source_row_order(t)
         assert (fast is None) == (name == "ties"), name               # the fast path was the one taken
         assert (fast is not None and len(fast) == 0) == (name == "in order"), name

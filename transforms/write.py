@@ -17,7 +17,7 @@ from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Bucketed, OrderedThreadPool, bucketed, concat_batches
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Bucketed, OrderedThreadPool, bucketed
 from transforms.spill import GroupBySpilled
 
 
@@ -31,14 +31,17 @@ def shard_keys(batch: pa.RecordBatch) -> List[str]:
 
 
 def sort_for_output(table: pa.Table) -> pa.Table:
+    """The rows in output order, as one chunk. A table of many chunks (a shard's batches, not
+    concatenated) is gathered column by column: one column's concatenation at a time, not a
+    copy of the whole table before its sorted copy."""
     keys = [(c, "ascending") for c in (SOURCE, ROW, EXAMPLE_ID) if c in table.schema.names]
     if not keys or table.num_rows == 0:
-        return table
+        return table.combine_chunks()
     order = _source_row_order(table)
     if order is None:
         order = pc.sort_indices(table, sort_keys=keys)
     elif len(order) == 0:
-        return table
+        return table.combine_chunks()
     return table.take(order)
 
 
@@ -59,7 +62,7 @@ def _source_row_order(table: pa.Table) -> Optional[np.ndarray]:
     rows = row.to_numpy().astype(np.int64, copy=False)
     if rows.min() < 0:
         return None
-    encoded = pc.dictionary_encode(source).combine_chunks()
+    encoded = pc.dictionary_encode(source.chunk(0) if source.num_chunks == 1 else source.combine_chunks())
     rank = np.empty(len(encoded.dictionary), np.int64)            # a source's place among the sources
     rank[pc.sort_indices(encoded.dictionary).to_numpy()] = np.arange(len(rank))
     span = int(rows.max()) + 1
@@ -112,10 +115,11 @@ class _WriteShardFn(beam.DoFn):
         (target, index), batches = element
         directory, count, fallback = self._targets[target]
         schema = schemas.get(target) or fallback or pa.schema([])
-        table = concat_batches([b for b in batches if b.num_rows], schema)
+        batches = [b for b in batches if b.num_rows]
         # ordered here and encoded on the thread: the gather and the Parquet encoding take about
         # as long each, so both cores work (sorted on the thread, the DoFn waited for it)
-        table = sort_for_output(table.select(schema.names).cast(schema)) if table.num_rows else schema.empty_table()
+        table = (sort_for_output(pa.Table.from_batches(batches).select(schema.names).cast(schema)) if batches
+                 else schema.empty_table())
         path = FileSystems.join(directory, shard_name(index, count))
         yield from self._pool.submit(_write_shard, table, path)
 
