@@ -263,3 +263,26 @@ def test_bucketed_coder_round_trip():
         back = coder.decode(coder.encode(e))
         assert back.batch.equals(e.batch) and list(back.codes) == list(e.codes) and back.tag == e.tag
         assert coder.estimate_size(e) == e.batch.nbytes + e.codes.nbytes
+
+
+def test_grouped_batches_are_read_once_from_their_files(tmp_path, monkeypatch):
+    """Through files a group is `SpilledBatches`: the runner holds its paths, the consumer reads
+    each file once, and Beam's size estimate of the group does not read the files again."""
+    from transforms import spill as spill_module
+
+    reads = []
+    real_read = spill_module.read_spilled
+
+    def counting_read(path):
+        reads.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(spill_module, "read_spilled", counting_read)
+    want = sorted(_canonical(g) for g in _grouped(_elements()).items())
+    with TestPipeline() as p:
+        grouped = p | beam.Create(_elements(), reshuffle=False) | GroupBySpilled(str(tmp_path / "s"))
+        assert_that(grouped | beam.Map(lambda kv: type(kv[1]).__name__), equal_to(["SpilledBatches"] * 3),
+                    label="lazy")
+        assert_that(grouped | beam.Map(_canonical), equal_to(want))
+    files = os.listdir(tmp_path / "s")
+    assert sorted(reads) == sorted(str(tmp_path / "s" / f) for f in files)

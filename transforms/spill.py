@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.coders.observable import ObservableMixin
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
@@ -208,9 +209,28 @@ def read_spilled(path: str) -> List[pa.RecordBatch]:
     return [reader.get_batch(i) for i in range(reader.num_record_batches)]
 
 
-def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, List[pa.RecordBatch]]:
+class SpilledBatches(ObservableMixin):
+    """A key's batches, read from their files each time they are iterated. What the runner
+    holds for a group is its paths: the batches live only as long as the consumer keeps them
+    (a list of them held by the runner for the whole `process` call kept a shard's rows alive
+    beside their sorted copy and the shard being written). Beam's size estimate counts the
+    batches as the consumer reads them (an observable iterable, as Beam's own lazy groups are),
+    without reading the files again."""
+
+    def __init__(self, paths: Iterable[str]):
+        super().__init__()
+        self.paths = list(paths)
+
+    def __iter__(self):
+        for path in self.paths:
+            for batch in read_spilled(path):
+                self.notify_observers(batch, is_encoded=False)
+                yield batch
+
+
+def _read_group(element: Tuple[Any, Iterable[str]]) -> Tuple[Any, SpilledBatches]:
     key, paths = element
-    return key, [b for path in paths for b in read_spilled(path)]
+    return key, SpilledBatches(paths)
 
 
 class _SpillRowsFn(_SpillingFn):
@@ -290,10 +310,11 @@ class SpilledUntil(beam.PTransform):   # input: record batches, or a tuple of su
 
 @beam.typehints.with_output_types(GroupedBatches)
 class GroupBySpilled(beam.PTransform):   # input: (key, record batch) or Bucketed, or a tuple of such PCollections
-    """(key, record batch) → (key, [record batches]): `GroupByKey` through files in `directory`
-    (or a plain `GroupByKey` when `directory` is None). The batches of a key come in no
-    particular order, as from `GroupByKey`. A `Bucketed` element stands for its `pairs()`,
-    split on the spill's writer thread.
+    """(key, record batch) → (key, iterable of record batches): `GroupByKey` through files in
+    `directory` (or a plain `GroupByKey` when `directory` is None). The batches of a key come in
+    no particular order, as from `GroupByKey`; through files they are read as they are iterated
+    (`SpilledBatches`). A `Bucketed` element stands for its `pairs()`, split on the spill's
+    writer thread.
 
     Applied to a tuple of PCollections, it groups them all: each is spilled in its own
     producing stage and only the (key, path) pairs are flattened (as in `SpilledUntil`)."""

@@ -6,7 +6,7 @@ files whatever the bundle order or runner. Every shard is written, empty ones in
 so readers can rely on the `-of-N` count.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -115,17 +115,24 @@ class _WriteShardFn(beam.DoFn):
         (target, index), batches = element
         directory, count, fallback = self._targets[target]
         schema = schemas.get(target) or fallback or pa.schema([])
-        batches = [b for b in batches if b.num_rows]
         # ordered here and encoded on the thread: the gather and the Parquet encoding take about
         # as long each, so both cores work (sorted on the thread, the DoFn waited for it)
-        table = (sort_for_output(pa.Table.from_batches(batches).select(schema.names).cast(schema)) if batches
-                 else schema.empty_table())
+        table = _shard_table(batches, schema)
         path = FileSystems.join(directory, shard_name(index, count))
         yield from self._pool.submit(_write_shard, table, path)
 
     def finish_bundle(self):
         for path_rows in self._pool.finish():
             yield GlobalWindows.windowed_value(path_rows)
+
+
+def _shard_table(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
+    """A shard's rows in output order; its batches are let go on return (read from their spill
+    files, nothing else holds them while the previous shard is still being written)."""
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return schema.empty_table()
+    return sort_for_output(pa.Table.from_batches(batches).select(schema.names).cast(schema))
 
 
 def _write_shard(table: pa.Table, path: str) -> Tuple[str, int]:
