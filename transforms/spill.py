@@ -140,25 +140,22 @@ class _SpillFn(_SpillingFn):
         self._done: List[KeyedPath] = []
 
     def process(self, element: ToGroup):
-        if isinstance(element, Bucketed):
-            self._write_bucketed(element)
-        else:
-            key, batch = element
-            self._writer(key, batch.schema).write(batch)
+        if not (isinstance(element, Bucketed) and self._split_on_thread(element)):
+            for key, batch in _pairs(element):
+                self._writer(key, batch.schema).write(batch)
         yield from ()               # outputs come at the end of the bundle (a generator: Beam warns otherwise)
 
-    def _write_bucketed(self, element: Bucketed) -> None:
+    def _split_on_thread(self, element: Bucketed) -> bool:
         """The batch split by key on the writer thread, into the files of its keys (opened here,
-        and none closed before the split is written: `close` waits for the thread)."""
+        and none closed before the split is written: `close` waits for the thread). False, and
+        nothing done, when it has more keys than files may be open at once."""
         codes = element.distinct()
-        if len(codes) == 0:
-            return
-        if len(codes) > self._max_open:     # more keys than files open at once: split here
-            for key, part in element.pairs():
-                self._writer(key, part.schema).write(part)
-            return
-        writers = {int(code): self._writer(element.key(int(code)), element.batch.schema) for code in codes}
-        self._io.submit(_write_parts, element, writers)
+        if len(codes) > self._max_open:
+            return False
+        if len(codes):
+            writers = {int(code): self._writer(element.key(int(code)), element.batch.schema) for code in codes}
+            self._io.submit(_write_parts, element, writers)
+        return True
 
     def _writer(self, key, schema: pa.Schema) -> _SpillWriter:
         """The open file of `key` and `schema`, or a new one (closing the oldest past `max_open`)."""

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.batches import RECORD, ROW
-from transforms.read.records import BadRows, ReaderSpec, _blank_mask, _finish_strings
+from transforms.read.records import BadRows, ReaderSpec, _finish_strings, block_lines
 
 
 def _json_text(value) -> Optional[str]:
@@ -26,7 +26,7 @@ def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
                       spec: ReaderSpec) -> Tuple[Optional[pa.RecordBatch], BadRows]:
     """Parses JSON-lines into `wanted` string columns; a missing key is a null value."""
     lines = block.split(b"\n")
-    blank = _blank_mask(lines)
+    _, _, blank = block_lines(block)
     bad = BadRows()
     values: Dict[str, List[Optional[str]]] = {c: [] for c in wanted}
     rows: List[int] = []

@@ -2,7 +2,7 @@
 (`BadRows`), the escaped text of a raw record, blank lines and NA values."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -78,22 +78,10 @@ def unescape_record(text: str) -> bytes:
     return bytes(out)
 
 
-def _line_lengths(lines: Sequence[bytes]) -> np.ndarray:
-    return np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-
-
-def _blank_mask(lines: Sequence[bytes]) -> np.ndarray:
-    """Empty lines (or a lone "\\r") are not records; a line of spaces is one (and is broken)."""
-    lens = _line_lengths(lines)
-    blank = lens == 0
-    for i in np.flatnonzero(lens == 1):
-        blank[i] = lines[i] == b"\r"
-    return blank
-
-
 def block_lines(block: bytes) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(starts, ends, blank) of the lines of `block`, the pieces of `block.split(b"\\n")`, found
-    with numpy (no bytes object per line): blank lines (empty, or a lone "\\r") are not records."""
+    with numpy (no bytes object per line): blank lines (empty, or a lone "\\r") are not records;
+    a line of spaces is one (and is broken)."""
     data = np.frombuffer(block, np.uint8)
     newlines = np.flatnonzero(data == 10)
     starts = np.concatenate([[0], newlines + 1])
