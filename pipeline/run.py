@@ -24,6 +24,7 @@ import re
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 from typing import Dict, List, Optional, Sequence
 
@@ -156,6 +157,9 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     if not dry_run:
         start_chart_engine()    # for report.html, while the job is built and run
     watch = Progress(sum(f.size for f in files if f.kind == DATA), watch_folder(layout), enabled=progress)
+    # tempfile's first use probes the temp folder with a file it removes in a `finally`; a cancel
+    # raised there (or a SIGKILL) would leave that file behind, so the probe runs before the run opens.
+    tempfile.gettempdir()
     with _cancel_on_signals(), watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
         heartbeat = Heartbeat(location, recorder)
         try:

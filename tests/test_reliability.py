@@ -421,6 +421,29 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
     assert not left, left
 
 
+def test_the_temp_folder_is_probed_before_the_run_is_open(tmp_path, capsys, monkeypatch):
+    """tempfile's first use writes a probe file into TMPDIR and removes it in a `finally`; a
+    cancel (or SIGKILL) landing there once left it behind in the test above. The probe is made
+    before the run is recorded RUNNING, from which point the run can be canceled."""
+    import tempfile
+
+    from pipeline.metadata import RunRecorder
+
+    monkeypatch.setattr(tempfile, "tempdir", None)   # as in a fresh process
+    probed_at = {}
+    update = RunRecorder.update_run
+
+    def record(self, **props):
+        if props.get("status") == "RUNNING":
+            probed_at["RUNNING"] = tempfile.tempdir
+        return update(self, **props)
+
+    monkeypatch.setattr(RunRecorder, "update_run", record)
+    code, _, err = _run(tmp_path, capsys, _config(tmp_path))
+    assert code == 0, err
+    assert probed_at["RUNNING"] is not None
+
+
 def _running(store) -> set:
     """The ids of the runs the store holds as RUNNING."""
     import sqlite3
