@@ -160,8 +160,9 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     # tempfile's first use probes the temp folder with a file it removes in a `finally`; a cancel
     # raised there (or a SIGKILL) would leave that file behind, so the probe runs before the run opens.
     tempfile.gettempdir()
-    with _cancel_on_signals(), watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
+    with _cancel_on_signals() as check_canceled, watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
         heartbeat = Heartbeat(location, recorder)
+        p = None
         try:
             recorder.update_run(status="RUNNING", output=final.root, staging=layout.root, **run_props,
                                 **run_identity())
@@ -181,6 +182,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                     for stage in plan.stages:
                         recorder.start_stage(stage, input_artifacts if stage == "ingest" else ())
                     gc.freeze()     # the traced graphs and the pipeline too
+                    check_canceled()
                     watch.phase("running the job")
                     result = p.run()
                     state = result.wait_until_finish()
@@ -194,6 +196,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                                 "staged": staged_files(result)}
                     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
                         raise PipelineFailure(f"the Beam job ended in state {state}")
+                    check_canceled()
                     watch.phase("writing the report")
                     report = assemble_report(read_json(plan.job_results), plan.splits)
                     _check_funnel(report["rows"], plan.splits)
@@ -216,6 +219,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                     watch.phase("recording the outputs in the store")
                     _record_outputs(recorder, plan, cfg, final, report, input_artifacts)
                     write_html_report(layout.report_html, report, run_lineage(store_handle, run_id))
+                    check_canceled()
                     publish(layout.root, final.root)
                     heartbeat.stop()
                     recorder.publish_pending()
@@ -230,6 +234,8 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                            "canceled by SIGINT" if canceled else f"{type(e).__name__}: {e}")
                 _close_failed_run(recorder, "CANCELED" if canceled else "FAILED", redact(message))
                 _remove_folder(layout.root)
+                if p is not None:   # Beam's temp folder (in TMPDIR), removed by p.run() only once it was called
+                    _remove_folder(p.local_tempdir)
                 if FileSystems.exists(final.root) and not FileSystems.exists(final.join(SUCCESS)):
                     _remove_folder(final.root)   # moved, but the run did not reach COMPLETE
             if isinstance(e, RunCanceled):
@@ -284,9 +290,13 @@ STAGING_PREFIX = ".staging-"   # OUT/.staging-<run_id>/: a run's files until it 
 SUCCESS = "_SUCCESS"
 
 
-class RunCanceled(BaseException):
+class RunCanceled(KeyboardInterrupt):
     """SIGINT or SIGTERM reached the launcher: the run is recorded CANCELED and its files
-    removed; the CLI exits 128 + the signal's number (130, 143)."""
+    removed; the CLI exits 128 + the signal's number (130, 143).
+
+    A KeyboardInterrupt, because that is what library code lets through where it catches
+    everything else (Beam's IPython probe, run on every `apply`, swallowed a plain
+    BaseException, and the run went on to COMPLETE)."""
 
     # (message, signum) as args: Beam re-raises an exception from a DoFn as
     # type(e)(e.args[0] + " [while running ...]", *e.args[1:])
@@ -308,9 +318,19 @@ class RunCanceled(BaseException):
 def _cancel_on_signals():
     """SIGINT and SIGTERM become RunCanceled in the main thread (where the DirectRunner's job
     and this launcher run), so the run is closed as CANCELED, not left RUNNING or FAILED
-    with a traceback. Elsewhere (a run started from a thread) the handlers stay as they are."""
+    with a traceback. Elsewhere (a run started from a thread) the handlers stay as they are.
+
+    Yields `check()`, which raises RunCanceled again if a signal came: the first one is
+    raised wherever the main thread is, and code there may swallow it (a bare `except:`);
+    the run checks at its next steps, so a canceled run never reaches COMPLETE."""
+    received: List[int] = []
+
+    def check() -> None:
+        if received:
+            raise RunCanceled.by(received[0])
+
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield check
         return
 
     def cancel(signum, frame):
@@ -318,11 +338,12 @@ def _cancel_on_signals():
             signal.signal(sig, signal.SIG_IGN)
         # Beam logs an exception leaving a DoFn with its traceback: a cancel is one line.
         logging.disable(logging.ERROR)
+        received.append(signum)
         raise RunCanceled.by(signum)
 
     previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield check
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -372,6 +372,7 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
             marker.unlink()
         sleep = "0" if point == "write" else "120"
         stale = _running(store)  # a SIGKILLed run stays RUNNING in the store until a later run marks it
+        temp_before = set(os.listdir(tmp))
         proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": sleep})
         if point == "start":     # recorded RUNNING (its staging folder named in the store), job not built
             _wait_for(lambda: bool(_running(store) - stale), proc)
@@ -401,6 +402,7 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
                                                             "its files removed"), where
             assert runs[-1]["status"] == "CANCELED", where
             assert not (out / (".staging-" + runs[-1]["run_id"])).exists(), where
+            assert set(os.listdir(tmp)) == temp_before, where   # Beam's beam-pipeline-temp* removed too
     print(outcomes)
     # the rerun completes, and closes and cleans up after the killed runs
     proc = _start_run(cfg_path, out, store, {**env, "DATAPREP_FAULT_SLEEP": "0"})
@@ -419,6 +421,64 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
     assert "RUNNING" not in stored   # written ABANDONED by the rerun, not only shown so
     left = [p for p in glob.glob(str(tmp / "**"), recursive=True) if os.path.isfile(p)]
     assert not left, left
+
+
+def _cancel_here(sig):
+    """Sends `sig` to this process and gives the main thread bytecodes to run its handler on."""
+    import time
+
+    os.kill(os.getpid(), sig)
+    for _ in range(100):
+        time.sleep(0.001)
+
+
+def test_a_cancel_gets_through_beams_catch_all_at_apply(monkeypatch):
+    """Beam's `is_in_ipython` (run on every `apply` while the job is built) catches everything
+    but KeyboardInterrupt and SystemExit. A SIGINT landing there was swallowed and the run
+    went on to COMPLETE (a killed-runs test failed on it under load): RunCanceled is let through."""
+    import logging
+    import signal
+    import sys
+    import types
+
+    from apache_beam.utils.interactive_utils import is_in_ipython
+
+    from pipeline.run import RunCanceled, _cancel_on_signals
+
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: _cancel_here(signal.SIGINT)
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(RunCanceled) as raised:
+            with _cancel_on_signals():
+                is_in_ipython()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert raised.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_swallowed_cancel_is_raised_again_at_the_next_check():
+    """Code with a bare `except:` swallows even a KeyboardInterrupt; the run checks again
+    before the job runs, after it, and before it publishes, so it ends CANCELED."""
+    import logging
+    import signal
+
+    from pipeline.run import RunCanceled, _cancel_on_signals
+
+    try:
+        with pytest.raises(RunCanceled) as raised:
+            with _cancel_on_signals() as check:
+                check()    # nothing received yet
+                try:
+                    _cancel_here(signal.SIGTERM)
+                except BaseException:  # noqa: B036 -- what some library code does
+                    pass
+                check()
+    finally:
+        logging.disable(logging.NOTSET)
+    assert raised.value.signum == signal.SIGTERM and raised.value.signal_name == "SIGTERM"
 
 
 def test_the_temp_folder_is_probed_before_the_run_is_open(tmp_path, capsys, monkeypatch):
