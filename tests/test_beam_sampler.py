@@ -39,9 +39,10 @@ def test_installed_period_bounds_the_wait_at_a_bundles_end_and_uninstall_restore
     beam_sampler.install()
     assert statesampler.StateSampler("x", CounterFactory()).sampling_period_ms == beam_sampler.SAMPLING_PERIOD_MS
     # after 0.4 s Beam's sampler sleeps in ~70 ms steps and stop() waits for the step under way
-    # (~50 ms measured here); with 5 ms steps the wait is a few ms
-    waits = [_stop_wait(0.4) for _ in range(3)]
-    assert max(waits) < 0.03, waits
+    # (~50 ms measured here); with 5 ms steps the wait is a few ms (the median of 5, so that one
+    # scheduling hiccup on a busy machine does not decide)
+    waits = sorted(_stop_wait(0.4) for _ in range(5))
+    assert waits[2] < 0.03, waits
     # a period passed explicitly is still honoured
     assert statesampler.StateSampler("x", CounterFactory(), sampling_period_ms=50).sampling_period_ms == 50
     beam_sampler.uninstall()
