@@ -8,6 +8,7 @@ canceled by SIGINT/SIGTERM (recorded CANCELED).
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import json
 import logging
@@ -281,6 +282,8 @@ def entry() -> None:
     code = main()
     gc.freeze()
     if code > 128:   # canceled: the job's threads may still be busy in a DoFn; recorded and cleaned already
+        # What a normal exit runs but the threads' joins: Beam's job server for Flink is stopped there.
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -48,6 +48,7 @@ from pipeline.report import assemble_report, read_json, run_lineage, write_html_
 from pipeline.version import code_version
 from runners import (RunnerOptionsError, check_runner, check_runner_paths, redact, runner_args, sanitized_options,
                      unknown_beam_args)
+from runners.cancel import cancel_job, name_job, signal_handlers_kept
 
 log = logging.getLogger("dataprep")
 
@@ -127,6 +128,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     store_handle = open_store(location)
     started = _now()
     run_id = new_run_id(started)
+    name_job(runner, options, run_id)
     final = Layout(FileSystems.join(output_root, run_id))
     layout = Layout(FileSystems.join(output_root, STAGING_PREFIX + run_id))   # where the job writes
     version = code_version()
@@ -162,7 +164,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
     tempfile.gettempdir()
     with _cancel_on_signals() as check_canceled, watch:   # from here, SIGINT/SIGTERM close the run as CANCELED
         heartbeat = Heartbeat(location, recorder)
-        p = None
+        p = result = None
         try:
             recorder.update_run(status="RUNNING", output=final.root, staging=layout.root, **run_props,
                                 **run_identity())
@@ -184,7 +186,8 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                     gc.freeze()     # the traced graphs and the pipeline too
                     check_canceled()
                     watch.phase("running the job")
-                    result = p.run()
+                    with signal_handlers_kept((signal.SIGINT, signal.SIGTERM)):   # Beam's job server takes SIGINT
+                        result = p.run()
                     state = result.wait_until_finish()
                     if dry_run:  # the job was built (and its files listed for staging) but not submitted
                         heartbeat.stop()
@@ -233,6 +236,7 @@ def run(cfg: Config, output: Optional[str] = None, store: Optional[str] = None,
                 message = (f"canceled by {e.signal_name}" if isinstance(e, RunCanceled) else
                            "canceled by SIGINT" if canceled else f"{type(e).__name__}: {e}")
                 _close_failed_run(recorder, "CANCELED" if canceled else "FAILED", redact(message))
+                cancel_job(runner, options, result)   # a job on Flink or Dataflow goes on unless canceled
                 _remove_folder(layout.root)
                 if p is not None:   # Beam's temp folder (in TMPDIR), removed by p.run() only once it was called
                     _remove_folder(p.local_tempdir)

@@ -25,6 +25,7 @@ import glob
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Dict, List, Optional, Sequence
@@ -37,7 +38,7 @@ from runners import RunnerOptionsError, has_flag
 JAR_ENV = "DATAPREP_FLINK_JOB_SERVER_JAR"
 CACHE_ENV = "DATAPREP_FLINK_CACHE"
 REPO_CACHE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "flink"))
-_MAGIC_MASTERS = ("[auto]", "[local]")
+MAGIC_MASTERS = ("[auto]", "[local]")   # Beam starts an embedded Flink: no REST API
 ENVIRONMENT_CACHE_MILLIS = 30_000
 
 
@@ -131,7 +132,7 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
     portable = options.view_as(PortableOptions)
     if not portable.job_endpoint and not flink.flink_job_server_jar:
         args += ["--flink_job_server_jar", jar or find_job_server_jar()]
-    if flink.flink_master not in _MAGIC_MASTERS:
+    if flink.flink_master not in MAGIC_MASTERS:
         version = str(cluster_config(flink.flink_master).get("flink-version", ""))
         minor = ".".join(version.split(".")[:2])
         if has_flag(args, "--flink_version"):
@@ -163,3 +164,36 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
             # cluster's own classpath, as scripts/flink.sh sets up; elsewhere it changes nothing.
             args += ["--environment_cache_millis", str(ENVIRONMENT_CACHE_MILLIS)]
     return args
+
+
+FLINK_TERMINAL = ("FINISHED", "CANCELED", "FAILED")   # a job's globally terminal states, as the REST API names them
+
+
+def job_name_for(run_id: str) -> str:
+    """The Flink job's name for a run when the user gave no `--job_name`: the run id, so the
+    cluster's UI says which run a job is, and a canceled launcher finds its job to cancel."""
+    return f"dataprep-{run_id.lower()}"
+
+
+def cancel_named_jobs(master: str, name: str, wait_seconds: float, poll_seconds: float = 0.5,
+                      timeout: float = 10.0) -> Dict[str, str]:
+    """Cancels, through the cluster's REST API, every job called `name` that has not ended, and
+    waits up to `wait_seconds` until they have. Beam's job server cannot do it: canceling its
+    invocation ends the thread that waits for the job, not the job on the cluster.
+    Returns {job id: last state seen}."""
+    url = (master if "://" in master else f"http://{master}").rstrip("/")
+
+    def named() -> Dict[str, str]:
+        with urllib.request.urlopen(f"{url}/jobs/overview", timeout=timeout) as r:
+            return {j["jid"]: j["state"] for j in json.load(r)["jobs"] if j.get("name") == name}
+
+    for jid, state in named().items():
+        if state not in FLINK_TERMINAL:
+            request = urllib.request.Request(f"{url}/jobs/{jid}?mode=cancel", method="PATCH")
+            urllib.request.urlopen(request, timeout=timeout).close()
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        states = named()
+        if all(s in FLINK_TERMINAL for s in states.values()) or time.monotonic() >= deadline:
+            return states
+        time.sleep(poll_seconds)

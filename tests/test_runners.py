@@ -204,3 +204,60 @@ def test_flink_job_server_is_found_in_the_cache_or_named_clearly(tmp_path, monke
     monkeypatch.setenv(JAR_ENV, str(tmp_path / "missing.jar"))
     with pytest.raises(RunnerOptionsError, match=f"{JAR_ENV}: no file at"):
         find_job_server_jar()
+
+
+def test_beams_job_server_does_not_take_sigint_over_while_the_job_is_submitted():
+    """Beam's StopOnExitJobServer.start sets SIGINT's handler to its stop() (which fails with a
+    TypeError when called as one); inside signal_handlers_kept the launcher's handler stays."""
+    import signal
+
+    from apache_beam.runners.portability.job_server import StopOnExitJobServer
+
+    from runners.cancel import signal_handlers_kept
+
+    class Inner:
+        stopped = 0
+
+        def start(self):
+            return "localhost:1"
+
+        def stop(self):
+            Inner.stopped += 1
+
+    def ours(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, ours)
+    original = signal.signal
+    try:
+        server = StopOnExitJobServer(Inner())
+        with signal_handlers_kept((signal.SIGINT, signal.SIGTERM)):
+            assert server.start() == "localhost:1"
+            assert signal.getsignal(signal.SIGINT) is ours
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)       # SIG_IGN / SIG_DFL still go through
+            assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        assert signal.signal is original
+        StopOnExitJobServer(Inner()).start()                    # outside it, Beam takes SIGINT as before
+        assert signal.getsignal(signal.SIGINT) != ours
+        server.stop()
+        assert Inner.stopped == 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_flink_job_is_named_after_its_run_unless_the_user_named_it():
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    from runners.cancel import name_job
+
+    options = PipelineOptions(["--runner", "FlinkRunner"])
+    name_job("FlinkRunner", options, "20261203T173053Z-e23b58")
+    assert options.view_as(GoogleCloudOptions).job_name == "dataprep-20261203t173053z-e23b58"
+    assert options.get_all_options()["job_name"] == "dataprep-20261203t173053z-e23b58"  # what the job server gets
+    named = PipelineOptions(["--runner", "FlinkRunner", "--job_name", "mine"])
+    name_job("FlinkRunner", named, "20261203T173053Z-e23b58")
+    assert named.view_as(GoogleCloudOptions).job_name == "mine"
+    direct = PipelineOptions([])
+    name_job("DirectRunner", direct, "20261203T173053Z-e23b58")
+    assert direct.view_as(GoogleCloudOptions).job_name is None

@@ -190,3 +190,62 @@ def test_cli_reaches_flink_with_one_flag_and_refuses_a_wrong_master(tmp_path, ca
     assert code == 2 and "--environment_config: no SDK worker pool answers at localhost:1" in err
     runs = [c for c in plain_mlmd_store(store).get_contexts_by_type("pipeline_run")]
     assert len(runs) == 1                                 # the refused runs recorded nothing
+
+
+def _job_servers() -> int:
+    """How many Beam Flink job servers (java processes) run on this machine."""
+    count = 0
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        count += b"java" in cmd and b"flink" in cmd and b"job-server" in cmd
+    return count
+
+
+def test_a_canceled_launcher_cancels_its_job_on_the_cluster(tmp_path):
+    """Ctrl-C to a launcher whose job runs on the cluster's worker pool (a filter beside the
+    config sleeps there): exit 130, the run CANCELED, and the job CANCELED on the cluster, not
+    left running into the removed staging folder; the job server the launcher started is
+    stopped. (Beam's job server takes SIGINT over when it starts, and canceling through it
+    leaves the cluster's job running.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "slowfilter.py").write_text("import time\n\nimport numpy as np\n\n\ndef slow(batch):\n"
+                                            "    time.sleep(120)\n    return np.zeros(batch.num_rows, bool)\n")
+    (tmp_path / "in.csv").write_text("id,y\n" + "".join(f"r{i},{'a' if i % 3 else 'b'}\n" for i in range(60)))
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"name": "flink-cancel", "inputs": [{"path": "in.csv", "format": "csv"}],
+                                  "schema": {"id": "id", "label": "y", "columns": {"id": "string", "y": "string"}},
+                                  "clean": {"filters": ["slowfilter:slow"]},
+                                  "split": {"fractions": {"train": 0.5, "test": 0.5}}}))
+    out, store = tmp_path / "out", tmp_path / "m.sqlite"
+    servers, before = _job_servers(), set(_jobs())
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(config), "--output", str(out),
+                             "--store", str(store), "--no-progress"] + ENVIRONMENTS["flink-workers"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(j["state"] == "RUNNING" for jid, j in _jobs().items() if jid not in before):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(3)       # into the job: the filter's first batch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].endswith("canceled by SIGINT; recorded CANCELED, its files removed"), err
+    [job] = [j for jid, j in _jobs().items() if jid not in before]
+    assert job["state"] == "CANCELED" and job["name"].startswith("dataprep-"), job
+    [ctx] = plain_mlmd_store(str(store)).get_contexts_by_type("pipeline_run")
+    assert ctx.properties["status"].string_value == "CANCELED"
+    assert job["name"] == "dataprep-" + ctx.name.lower()
+    assert not out.exists() or os.listdir(out) == []
+    assert _job_servers() == servers
