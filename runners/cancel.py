@@ -82,7 +82,9 @@ def cancel_job(runner: str, options: PipelineOptions, result=None,
 
 
 def _cancel_result(result, wait_seconds: float, poll_seconds: float = 0.5) -> Optional[str]:
-    """Beam's own cancel of `result`'s job unless it has ended; the last state seen."""
+    """Beam's own cancel of `result`'s job unless it has ended, waited for up to `wait_seconds`
+    (none for Flink, whose job server says CANCELLED before the cluster's job has ended);
+    the last state seen."""
     try:
         state = result.state
         if PipelineState.is_terminal(state):
@@ -94,7 +96,7 @@ def _cancel_result(result, wait_seconds: float, poll_seconds: float = 0.5) -> Op
             if PipelineState.is_terminal(state) or time.monotonic() >= deadline:
                 break
             time.sleep(poll_seconds)
-        if not PipelineState.is_terminal(state):
+        if wait_seconds and not PipelineState.is_terminal(state):
             log.warning("the job was asked to cancel and is still %s after %.0f s", state, wait_seconds)
         return state
     except Exception as e:
