@@ -20,7 +20,7 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineState
@@ -64,41 +64,35 @@ def cancel_job(runner: str, options: PipelineOptions, result=None,
     """Cancels the run's job where it runs elsewhere than in this process, and waits up to
     `wait_seconds` for it to end. A runner that cannot be asked or told is logged, not raised:
     the caller is closing a run already."""
-    from runners.flink import FLINK_TERMINAL, MAGIC_MASTERS, cancel_named_jobs, is_flink
+    from runners.flink import FLINK_TERMINAL, MAGIC_MASTERS, cancel_jobs, is_flink, job_states
 
-    if result is not None:
-        _cancel_result(result, 0.0 if is_flink(runner) else wait_seconds)
+    if result is not None:   # Flink's job server says CANCELLED before the cluster's job has ended: not waited for
+        _cancel("the job", lambda: {"": result.state}, lambda ids: result.cancel(), PipelineState.is_terminal,
+                0.0 if is_flink(runner) else wait_seconds)
     if is_flink(runner):
         master = options.view_as(FlinkRunnerOptions).flink_master
         name = options.view_as(GoogleCloudOptions).job_name
         if master and name and master not in MAGIC_MASTERS:
-            try:
-                left = {jid: s for jid, s in cancel_named_jobs(master, name, wait_seconds).items()
-                        if s not in FLINK_TERMINAL}
-                if left:
-                    log.warning("Flink job(s) %s asked to cancel, still not ended after %.0f s", left, wait_seconds)
-            except Exception as e:
-                log.warning("could not cancel the Flink job %s at %s: %s", name, master, e)
+            _cancel(f"the Flink job {name} at {master}", lambda: job_states(master, name),
+                    lambda ids: cancel_jobs(master, ids), lambda state: state in FLINK_TERMINAL, wait_seconds)
 
 
-def _cancel_result(result, wait_seconds: float, poll_seconds: float = 0.5) -> Optional[str]:
-    """Beam's own cancel of `result`'s job unless it has ended, waited for up to `wait_seconds`
-    (none for Flink, whose job server says CANCELLED before the cluster's job has ended);
-    the last state seen."""
+def _cancel(what: str, states: Callable[[], Dict[str, str]], cancel: Callable[[List[str]], None],
+            ended: Callable[[str], bool], wait_seconds: float, poll_seconds: float = 0.5) -> None:
+    """Cancels the jobs of `states()` ({id: state}) that have not `ended`, then polls until all
+    have or `wait_seconds` pass (a warning then); a failure to ask or tell is a warning."""
     try:
-        state = result.state
-        if PipelineState.is_terminal(state):
-            return state
-        result.cancel()
+        running = [jid for jid, state in states().items() if not ended(state)]
+        if not running:
+            return
+        cancel(running)
         deadline = time.monotonic() + wait_seconds
         while True:
-            state = result.state
-            if PipelineState.is_terminal(state) or time.monotonic() >= deadline:
+            left = {jid: state for jid, state in states().items() if not ended(state)}
+            if not left or time.monotonic() >= deadline:
                 break
             time.sleep(poll_seconds)
-        if wait_seconds and not PipelineState.is_terminal(state):
-            log.warning("the job was asked to cancel and is still %s after %.0f s", state, wait_seconds)
-        return state
+        if left and wait_seconds:
+            log.warning("%s was asked to cancel and is still %s after %.0f s", what, left, wait_seconds)
     except Exception as e:
-        log.warning("could not cancel the job: %s", e)
-        return None
+        log.warning("could not cancel %s: %s", what, e)

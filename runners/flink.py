@@ -25,10 +25,9 @@ import glob
 import json
 import os
 import socket
-import time
 import urllib.error
 import urllib.request
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import apache_beam
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, PortableOptions
@@ -91,15 +90,20 @@ def find_job_server_jar() -> str:
     return candidates[0]
 
 
+def rest_url(master: str) -> str:
+    """The REST API's base URL of the cluster at `--flink_master` (HOST:PORT or a URL)."""
+    return (master if "://" in master else f"http://{master}").rstrip("/")
+
+
 def cluster_config(master: str, timeout: float = 5.0) -> Dict:
     """The cluster's `/config` (it holds `flink-version`), from its REST API.
 
     Raises:
       RunnerOptionsError: nothing answers at `master`.
     """
-    url = master if "://" in master else f"http://{master}"
+    url = rest_url(master)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/config", timeout=timeout) as r:
+        with urllib.request.urlopen(url + "/config", timeout=timeout) as r:
             return json.load(r)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
@@ -175,25 +179,15 @@ def job_name_for(run_id: str) -> str:
     return f"dataprep-{run_id.lower()}"
 
 
-def cancel_named_jobs(master: str, name: str, wait_seconds: float, poll_seconds: float = 0.5,
-                      timeout: float = 10.0) -> Dict[str, str]:
-    """Cancels, through the cluster's REST API, every job called `name` that has not ended, and
-    waits up to `wait_seconds` until they have. Beam's job server cannot do it: canceling its
-    invocation ends the thread that waits for the job, not the job on the cluster.
-    Returns {job id: last state seen}."""
-    url = (master if "://" in master else f"http://{master}").rstrip("/")
+def job_states(master: str, name: str, timeout: float = 10.0) -> Dict[str, str]:
+    """{job id: state} of the cluster's jobs called `name`, from its REST API."""
+    with urllib.request.urlopen(f"{rest_url(master)}/jobs/overview", timeout=timeout) as r:
+        return {j["jid"]: j["state"] for j in json.load(r)["jobs"] if j.get("name") == name}
 
-    def named() -> Dict[str, str]:
-        with urllib.request.urlopen(f"{url}/jobs/overview", timeout=timeout) as r:
-            return {j["jid"]: j["state"] for j in json.load(r)["jobs"] if j.get("name") == name}
 
-    for jid, state in named().items():
-        if state not in FLINK_TERMINAL:
-            request = urllib.request.Request(f"{url}/jobs/{jid}?mode=cancel", method="PATCH")
-            urllib.request.urlopen(request, timeout=timeout).close()
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        states = named()
-        if all(s in FLINK_TERMINAL for s in states.values()) or time.monotonic() >= deadline:
-            return states
-        time.sleep(poll_seconds)
+def cancel_jobs(master: str, jids: Iterable[str], timeout: float = 10.0) -> None:
+    """Asks the cluster to cancel these jobs, through its REST API. Beam's job server cannot do
+    it: canceling its invocation ends the thread that waits for the job, not the job."""
+    for jid in jids:
+        request = urllib.request.Request(f"{rest_url(master)}/jobs/{jid}?mode=cancel", method="PATCH")
+        urllib.request.urlopen(request, timeout=timeout).close()
