@@ -17,10 +17,12 @@ setup(
         "tensorflow-transform==1.16.0",
         "tfx-bsl==1.16.1",
         "ml-metadata==1.16.0",
+        "tensorflow-data-validation==1.16.1",   # output.statistics: TFX's ExampleStatistics, in the same job
         "pyarrow==10.0.1",
         "pydantic>=2,<3",
         "pyyaml",
         "vl-convert-python>=1.9,<2",   # report.html's charts: Vega/Vega-Lite to SVG, offline (bundled engine)
+        "openlineage-python==1.54.0",  # OpenLineage events of a run (pipeline/openlineage.py), when configured
     ],
     extras_require={
         "test": [
@@ -32,6 +34,8 @@ setup(
             "krippendorff",
             "datasketch",     # the reference of the near-dedup tests
             "crowd-kit",      # the reference of the Dawid-Skene confusion matrices
+            "jsonschema",     # OpenLineage events validated against the spec's JSON Schemas
+            "referencing",
         ],
     },
     entry_points={"console_scripts": ["dataprep=pipeline.cli:entry"]},

@@ -62,9 +62,10 @@ def data_file(directory: str, name: str, rows: int, make) -> str:
     return path
 
 
-def bench_config(config_yaml: str, data: str, work: str, shards: Optional[int] = None) -> str:
+def bench_config(config_yaml: str, data: str, work: str, shards: Optional[int] = None,
+                 output: Optional[dict] = None) -> str:
     """The benchmark config (`config_yaml`) reading `data` (and writing `shards` files per output
-    folder, if given), written into `work`; its path."""
+    folder, if given; `output` keys set over the config's), written into `work`; its path."""
     import yaml
 
     with open(config_yaml) as f:
@@ -72,6 +73,7 @@ def bench_config(config_yaml: str, data: str, work: str, shards: Optional[int] =
     cfg["inputs"][0]["path"] = data
     if shards is not None:
         cfg["output"]["shards"] = shards
+    cfg["output"].update(output or {})
     path = os.path.join(work, "config.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)

@@ -59,9 +59,9 @@ def run_beam(texts: list, batch: int = 65536) -> dict:
     import apache_beam as beam
     import pyarrow as pa
 
-    from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, ROW, SOURCE
+    from transforms.batches import EXAMPLE_ID, ROW, SOURCE
     from transforms.clean.minhash import optimal_param
-    from transforms.clean.near_dedup import NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate
+    from transforms.clean.near_dedup import NearDedupSpec, NearDeduplicate
 
     n = len(texts)
     table = pa.table({"text": pa.array(texts, pa.string()), EXAMPLE_ID: pa.array([str(i) for i in range(n)]),
@@ -69,13 +69,12 @@ def run_beam(texts: list, batch: int = 65536) -> dict:
     batches = table.to_batches(max_chunksize=batch)
     bands, rows = optimal_param(0.8, 128, 0.1, 0.9)
     spec = NearDedupSpec(columns=("text",), threshold=0.8, bands=bands, rows=rows)
-    schema = pa.schema(list(DUPLICATES_SCHEMA) + [pa.field(k, t) for k, t in NEAR_DUPLICATES_COLUMNS])
     import tempfile
 
     stats_path = os.path.join(tempfile.mkdtemp(), "stats.json")
     start = time.time()
     with beam.Pipeline() as p:
-        res = p | beam.Create(batches, reshuffle=False) | NearDeduplicate(spec, schema, 16)
+        res = p | beam.Create(batches, reshuffle=False) | NearDeduplicate(spec, 16)
         dropped = res.duplicates | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
         res.stats | beam.Map(_write_stats, stats_path, beam.pvalue.AsSingleton(dropped))
     wall = time.time() - start

@@ -9,6 +9,10 @@ Runs the chosen tools (`--tool`, repeatable or comma separated; default pandas,d
 median wall seconds and the median peak RSS of each (the child's own, from os.wait4), and
 the ratios `dataprep / pandas` and `tfx / dataprep` for the tools that ran.
 
+`dataprep+tfrecord`, `dataprep+statistics` and `dataprep+tfrecord+statistics` are dataprep with
+`output.formats: [parquet, tfrecord]` and/or `output.statistics: true`: run beside `dataprep`,
+they give the extra cost of TFX's TFRecords and statistics (`… / dataprep`).
+
 tfx is the peer in ../shared/peers/tfx (override with DATAPREP_TFX_PEER): CsvExampleGen →
 ImportSchemaGen → Transform on LocalDagRunner + DirectRunner, a fresh work directory per run.
 It needs its own venv (`bash ../shared/peers/tfx/setup.sh BASE` builds BASE/venv), given as
@@ -43,13 +47,18 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from generate import bench_config, data_file, generate  # noqa: E402
 
-TOOLS = ["pandas", "dataprep", "tfx"]
+TOOLS = ["pandas", "dataprep", "tfx", "dataprep+tfrecord", "dataprep+statistics", "dataprep+tfrecord+statistics"]
+# what each dataprep variant sets in the config's `output:`
+VARIANTS = {"dataprep": {}, "dataprep+tfrecord": {"formats": ["parquet", "tfrecord"]},
+            "dataprep+statistics": {"statistics": True},
+            "dataprep+tfrecord+statistics": {"formats": ["parquet", "tfrecord"], "statistics": True}}
 TFX_PEER = os.environ.get("DATAPREP_TFX_PEER",
                           os.path.normpath(os.path.join(ROOT, "..", "shared", "peers", "tfx")))
 
 
 def measure(cmd, env=None):
-    """(wall seconds, peak RSS MiB) of one child process; raises if it fails.
+    """(wall seconds, peak RSS MiB, CPU seconds: user + sys) of one child process; raises if it fails.
+    On a shared machine the CPU seconds move less than the wall time with the others' load.
 
     stderr goes to a file, not a pipe: a child that logs more than a pipe buffer (TensorFlow
     and Beam do) would block on a pipe nobody reads until it exits."""
@@ -63,7 +72,7 @@ def measure(cmd, env=None):
             err.seek(0)
             tail = err.read().decode(errors="replace")[-3000:]
             raise RuntimeError(f"{cmd[:4]} exited {proc.returncode}:\n{tail}")
-    return wall, usage.ru_maxrss / 1024.0
+    return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
 def tfx_csv(source: str, path: str, chunk: int = 1_000_000) -> str:
@@ -133,34 +142,41 @@ def main() -> None:
     data_tfx = (data_file(args.data, f"adult-{args.rows}.tfx.csv", args.rows, lambda _, p: tfx_csv(data, p))
                 if python_tfx else None)
     work = tempfile.mkdtemp(prefix="dataprep-bench-")
-    cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, work)
+
+    def dataprep(variant: str):
+        folder = os.path.join(work, variant)
+        os.makedirs(folder)
+        cfg_path = bench_config(os.path.join(HERE, "config.yaml"), data, folder, output=VARIANTS[variant])
+        return lambda k: [sys.executable, "-m", "pipeline.cli", "run", cfg_path, "--force", "--output",
+                          os.path.join(folder, f"out-{k}"), "--store", os.path.join(work, "m.sqlite"),
+                          *args.dataprep_args]
+
     tools = {
         "pandas": lambda k: [sys.executable, os.path.join(HERE, "pandas_reference.py"), "--input", data,
                              "--output", os.path.join(work, f"pandas-{k}")],
-        "dataprep": lambda k: [sys.executable, "-m", "pipeline.cli", "run", cfg_path, "--force", "--output",
-                               os.path.join(work, f"dataprep-{k}"), "--store", os.path.join(work, "m.sqlite"),
-                               *args.dataprep_args],
         "tfx": lambda k: [python_tfx, os.path.join(TFX_PEER, "run_tfx.py"), data_tfx,
                           "--workdir", os.path.join(work, f"tfx-{k}")],
+        **{variant: dataprep(variant) for variant in VARIANTS if variant in names},
     }
     results = {n: [] for n in names}
     try:
         for k in range(args.repeats):
             for name in (names if k % 2 == 0 else names[::-1]):       # alternate the order
-                wall, rss = measure(tools[name](k))
-                results[name].append((wall, rss))
-                print(f"  run {k + 1} {name:9s} {wall:8.1f} s  {rss:8.0f} MiB", flush=True)
+                wall, rss, cpu = measure(tools[name](k))
+                results[name].append((wall, rss, cpu))
+                print(f"  run {k + 1} {name:9s} {wall:8.1f} s  {rss:8.0f} MiB  {cpu:8.1f} CPU s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.rows:,} rows, {os.cpu_count()} cores, {dt.date.today()}, median of {args.repeats}")
-    print("| tool | wall s | peak RSS MiB |\n|---|---|---|")
-    med = {n: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
-    for n, (w, m) in med.items():
-        print(f"| {n} | {w:.1f} | {m:.0f} |")
-    for top, bottom in (("dataprep", "pandas"), ("tfx", "dataprep")):
+    print("| tool | wall s | peak RSS MiB | CPU s |\n|---|---|---|---|")
+    med = {n: tuple(statistics.median(x[i] for x in r) for i in range(3)) for n, r in results.items()}
+    for n, (w, m, c) in med.items():
+        print(f"| {n} | {w:.1f} | {m:.0f} | {c:.1f} |")
+    for top, bottom in (("dataprep", "pandas"), ("tfx", "dataprep"),
+                        *((variant, "dataprep") for variant in VARIANTS if variant != "dataprep")):
         if top in med and bottom in med:
-            (tw, tm), (bw, bm) = med[top], med[bottom]
-            print(f"| {top} / {bottom} | {tw / bw:.2f}× | {tm / bm:.2f}× |")
+            (tw, tm, tc), (bw, bm, bc) = med[top], med[bottom]
+            print(f"| {top} / {bottom} | {tw / bw:.2f}× | {tm / bm:.2f}× | {tc / bc:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ records in MLMD, and where the job leaves its results for the report.
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Sequence, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
@@ -16,20 +16,29 @@ import pyarrow as pa
 from pipeline.config import AnnotationsConfig, Config, ConfigError, FeatureConfig, InputConfig, RuleConfig
 from pipeline.inputs import ANNOTATIONS, DATA, InputFile, source_names
 from pipeline.layout import Layout
-from pipeline.report import WriteJobResults, funnel_totals, quarantine_samples
-from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, drop_columns
-from transforms.clean import ARROW_TYPES, DedupSpec, Deduplicate, RuleSpec, ValidateRows, ValidateSpec
-from transforms.clean.leakage import CrossSplitPairs
+from pipeline.report import WriteJobResults, feature_missing, funnel_totals, quarantine_samples
+from runners.profile import execution_profile
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, QUARANTINE_SCHEMA, ROW, SOURCE, MergeCounts,
+                                drop_columns, value_counts, without_fields)
+from transforms.clean import DedupSpec, Deduplicate, RuleSpec, ValidateRows, ValidateSpec
+from transforms.clean.validate import input_label_counts, validated_schema
+from transforms.clean.leakage import CrossSplitLeaks, CrossSplitPairs
 from transforms.clean.minhash import optimal_param
-from transforms.clean.near_dedup import GROUP, NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate, finish_rows
+from transforms.clean.near_dedup import (GROUP, NEAR_DUPLICATES_SCHEMA, NearDedupSpec, NearDeduplicate,
+                                         as_near_duplicates, finish_rows, finished_schema, near_rows_schema)
 from transforms.features import (AnalyzeAndTransform, FeatureSpec, TftInput, combined_preprocessing_fn,
                                  declarative_preprocessing_fn)
-from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, MATRIX, N_LABELS, AnnotationsSpec,
-                               AttachAnnotations, ConsolidateLabels, LabelsSpec, ReadAnnotations, ReviewFiles,
-                               ReviewSpec, WriteReviewQueue)
+from transforms.labels import (AGREEMENT, ANNOTATIONS as ANNOTATIONS_COLUMN, HISTORY_SCHEMA, MATRIX, N_LABELS,
+                               POSTERIOR, AnnotationSource, AnnotationsSpec, AttachAnnotations, ConsolidateLabels,
+                               LabelsSpec, ReadAnnotations, ReviewFiles, ReviewSpec, WriteReviewQueue)
+from transforms.labels.annotations import annotated_schema
+from transforms.labels.stage import labelled_schema
 from transforms.read import ReaderSpec, ReadInputs
 from transforms.slices import MetadataSlices, SliceSpec
+from transforms.spill import Shuffle
 from transforms.split import StratifiedSplit
+from transforms.split.churn import ChurnSince
+from transforms.statistics import SplitStatistics
 from transforms.user_code import UserCodeError, load_function
 from transforms.write import WriteAllShards
 
@@ -39,7 +48,8 @@ from transforms.write import WriteAllShards
 def reader_spec(entry: Union[InputConfig, AnnotationsConfig]) -> ReaderSpec:
     c = entry.csv
     return ReaderSpec(format=entry.format, header=c.header, delimiter=c.delimiter, quote_char=c.quote_char,
-                      na_values=tuple(c.na_values), trim=c.trim, names=tuple(c.names) if c.names else None)
+                      na_values=tuple(c.na_values), trim=c.trim, names=tuple(c.names) if c.names else None,
+                      encoding=entry.encoding)
 
 
 def reader_specs(cfg: Config) -> List[ReaderSpec]:
@@ -74,6 +84,25 @@ def dedup_spec(cfg: Config) -> DedupSpec:
                      collapse_whitespace=d.normalize.collapse_whitespace, on_conflict=d.on_conflict)
 
 
+def leakage_checks(cfg: Config) -> Dict[str, List[str]]:
+    """`expect.leakage`: the key columns of each check (`CrossSplitLeaks`): the example id, the
+    row's data (every input column but the id: an exact duplicate row), the split group."""
+    checks = {"example_id": [EXAMPLE_ID], "rows": [c for c in cfg.input_columns if c != cfg.schema.id]}
+    if cfg.split.group_by:
+        checks["groups"] = [cfg.split.group_by]
+    return checks
+
+
+def unique_ids_needed(cfg: Config) -> bool:
+    """Whether ids must be checked for repeats: `schema.id` is set and dedup does not already
+    keep one row per id (`dedup.keys: [id]`). The split's exact cuts, the leakage checks and
+    long-form annotations all take an example id for one example."""
+    if not cfg.schema.id:
+        return False
+    d = cfg.clean.dedup
+    return not (d and d.keys != "all" and list(d.keys) == [cfg.schema.id])
+
+
 def near_dedup_spec(cfg: Config) -> NearDedupSpec:
     """`clean.near_dedup` as the stage's spec; bands × rows from threshold and num_perm unless set."""
     nd = cfg.clean.near_dedup
@@ -85,26 +114,12 @@ def near_dedup_spec(cfg: Config) -> NearDedupSpec:
                          group_by=cfg.split.group_by)
 
 
-def duplicates_schema(cfg: Config) -> pa.Schema:
-    """duplicates/: DUPLICATES_SCHEMA, and with near_dedup a reason and a similarity after it
-    (configs without near_dedup keep the schema, and bytes, they had)."""
-    if not cfg.clean.near_dedup:
-        return DUPLICATES_SCHEMA
-    return pa.schema(list(DUPLICATES_SCHEMA) + [pa.field(n, t) for n, t in NEAR_DUPLICATES_COLUMNS])
-
-
-def _exact_duplicates(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """Exact copies in the near-dedup duplicates schema: reason `duplicate`, similarity 1."""
-    n = batch.num_rows
-    return pa.RecordBatch.from_arrays(list(batch.columns) + [pa.array(["duplicate"] * n, pa.string()),
-                                                             pa.array([1.0] * n, pa.float64())], schema=schema)
-
-
 def labels_spec(cfg: Config) -> LabelsSpec:
     lab = cfg.labels
     return LabelsSpec(annotators=tuple(lab.annotators), label=cfg.schema.label, consensus=lab.consensus,
                       on_tie=lab.on_tie, slices=tuple(lab.slices), classes=tuple(lab.classes),
-                      iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None)
+                      iterations=lab.iterations, matrix_column=MATRIX if lab.annotations else None,
+                      ordinal=lab.ordinal)
 
 
 def slice_spec(cfg: Config) -> SliceSpec:
@@ -112,7 +127,7 @@ def slice_spec(cfg: Config) -> SliceSpec:
     labelled = cfg.consensus_label
     return SliceSpec(columns=tuple(cfg.schema.metadata), label=cfg.schema.label,
                      max_values=cfg.report.max_slice_values, agreement=AGREEMENT if labelled else None,
-                     label_count=N_LABELS if labelled else None)
+                     label_count=N_LABELS if labelled else None, splits=tuple(cfg.split.fractions))
 
 
 def review_spec(cfg: Config) -> Optional[ReviewSpec]:
@@ -125,18 +140,31 @@ def review_spec(cfg: Config) -> Optional[ReviewSpec]:
 
 
 def review_files(cfg: Config, layout: Layout) -> ReviewFiles:
+    """The review queue's files; its Label Studio tasks show the item (its data columns and
+    metadata), never the earlier labels (the label, the annotators' columns)."""
     lab = cfg.labels
+    hidden = {cfg.schema.label, cfg.schema.id, *lab.annotators}
+    shown = [c for c in [*cfg.input_columns, *cfg.schema.metadata] if c not in hidden]
     return ReviewFiles(directory=layout.review, label=cfg.schema.label, annotators=tuple(lab.annotators),
-                       shown=tuple(c for c in [cfg.schema.id, *cfg.schema.metadata] if c),
+                       shown=tuple(dict.fromkeys(shown)),
                        annotations_column=ANNOTATIONS_COLUMN if lab.annotations else None,
-                       classes=tuple(lab.classes))
+                       classes=tuple(lab.classes), run_id=layout.run_id)
+
+
+def annotation_source(ann: AnnotationsConfig) -> AnnotationSource:
+    if ann.format == "label_studio":
+        return AnnotationSource(format=ann.format, id_field=ann.id_field, from_name=ann.from_name)
+    return AnnotationSource(format=ann.format, reader=reader_spec(ann), id=ann.id, annotator=ann.annotator,
+                            label=ann.label)
 
 
 def annotations_spec(cfg: Config) -> AnnotationsSpec:
-    lab, ann = cfg.labels, cfg.labels.annotations
-    return AnnotationsSpec(reader=reader_spec(ann), id=ann.id, annotator=ann.annotator, label=ann.label,
-                           label_map=tuple(lab.normalize.items()), label_replace=tuple(lab.replace.items()),
-                           label_trim=lab.trim, label_case_fold=lab.case_fold)
+    """`labels.annotations` (one source or a list, oldest round first) as the reader's spec."""
+    lab = cfg.labels
+    return AnnotationsSpec(sources=tuple(annotation_source(a) for a in lab.annotation_sources),
+                           classes=tuple(lab.classes), label_map=tuple(lab.normalize.items()),
+                           label_replace=tuple(lab.replace.items()), label_trim=lab.trim,
+                           label_case_fold=lab.case_fold)
 
 
 def feature_spec(feature: FeatureConfig) -> FeatureSpec:
@@ -148,26 +176,13 @@ def feature_specs(cfg: Config) -> List[FeatureSpec]:
     return [feature_spec(fc) for fc in cfg.feature_configs]
 
 
-def clean_schema(cfg: Config) -> pa.Schema:
-    """The columns of clean rows and raw splits."""
-    fields = [pa.field(c, ARROW_TYPES[k]) for c, k in cfg.input_columns.items()]
-    if cfg.consensus_label:
-        if cfg.schema.label not in cfg.input_columns:
-            fields.append(pa.field(cfg.schema.label, pa.string()))
-        if cfg.labels.annotations:
-            fields.append(pa.field(ANNOTATIONS_COLUMN, pa.string()))
-        fields += [pa.field(AGREEMENT, pa.float64()), pa.field(N_LABELS, pa.int64())]
-    return pa.schema(fields + [pa.field(EXAMPLE_ID, pa.string()), pa.field(SOURCE, pa.string()),
-                               pa.field(ROW, pa.int64())])
-
-
 def _passthrough_columns(cfg: Config) -> List[str]:
     cols = [cfg.schema.label, *cfg.schema.metadata]
     if cfg.schema.id:
         cols.append(cfg.schema.id)
     if cfg.consensus_label:  # the annotations and each example's agreement ride along
         cols += [*cfg.labels.annotators, *([ANNOTATIONS_COLUMN] if cfg.labels.annotations else []), AGREEMENT,
-                 N_LABELS]
+                 N_LABELS, *([POSTERIOR] if cfg.labels.consensus == "dawid_skene" else [])]
     cols += [EXAMPLE_ID, SOURCE, ROW]
     return list(dict.fromkeys(cols))
 
@@ -176,12 +191,14 @@ def _passthrough_columns(cfg: Config) -> List[str]:
 
 
 class Output(NamedTuple):
-    """One output folder: its batches, its number of shards, and the schema of an empty one."""
+    """One output folder: its batches, its number of shards, the schema its stage declares, and
+    the folder of its TFRecord twin (`output.formats: [parquet, tfrecord]`), if any."""
 
     directory: str
     batches: beam.PCollection
     shards: int
-    schema: Optional[pa.Schema]
+    schema: pa.Schema
+    tfrecords: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -194,9 +211,23 @@ class Plan:
     job_results: str
 
 
-def _write(outputs: Sequence[Output], label: str, spill: str) -> None:
-    ({o.directory: o.batches for o in outputs}
-     | label >> WriteAllShards({o.directory: (o.shards, o.schema) for o in outputs}, spill))
+def _write(outputs: Sequence[Output], label: str, spill: Optional[str], layout: Layout) -> beam.PCollection:
+    """Writes `outputs` in one shuffle (with their TFRecord twins); returns the rows written per
+    folder, named as under the run's folder (`raw/train`, `quarantine`, `tfx/raw/Split-train`,
+    ...): one {name: rows} element."""
+    written = ({o.directory: o.batches for o in outputs}
+               | label >> WriteAllShards({o.directory: (o.shards, o.schema) for o in outputs}, spill,
+                                         tfrecords={o.directory: o.tfrecords for o in outputs if o.tfrecords}))
+    return written.rows | f"{label}Names" >> beam.Map(_named_rows, layout)
+
+
+def _named_rows(rows: Dict[str, int], layout: Layout) -> Dict[str, int]:
+    return {layout.name_of(d): n for d, n in rows.items()}
+
+
+def _tfrecords(cfg: Config, layout: Layout, kind: str, split: str) -> Optional[str]:
+    """The TFRecord folder of a split (TFX's `Split-<name>`), with `tfrecord` in output.formats."""
+    return layout.tfx_split(kind, split) if cfg.output.tfrecord else None
 
 
 def _count(pcoll, label: str):
@@ -205,25 +236,21 @@ def _count(pcoll, label: str):
             | f"Sum[{label}]" >> beam.CombineGlobally(sum))
 
 
-MIN_BUCKETS = 16
-BUCKET_BYTES = 64 << 20
-
-
-def shuffle_buckets_for(files: Sequence[InputFile]) -> int:
-    """The hash buckets of the keyed shuffles (dedup, groups, near-dedup, slices): 16, or one per
-    64 MB of input when that is more, so that one bucket (one element on one worker) stays
-    about a read range's size whatever the data (at 16, a bucket of 60M rows is 3.75M rows).
-    Which bucket a row is in changes no output: each bucket is a set of whole keys."""
-    total = sum(f.size for f in files)
-    return max(MIN_BUCKETS, -(-total // BUCKET_BYTES))
-
-
 def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], layout: Layout,
-                   shuffle_buckets: Optional[int] = None, progress_dir: Optional[str] = None) -> Plan:
+                   shuffle: Optional[Shuffle] = None, progress_dir: Optional[str] = None,
+                   previous_splits: Optional[Dict[str, str]] = None,
+                   since: Optional[Tuple[Dict[str, str], Optional[str]]] = None) -> Plan:
     """Adds the whole dataprep graph for `cfg` to `p`, reading `files` and writing under `layout`
-    (and, with `progress_dir`, the bytes read so far there: see `pipeline/progress.py`)."""
-    if shuffle_buckets is None:
-        shuffle_buckets = shuffle_buckets_for(files)
+    (and, with `progress_dir`, the bytes read so far there: see `pipeline/progress.py`).
+    `shuffle` is the runner's execution profile (`runners/profile.py`; default: the DirectRunner's).
+
+    `previous_splits` (`split.sticky`): {split name: file pattern} of the raw splits of the
+    run whose assignment is kept (`pipeline/rounds.py` finds them); empty or None: none.
+    `since`: ({split name: file pattern}, label column) of the previous round's raw splits: the
+    job counts what moved since (`ChurnSince`), for the report's `rounds`."""
+    if shuffle is None:
+        shuffle = execution_profile("DirectRunner", sum(f.size for f in files), layout.spill)
+    shuffle_buckets, spill = shuffle.buckets, shuffle.spill
     shards = cfg.output.shards
     splits = list(cfg.split.fractions)
     stages = ["ingest", "clean"]
@@ -236,21 +263,29 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
     paths = p | "InputFiles" >> beam.Create([(f.index, f.uri) for f in files if f.kind == DATA])
     read = paths | "Ingest" >> ReadInputs(reader_specs(cfg), list(cfg.input_columns), progress_dir=progress_dir,
                                           source_names=source_names(files))
-    validated = read.rows | "Clean" >> ValidateRows(validate_spec(cfg))
+    validation = validate_spec(cfg)
+    validated = read.rows | "Clean" >> ValidateRows(validation)
     clean = validated.rows
+    schema = validated_schema(validation)     # of `clean`, followed through every stage that changes it
     duplicates = None
     quarantines = [read.quarantine, validated.quarantine]
     if cfg.clean.dedup:
-        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets, layout.spill)
+        deduped = clean | "Dedup" >> Deduplicate(dedup_spec(cfg), shuffle_buckets, spill)
         clean, duplicates = deduped.rows, deduped.duplicates
         quarantines.append(deduped.quarantine)
-    dup_schema = duplicates_schema(cfg)
+    if unique_ids_needed(cfg):    # an example id that names two examples: every copy quarantined, `duplicate_id`
+        unique = clean | "UniqueIds" >> Deduplicate(DedupSpec(keys=(cfg.schema.id,), repeated="quarantine"),
+                                                    shuffle_buckets, spill)
+        clean = unique.rows
+        quarantines.append(unique.quarantine)
+    dup_schema = DUPLICATES_SCHEMA
     near = None
     if cfg.clean.near_dedup:
-        near = clean | "NearDedup" >> NearDeduplicate(near_dedup_spec(cfg), dup_schema, shuffle_buckets)
-        clean = near.rows
+        near = clean | "NearDedup" >> NearDeduplicate(near_dedup_spec(cfg), shuffle_buckets, spill)
+        clean, dup_schema = near.rows, NEAR_DUPLICATES_SCHEMA
+        schema = near_rows_schema(schema, cfg.clean.near_dedup.action)
         if duplicates is not None:
-            duplicates = duplicates | "DuplicateReason" >> beam.Map(_exact_duplicates, dup_schema) \
+            duplicates = duplicates | "DuplicateReason" >> beam.Map(as_near_duplicates) \
                 .with_output_types(pa.RecordBatch)
             duplicates = (duplicates, near.duplicates) | "AllDuplicates" >> beam.Flatten()
         else:
@@ -260,24 +295,36 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
         stages.append("labels")
         names = None
         if cfg.labels.annotations:
-            annotation_files = p | "AnnotationFiles" >> beam.Create([f.uri for f in files if f.kind == ANNOTATIONS])
+            annotation_files = p | "AnnotationFiles" >> beam.Create([(f.index, f.uri) for f in files
+                                                                     if f.kind == ANNOTATIONS])
+            rounds = {f.shown: f.index + 1 for f in files if f.kind == ANNOTATIONS}
             annotations = annotation_files | "Annotations" >> ReadAnnotations(annotations_spec(cfg),
-                                                                                 source_names(files))
-            outputs.append(Output(layout.annotation_faults, annotations.faults, 1, QUARANTINE_SCHEMA))
+                                                                                 source_names(files), rounds)
             joined = (clean, annotations.rows) | "AttachAnnotations" >> AttachAnnotations(cfg.schema.id,
-                                                                                         shuffle_buckets)
+                                                                                         shuffle_buckets, spill)
+            faults = (annotations.faults, joined.faults) | "AllAnnotationFaults" >> beam.Flatten()
+            outputs.append(Output(layout.annotation_faults, faults, 1, QUARANTINE_SCHEMA))
+            outputs.append(Output(layout.annotations, joined.history, shards, HISTORY_SCHEMA))
             clean, names = joined.rows, joined.annotators
+            schema = annotated_schema(schema)
             results["annotations"] = joined.stats
-            results["annotation_faults"] = _count(annotations.faults, "annotation_faults")
+            results["annotation_faults"] = _count(faults, "annotation_faults")
+            results["annotation_fault_reasons"] = (faults | "AnnotationFaultReasons" >> beam.Map(
+                lambda b: value_counts(b.column("reason"))) | "SumAnnotationFaultReasons" >> beam.CombineGlobally(
+                MergeCounts()))
+            results["label_studio"] = annotations.label_studio
         review = review_spec(cfg)
-        labelled = clean | "Labels" >> ConsolidateLabels(labels_spec(cfg), names, review)
+        labelling = labels_spec(cfg)
+        labelled = clean | "Labels" >> ConsolidateLabels(labelling, names, review)
         clean = labelled.rows
+        schema = labelled_schema(schema, labelling)
         results["labels"] = labelled.report
         if review is not None:
             results["review"] = labelled.review | "Review" >> WriteReviewQueue(review_files(cfg, layout))
         quarantines.append(labelled.quarantine)
         if cfg.labels.annotations:
             clean = clean | "DropLabelMatrix" >> beam.Map(drop_columns, [MATRIX]).with_output_types(pa.RecordBatch)
+            schema = without_fields(schema, [MATRIX])
 
     stages.append("split")
     group_by = GROUP if near is not None and cfg.clean.near_dedup.action == "group" else cfg.split.group_by
@@ -286,34 +333,49 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, files: Sequence[InputFile], la
                          "quarantined, a duplicate or sent to another split)"} if cfg.features else None
     split = clean | "Split" >> StratifiedSplit(cfg.split.fractions, cfg.stratify_by, cfg.split.seed,
                                                group_by=group_by, buckets=shuffle_buckets, require_rows=required,
-                                               spill=layout.spill)
+                                               spill=spill, previous=previous_splits or None)
     results["balance"] = split.balance
     if near is not None:
         results["leakage"] = (split.splits, near.pairs, near.clusters) | "Leakage" >> CrossSplitPairs(splits)
         split = split._replace(splits={
             name: pcoll | f"NearDedupColumns[{name}]" >> beam.Map(finish_rows).with_output_types(pa.RecordBatch)
             for name, pcoll in split.splits.items()})
-    raw_schema = clean_schema(cfg)
-    outputs += [Output(layout.raw(name), split.splits[name], shards, raw_schema) for name in splits]
+        schema = finished_schema(schema)
+    raw_schema = schema
+    if since and since[0]:
+        results["churn"] = split.splits | "ChurnSince" >> ChurnSince(since[0], since[1], cfg.schema.label,
+                                                                     shuffle_buckets, spill)
+    if cfg.expect.leakage:
+        results["leakage_checks"] = split.splits | "LeakageChecks" >> CrossSplitLeaks(leakage_checks(cfg),
+                                                                                     shuffle_buckets)
+    outputs += [Output(layout.raw(name), split.splits[name], shards, raw_schema,
+                       _tfrecords(cfg, layout, "raw", name)) for name in splits]
+    if cfg.output.statistics:
+        split.splits | "Statistics" >> SplitStatistics(layout.tfx_statistics)
     quarantine = quarantines | "AllQuarantine" >> beam.Flatten()
     outputs.append(Output(layout.quarantine, quarantine, shards, QUARANTINE_SCHEMA))
     if duplicates is None:
         duplicates = p | "NoDuplicates" >> beam.Create([]).with_output_types(pa.RecordBatch)
     outputs.append(Output(layout.duplicates, duplicates, shards, dup_schema))
-    _write(outputs, "Write", layout.spill)
+    written = [_write(outputs, "Write", spill, layout)]
     if cfg.schema.metadata:
-        clean_rows = list(split.splits.values()) | "AllSplits" >> beam.Flatten()
-        results["metadata_slices"] = ({"read": read.rows, "clean": clean_rows, "quarantine": quarantine,
-                                       "duplicates": duplicates}
+        results["metadata_slices"] = ({"read": read.rows, "quarantine": quarantine, "duplicates": duplicates,
+                                       **{f"split:{name}": pcoll for name, pcoll in split.splits.items()}}
                                       | "MetadataSlices" >> MetadataSlices(slice_spec(cfg), shuffle_buckets))
 
     if cfg.features:
         stages.append("transform")
-        _write(add_features(cfg, split.splits, layout, shards), "WriteTransformed", layout.spill)
+        results["feature_missing"] = feature_missing(split.splits, list(tft_columns(cfg)))
+        transformed = add_features(cfg, split.splits, layout, shards, raw_schema, spill)
+        written.append(_write(transformed, "WriteTransformed", spill, layout))
     stages.append("write")
+    results["written"] = written | "AllWritten" >> beam.Flatten() | "SumWritten" >> beam.CombineGlobally(MergeCounts())
 
     results["quarantine_samples"] = quarantine_samples(quarantine)
-    results["totals"] = funnel_totals(read.rows, read.quarantine, quarantine, duplicates, split.splits)
+    input_labels = (None if cfg.consensus_label else
+                     read.rows | "InputLabels" >> beam.Map(input_label_counts, validation))
+    results["totals"] = funnel_totals(read.rows, read.quarantine, quarantine, duplicates, split.splits,
+                                      label=cfg.schema.label, input_labels=input_labels)
     results | "JobResults" >> WriteJobResults(layout.job_results)
     return Plan(stages=stages, splits=splits, job_results=layout.job_results)
 
@@ -349,14 +411,15 @@ def tft_columns(cfg: Config) -> Dict[str, str]:
     return {s.column: types[s.column] for s in specs}
 
 
-def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int) -> List[Output]:
-    """The transform stage for `splits`, and the transformed outputs to write."""
+def add_features(cfg: Config, splits: Dict[str, beam.PCollection], layout: Layout, shards: int,
+                 raw: pa.Schema, spill: Optional[str]) -> List[Output]:
+    """The transform stage for `splits` (whose columns are `raw`), and the transformed outputs to write."""
     feature_columns = tft_columns(cfg)
-    raw = clean_schema(cfg)
     tft_input = TftInput(feature_columns, {c: raw.field(c).type for c in _passthrough_columns(cfg)})
     transformed = splits | "Transform" >> AnalyzeAndTransform(
         preprocessing_fn(cfg), tft_input, temp_dir=layout.tmp, output_dir=layout.root, tf_compat_v1=cfg.tf_compat_v1,
-        spill=layout.spill)
+        spill=spill)
     # the schema known from the traced graph, so an empty split still gets typed shards
-    return [Output(layout.transformed(name), pcoll, shards, transformed.schema)
+    return [Output(layout.transformed(name), pcoll, shards, transformed.schema,
+                   _tfrecords(cfg, layout, "transformed", name))
             for name, pcoll in transformed.splits.items()]

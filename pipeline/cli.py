@@ -2,7 +2,7 @@
 
 Exit status: 0 success; 2 bad config or arguments (one line naming the field); 1 the
 pipeline failed (and the run is recorded as FAILED in the store); 130/143 the run was
-canceled by SIGINT/SIGTERM (recorded CANCELED).
+canceled by SIGINT/SIGTERM (recorded CANCELED); 141 stdout's reader went away (`| head`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def _quiet_libraries(verbose: bool) -> None:
     if not verbose:
         for name in ("apache_beam", "absl", "tensorflow", "tensorflow_transform", "tfx_bsl"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    # issue 35: a failing DoFn's error, logged by Beam with its traceback (27 lines for a full disk):
+    # the run's own line says it (`run failed: ...`); --verbose shows the traceback
+    for name in ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.CRITICAL)
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -84,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                "default store: metadata_store of the config, else the SQLite file metadata.sqlite under the\n"
                "  output root (output.path of the config, or --output).\n"
                "writes OUT/<run_id>/: raw/, transformed/, quarantine/, duplicates/, review/ (with labels.review),\n"
-               "  report.json and report.html.")
+               "  annotations/ and annotation_faults/ (with labels.annotations), report.json and report.html.")
     r.add_argument("config")
     r.add_argument("--output", help="output root (default: output.path of the config)")
     r.add_argument("--store", help="metadata store: a SQLite path or mysql://user@host:port/db "
@@ -95,8 +99,38 @@ def _parser() -> argparse.ArgumentParser:
                    help="no progress line on stderr (by default: phase, input bytes read of the total, elapsed; "
                         "at most once a second)")
 
-    v = sub.add_parser("validate", help="check a config without running it")
+    v = sub.add_parser(
+        "validate", help="check a config, and a sample of its data, without running it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Checks CONFIG.yaml (fields, columns, user code, input headers), then reads the first "
+                    "--sample records of each input with the run's own reader and validation and reports: per "
+                    "column the values that fail its type, missing-value markers not in na_values, in: values "
+                    "that never occur (did you mean ...?), an id that repeats, the projected quarantine per "
+                    "reason, and the default quality gates the run would likely fail.",
+        epilog="exit status: 0 the config is valid (warnings are printed, not fatal); 2 a bad config, or a\n"
+               "  warning with --strict.")
     v.add_argument("config")
+    v.add_argument("--strict", action="store_true", help="exit 2 when the sample gives any warning")
+    v.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="records read from the start of each input (default 10000; 0: the config only)")
+
+    ini = sub.add_parser(
+        "init", help="print a starter config inferred from a sample of a data file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reads the first --sample records of DATA (CSV, TSV, JSON lines or Parquet) with the run's "
+                    "own reader and prints a commented config: the CSV dialect, each column's type (what the run "
+                    "accepts for every sampled row), an id candidate, the label, metadata candidates, a feature "
+                    "per column and a split stratified by the label.",
+        epilog="example:\n  dataprep init data/penguins.csv --label species > penguins.yaml\n"
+               "  dataprep init adult.data --names age,workclass,...,income --label income\n\n"
+               "exit status: 0 the config is printed; 2 the file cannot be read as data (one line).")
+    ini.add_argument("data", metavar="DATA", help="a data file (or a glob: its first file is sampled)")
+    ini.add_argument("--label", help="the label column (default: guessed, and said so)")
+    ini.add_argument("--id", help="the example id column (default: a column unique in the sample, if any)")
+    ini.add_argument("--names", help="the column names of a header-less CSV, comma separated")
+    ini.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from the file name")
+    ini.add_argument("--sample", type=int, default=None, metavar="N",
+                     help="records read from the start of the file (default 10000)")
 
     lin = sub.add_parser("lineage", help="where an output came from, or what an input became")
     lin.add_argument("target", nargs="?", help="an output path, a shard file, an artifact id or a run id")
@@ -106,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("--direction", choices=["upstream", "downstream", "both"], default="upstream")
     lin.add_argument("--format", choices=["tree", "json", "dot"], default="tree")
 
-    d = sub.add_parser("diff", help="what changed between two runs (config, inputs, counts)")
+    d = sub.add_parser("diff", help="what changed between two runs (config, inputs, counts, agreement per class, "
+                                           "consensus labels, review queue, split churn)")
     d.add_argument("run_a")
     d.add_argument("run_b")
     d.add_argument("--store")
@@ -115,6 +150,32 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render report.html again from a run's report.json and the store")
     rep.add_argument("target", metavar="RUN_ID|RUN_DIR")
     rep.add_argument("--store", help="the metadata store (default: the one named in the run's report.json)")
+
+    rv = sub.add_parser("review", help="the review queue in Label Studio: push a run's queue, pull the labels back")
+    rsub = rv.add_subparsers(dest="review_command", required=True, parser_class=_Parser)
+    push = rsub.add_parser(
+        "push", help="import a run's review queue into a Label Studio project (created, or reused by title)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="The token is read from $LABEL_STUDIO_API_KEY (or the variable --token-env names).\n"
+               "exit status: 0 done (one JSON line: project_id, project, url, run_id, imported, already_there);\n"
+               "  2 a bad argument (no such run or project, no review queue, the token refused);\n"
+               "  1 Label Studio could not be reached or failed.")
+    push.add_argument("run", metavar="RUN", help="a run id (in --store) or a run folder OUT/<run_id>")
+    push.add_argument("--label-studio", required=True, metavar="URL", help="the server, e.g. http://localhost:8080")
+    push.add_argument("--project", metavar="TITLE", help="the project's title (default: '<pipeline> review')")
+    push.add_argument("--token-env", metavar="NAME", help="the environment variable holding the API token "
+                                                          "(default LABEL_STUDIO_API_KEY)")
+    push.add_argument("--store")
+    pull = rsub.add_parser(
+        "pull", help="write a Label Studio project's JSON export, for labels.annotations (format: label_studio)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status: 0 done (one JSON line: project_id, project, file, tasks, annotations, runs);\n"
+               "  2 a bad argument (no such project, the token refused); 1 Label Studio could not be reached or "
+               "failed.")
+    pull.add_argument("project", metavar="PROJECT", help="the project's id or title")
+    pull.add_argument("--label-studio", required=True, metavar="URL")
+    pull.add_argument("-o", "--output", required=True, metavar="FILE")
+    pull.add_argument("--token-env", metavar="NAME")
 
     runs = sub.add_parser("runs", help="list the runs in a store")
     runs.add_argument("--store")
@@ -169,9 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0)
     _quiet_libraries(getattr(args, "verbose", False))
 
-    from pipeline.imports import no_full_collections
+    from runners.tuning.imports import no_full_collections
 
-    with no_full_collections():     # pydantic, ml_metadata (pipeline/imports.py)
+    with no_full_collections():     # pydantic, ml_metadata (runners/tuning/imports.py)
         from pipeline.config import ConfigError, load_config
         from pipeline.metadata import StoreError
 
@@ -185,13 +246,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             files = match_inputs(cfg)
             check_input_columns(cfg, files)
-            print(f"{args.config}: ok ({len(files)} input file(s))")
+            print(f"{args.config}: ok ({len(files)} input file(s))", flush=True)
+            if args.sample is not None and args.sample < 0:
+                _error(ValueError(f"--sample: must be 0 or more, got {args.sample}"))
+                return EXIT_USAGE
+            if args.sample == 0:
+                return EXIT_OK
+            from pipeline.preflight import SAMPLE_ROWS, preflight
+
+            found = preflight(cfg, files, SAMPLE_ROWS if args.sample is None else args.sample)
+            print("\n".join(found.lines()), flush=True)
+            if found.findings and args.strict:
+                _error(ValueError(f"{len(found.findings)} warning(s) with --strict"), "error: validate")
+                return EXIT_USAGE
+            return EXIT_OK
+        if args.command == "init":
+            from pipeline.starter import StarterError, starter_config
+
+            if args.sample is not None and args.sample < 1:
+                _error(ValueError(f"--sample: must be 1 or more, got {args.sample}"))
+                return EXIT_USAGE
+            try:
+                print(starter_config(args.data, label=args.label, id_column=args.id, fmt=args.format,
+                                     names=args.names.split(",") if args.names else None,
+                                     **({"sample_rows": args.sample} if args.sample else {})), end="", flush=True)
+            except StarterError as e:
+                _error(e)
+                return EXIT_USAGE
             return EXIT_OK
         if args.command == "run":
             cfg = load_config(args.config)
-            from pipeline.imports import lean
+            from runners.tuning.imports import lean
 
-            with lean():    # Beam without the modules it imports only in case (pipeline/imports.py)
+            with lean():    # Beam without the modules it imports only in case (runners/tuning/imports.py)
                 from pipeline.run import PipelineFailure, RunCanceled, run
 
             try:
@@ -220,12 +307,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             lineage = Lineage(store)
             try:
                 if args.example:
-                    found = example_provenance(store, args.example, args.run)
+                    from pipeline.label_history import format_label_history, label_history
+
+                    history = label_history(store, args.example, args.run)   # every label it got, per run
+                    try:
+                        found = example_provenance(store, args.example, args.run)
+                    except TargetNotFound:
+                        if not history["runs"]:   # a tie, say: in no split, but it has labels
+                            raise
+                        found = None
                     if args.format == "json":
-                        print(json.dumps(found, indent=2))
+                        print(json.dumps(dict(found or {"example_id": args.example}, label_history=history),
+                                         indent=2, default=str))
                         return EXIT_OK
-                    print(f"example {found['example_id']} (run {found['run_id']}): in {found['found_in']['uri']}, "
-                          f"from {found['source']} line {found['row']}")
+                    if found is not None:
+                        where = (f"quarantined: {found['reason']} (stage {found['stage']})"
+                                 if found["found_in"]["type"] == "Quarantine" else f"in {found['found_in']['uri']}")
+                        print(f"example {found['example_id']} (run {found['run_id']}): {where}, "
+                              f"from {found['source']} line {found['row']}")
+                    if history["runs"]:
+                        print(format_label_history(history))
+                    if found is None:
+                        return EXIT_OK
                     graph = lineage.graph(store.get_artifacts_by_id([found["found_in"]["artifact_id"]]), "upstream")
                 else:
                     graph = lineage.graph(lineage.resolve(args.target), args.direction)
@@ -255,6 +358,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _error(e)
                 return EXIT_USAGE
             return EXIT_OK
+        if args.command == "review":
+            return _review(args)
         if args.command == "runs":
             from pipeline.lineage import format_runs, list_runs
 
@@ -273,13 +378,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return EXIT_USAGE
 
 
+def _review(args) -> int:
+    """`review push` / `review pull` (pipeline/label_studio.py): one JSON line, or one error
+    line with exit 2 (a bad argument) or 1 (Label Studio failed)."""
+    from pipeline.label_studio import Client, LabelStudioError, find_queue, pull, push, token_from_env
+
+    try:
+        client = Client(args.label_studio, token_from_env(args.token_env))
+        if args.review_command == "push":
+            store = None if os.path.isdir(args.run) else _existing_store(args.store or _default_store(args.run))
+            print(json.dumps(push(client, find_queue(args.run, store), args.project)), flush=True)
+        else:
+            print(json.dumps(pull(client, args.project, args.output)), flush=True)
+    except LabelStudioError as e:
+        _error(e)
+        return EXIT_USAGE if e.usage else EXIT_FAILED
+    except FileNotFoundError:   # no such store: a bad argument (main's handler)
+        raise
+    except OSError as e:        # the export could not be written
+        _error(e)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def entry() -> None:
     """The `dataprep` command: `main()`, then exit.
 
     Before exiting, every object is frozen: the interpreter's last garbage collection
     would otherwise walk the millions that TensorFlow and Beam leave.
     """
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()     # here, so that a reader gone (`| head`) is seen here
+    except BrokenPipeError:
+        # the reader of stdout went away (`dataprep lineage ... | head`): end quietly, as a
+        # command killed by SIGPIPE would; stdout goes to /dev/null so the flush at exit is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(128 + 13)
     gc.freeze()
     if code > 128:   # canceled: the job's threads may still be busy in a DoFn; recorded and cleaned already
         # What a normal exit runs but the threads' joins: Beam's job server for Flink is stopped there.

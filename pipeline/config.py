@@ -11,12 +11,13 @@ dataclasses the transforms take, so no transform sees a config model.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 import os
 import re
-from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterable, List, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +35,22 @@ class ConfigError(ValueError):
     """A config problem, worded as `field.path: what is wrong`."""
 
 
+def did_you_mean(name: Any, candidates: Iterable[str]) -> str:
+    """` (did you mean 'species'?)` naming the candidate closest to a misspelt `name` (the same
+    but for case, else difflib's closest at a ratio of 0.6 or more), or "" when none is close.
+    Used by every "unknown column/key" message (config, input headers, `init --label`)."""
+    if not isinstance(name, str):
+        return ""
+    candidates = sorted(c for c in candidates if isinstance(c, str) and c != name)
+    same = [c for c in candidates if c.casefold() == name.casefold()]
+    close = same or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown(column: str, known: Iterable[str]) -> str:
+    return f"unknown column {column!r}" + did_you_mean(column, known)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -45,6 +62,7 @@ class CsvOptions(_Strict):
     na_values: List[str] = Field(default_factory=lambda: [""])
     trim: bool = False
     names: Optional[List[str]] = None  # column names of a header-less file, in file order
+    encoding: Optional[str] = None     # default UTF-8; a byte-order mark (UTF-8, UTF-16/32 LE/BE) overrides it
 
     @field_validator("delimiter")
     @classmethod
@@ -53,12 +71,64 @@ class CsvOptions(_Strict):
             raise ValueError(f"must be one character, got {v!r}")
         return v
 
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: Optional[str]) -> Optional[str]:
+        return _text_encoding(v)
 
-class InputConfig(_Strict):
+
+class JsonlOptions(_Strict):
+    """`jsonl:` reader settings of a JSON-lines input."""
+
+    encoding: Optional[str] = None     # as csv.encoding
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: Optional[str]) -> Optional[str]:
+        return _text_encoding(v)
+
+
+def _text_encoding(v: Optional[str]) -> Optional[str]:
+    """A text encoding Python knows (`latin-1`, `cp1252`, `utf-16`, ...), as given."""
+    if v is None:
+        return v
+    import codecs
+
+    try:
+        info = codecs.lookup(v)
+    except LookupError:
+        raise ValueError(f"unknown encoding {v!r} (a Python codec name: utf-8, latin-1, cp1252, utf-16, ...)") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"{v!r} is not a text encoding")
+    return v
+
+
+class _ReaderOptions(_Strict):
+    """The reader settings of an input: `csv:` for CSV, `jsonl:` for JSON lines."""
+
+    @model_validator(mode="after")
+    def _options_fit_format(self) -> "_ReaderOptions":
+        if self.jsonl is not None and self.format != "jsonl":
+            raise ValueError(f"jsonl: options for a jsonl input; this one is {self.format}")
+        if self.csv.encoding is not None and self.format != "csv":
+            raise ValueError(f"csv.encoding: for a csv input; this one is {self.format}"
+                             + (" (use jsonl.encoding)" if self.format == "jsonl" else ""))
+        return self
+
+    @property
+    def encoding(self) -> Optional[str]:
+        """The configured text encoding of its files (None: UTF-8)."""
+        if self.format == "jsonl":
+            return self.jsonl.encoding if self.jsonl else None
+        return self.csv.encoding if self.format == "csv" else None
+
+
+class InputConfig(_ReaderOptions):
     path: str
     format: Literal["csv", "jsonl", "parquet"]
     source: str = ""
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    jsonl: Optional[JsonlOptions] = None
 
 
 class SchemaConfig(_Strict):
@@ -172,16 +242,44 @@ class CleanConfig(_Strict):
     allow_non_finite: bool = False
 
 
-class AnnotationsConfig(_Strict):
-    """Long form: a file of (example id, annotator, label) rows, joined to the examples by id."""
+class AnnotationsConfig(_ReaderOptions):
+    """Long form: one source (a labelling round) of (example id, annotator, label) rows,
+    joined to the examples by id: a table (csv, jsonl, parquet: the columns `id`,
+    `annotator`, `label`) or Label Studio's JSON export as downloaded (`label_studio`: the
+    example is `data[id_field]`, the annotator `completed_by`, the label the `choices` of
+    the control `from_name`, by default the export's only Choices control)."""
 
     path: str
-    format: Literal["csv", "jsonl", "parquet"] = "csv"
+    format: Literal["csv", "jsonl", "parquet", "label_studio"] = "csv"
     id: str = "example_id"
     annotator: str = "annotator"
     label: str = "label"
     source: str = ""
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    jsonl: Optional[JsonlOptions] = None
+    id_field: str = "example_id"       # label_studio: the key of a task's `data` holding the example id
+    from_name: Optional[str] = None    # label_studio: the Choices control's name; None: the only one
+
+    TABULAR_KEYS: ClassVar[Tuple[str, ...]] = ("id", "annotator", "label", "csv", "jsonl")
+    LABEL_STUDIO_KEYS: ClassVar[Tuple[str, ...]] = ("id_field", "from_name")   # added later: hashed only when set
+
+    @model_validator(mode="after")
+    def _keys_of_its_format(self) -> "AnnotationsConfig":
+        if self.format == "label_studio":
+            wrong = [k for k in self.TABULAR_KEYS if k in self.model_fields_set]
+            if wrong:
+                raise _KeyError(wrong[0], "not a key of format label_studio (the export's own fields are read: "
+                                          "data.<id_field>, completed_by, the choices of from_name)")
+        else:
+            wrong = [k for k in self.LABEL_STUDIO_KEYS if k in self.model_fields_set]
+            if wrong:
+                raise _KeyError(wrong[0], "only for format: label_studio")
+        return self
+
+    def hashed(self, dumped: Dict[str, Any]) -> Dict[str, Any]:
+        """Its dump for the config hash: the Label Studio keys only when set, so that a
+        source written before they existed keeps its hash."""
+        return {k: v for k, v in dumped.items() if k not in self.LABEL_STUDIO_KEYS or k in self.model_fields_set}
 
 
 class ReviewConfig(_Strict):
@@ -195,7 +293,9 @@ class ReviewConfig(_Strict):
 
 class LabelsConfig(_Strict):
     annotators: List[str] = Field(default_factory=list)   # wide form: one column per annotator
-    annotations: Optional[AnnotationsConfig] = None         # long form
+    # long form: one source, or a list of sources (labelling rounds), oldest first
+    annotations: Optional[Union[AnnotationsConfig, List[AnnotationsConfig]]] = Field(default=None,
+                                                                                     union_mode="left_to_right")
     normalize: Dict[str, str] = Field(default_factory=dict)   # whole values, like pandas' replace
     replace: Dict[str, str] = Field(default_factory=dict)     # literal substrings, like str.replace
     trim: bool = False          # strip surrounding whitespace before comparing labels
@@ -206,6 +306,25 @@ class LabelsConfig(_Strict):
     classes: List[str] = Field(default_factory=list)      # default: every label value seen
     iterations: int = Field(default=10, ge=1, le=200)     # Dawid-Skene EM rounds
     review: Optional[ReviewConfig] = None                  # the review queue (review/); off when absent
+    ordinal: bool = False       # the classes are ranks, in `classes` order: weighted kappas and ordinal alpha too
+
+    @field_validator("annotations")
+    @classmethod
+    def _some_sources(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list: give one source or more, oldest round first")
+        return v
+
+    @property
+    def annotation_sources(self) -> List[AnnotationsConfig]:
+        """The long-form sources, oldest round first (round i + 1 is `annotation_sources[i]`)."""
+        a = self.annotations
+        return [] if a is None else list(a) if isinstance(a, list) else [a]
+
+    def annotations_field(self, index: int) -> str:
+        """The config field of source `index`, for messages: `labels.annotations` (one
+        mapping) or `labels.annotations[1]` (a list)."""
+        return f"labels.annotations[{index}]" if isinstance(self.annotations, list) else "labels.annotations"
 
 
 class SplitConfig(_Strict):
@@ -214,6 +333,8 @@ class SplitConfig(_Strict):
     group_by: Optional[str] = None
     seed: int = 42
     folds: Optional[int] = Field(default=None, ge=2, le=1000)   # k-fold: splits fold-0 .. fold-(k-1)
+    # An example keeps the split it had in the pipeline's last COMPLETE run; new ones fill the quotas
+    sticky: bool = False
 
     @field_validator("fractions")
     @classmethod
@@ -242,6 +363,25 @@ class SplitConfig(_Strict):
 class OutputConfig(_Strict):
     path: str = "out/"
     shards: int = Field(default=4, ge=1, le=10000)
+    # parquet: raw/ and transformed/ (always); tfrecord: the same shards as GZIP tf.Example TFRecords
+    # in TFX's layout too (`tfx/raw/Split-<name>/`, `tfx/transformed/Split-<name>/`)
+    formats: List[Literal["parquet", "tfrecord"]] = Field(default_factory=lambda: ["parquet"])
+    # TFDV statistics of each raw split (`tfx/statistics/Split-<name>/FeatureStats.pb`), TFX's ExampleStatistics
+    statistics: bool = False
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: List[str]) -> List[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists a format twice: {v}")
+        if "parquet" not in v:
+            raise ValueError(f"must include parquet (raw/ and transformed/ are always written as Parquet), "
+                             f"got {v}: write [parquet, tfrecord] for TFRecords beside them")
+        return v
+
+    @property
+    def tfrecord(self) -> bool:
+        return "tfrecord" in self.formats
 
 
 class MysqlConfig(_Strict):
@@ -275,6 +415,48 @@ class ReportConfig(_Strict):
 
     # metadata slices: per schema.metadata column, the values with the most rows; the rest are `<other>`
     max_slice_values: int = Field(default=20, ge=1, le=10_000)
+    # what changed since the pipeline's last COMPLETE run (`rounds`): the job reads that run's split
+    # files for example_id and label (at 1M rows about 1.5 s of CPU); false leaves it out
+    rounds: bool = True
+
+
+class ExpectConfig(_Strict):
+    """`expect`: the quality gates the publisher checks before anything is published
+    (`pipeline/gates.py`). The defaults protect without configuration: more than half of the
+    input quarantined, no input row at all, a label class of the input that reaches no split,
+    or a feature computed from the label fail the run."""
+
+    warn_only: bool = False                                   # failures become warnings; the run publishes
+    min_input_rows: int = Field(default=1, ge=0)
+    max_quarantine_share: float = Field(default=0.5, ge=0, le=1)
+    # one share for every reason, or per reason code (`type:sex`, patterns like `type:*`)
+    max_quarantine_share_per_reason: Optional[Union[float, Dict[str, float]]] = None
+    min_rows: Optional[Union[int, Dict[str, int]]] = None     # per split: one number, or per split name
+    classes: Optional[List[str]] = None                       # the label values expected, and no other
+    min_per_class: Optional[int] = Field(default=None, ge=0)  # per split, for every class (expected, or of the input)
+    max_duplicate_share: Optional[float] = Field(default=None, ge=0, le=1)
+    max_label_tie_share: Optional[float] = Field(default=None, ge=0, le=1)
+    max_near_duplicate_leakage: Optional[float] = Field(default=None, ge=0, le=1)
+    leakage: bool = False     # no example id, exact duplicate row or group value in two splits (a shuffle of hashes)
+    label_not_a_feature: bool = True
+
+    @field_validator("max_quarantine_share_per_reason")
+    @classmethod
+    def _shares(cls, v):
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        for x in values:
+            if not 0 <= x <= 1:
+                raise ValueError(f"a share is between 0 and 1, got {x}")
+        return v
+
+    @field_validator("min_rows")
+    @classmethod
+    def _counts(cls, v):
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        for x in values:
+            if x < 0:
+                raise ValueError(f"a row count is >= 0, got {x}")
+        return v
 
 
 class FeatureConfig(BaseModel):
@@ -316,7 +498,8 @@ class FeatureConfig(BaseModel):
             raise _FieldError(where, f"must be a transform name or a mapping, got {value!r}")
         kind, _, arg = text.partition(":")
         if kind not in FEATURE_KINDS:
-            raise _FieldError(where, f"unknown feature transform {text!r}; expected one of "
+            raise _FieldError(where, f"unknown feature transform {text!r}{did_you_mean(kind, FEATURE_KINDS)}; "
+                              "expected one of "
                               "zscore, minmax, log_zscore, bucketize:N, vocabulary, vocabulary:TOPK, hash:N, "
                               "passthrough, tokens_vocabulary, tfidf:VOCAB")
         count_key = cls.COUNT_KEY.get(kind)
@@ -333,7 +516,8 @@ class FeatureConfig(BaseModel):
             allowed.add("num_oov_buckets")
         for key in options:
             if key not in allowed:
-                raise _FieldError(f"{where}.{key}", f"unknown key for {kind}; expected one of "
+                raise _FieldError(f"{where}.{key}", f"unknown key for {kind}{did_you_mean(key, allowed)}; "
+                                  "expected one of "
                                   f"{', '.join(['transform'] + sorted(allowed))}")
         count: Optional[int] = int(arg) if arg else None
         if count_key and count_key in options:
@@ -391,6 +575,7 @@ class Config(_Strict):
     metadata_store: StoreConfig = Field(default_factory=StoreConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    expect: ExpectConfig = Field(default_factory=ExpectConfig)
 
     # Not part of the YAML: where the file was and its exact text (hashed into MLMD).
     base_dir: str = Field(default=".", exclude=True)
@@ -459,15 +644,34 @@ class Config(_Strict):
     def config_hash(self) -> str:
         dumped = self.model_dump(mode="json", by_alias=True)
         # Keys added later hash only when set, so earlier configs keep their hash.
-        for key in ("guard", "report"):
+        for key in ("guard", "report", "expect"):
             if key not in self.model_fields_set:
                 dumped.pop(key, None)
+        if dumped.get("report") and dumped["report"].get("rounds") is True:   # added later: hashed when off
+            dumped["report"].pop("rounds")
         if dumped.get("labels") and dumped["labels"].get("review") is None:
             dumped["labels"].pop("review", None)
+        if dumped.get("labels") and dumped["labels"].get("annotations"):   # labels.annotations' later keys
+            _hash_annotations(self.labels, dumped["labels"])
+        if dumped.get("labels") and not dumped["labels"].get("ordinal"):
+            dumped["labels"].pop("ordinal", None)
+        if not dumped["split"].get("sticky"):
+            dumped["split"].pop("sticky", None)
         if dumped["clean"].get("near_dedup") is None:
             dumped["clean"].pop("near_dedup", None)
         if not dumped["clean"].get("allow_non_finite"):
             dumped["clean"].pop("allow_non_finite", None)
+        annotations = (dumped.get("labels") or {}).get("annotations") or []
+        readers = list(dumped["inputs"]) + (annotations if isinstance(annotations, list) else [annotations])
+        for entry in readers:   # csv.encoding, jsonl: added later
+            if entry["csv"].get("encoding") is None:
+                entry["csv"].pop("encoding", None)
+            if entry.get("jsonl") is None:
+                entry.pop("jsonl", None)
+        if dumped["output"].get("formats") == ["parquet"]:
+            dumped["output"].pop("formats", None)
+        if not dumped["output"].get("statistics"):
+            dumped["output"].pop("statistics", None)
         canonical = json.dumps(dumped, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -483,14 +687,15 @@ class Config(_Strict):
         s = self.schema_
         known = set(self.column_types)
         if s.label not in s.columns and not self.labels:
-            raise _FieldError("schema.label", f"column {s.label!r} is not in schema.columns")
+            raise _FieldError("schema.label", f"column {s.label!r} is not in schema.columns"
+                              + did_you_mean(s.label, s.columns))
         if s.id is not None and s.id not in s.columns:
-            raise _FieldError("schema.id", f"column {s.id!r} is not in schema.columns")
+            raise _FieldError("schema.id", f"column {s.id!r} is not in schema.columns" + did_you_mean(s.id, s.columns))
         for i, rule in enumerate(self.clean.rules):
             if rule.column not in known:
-                raise _FieldError(f"clean.rules[{i}].column", f"unknown column {rule.column!r}")
+                raise _FieldError(f"clean.rules[{i}].column", _unknown(rule.column, known))
             if rule.other is not None and rule.other not in known:
-                raise _FieldError(f"clean.rules[{i}].other", f"unknown column {rule.other!r}")
+                raise _FieldError(f"clean.rules[{i}].other", _unknown(rule.other, known))
             numeric = self.column_types[rule.column] in ("int", "float")
             if (rule.min is not None or rule.max is not None) and not numeric:
                 raise _FieldError(f"clean.rules[{i}]", f"min/max need a numeric column, "
@@ -500,12 +705,12 @@ class Config(_Strict):
                 raise _FieldError("clean.dedup.keys", "must name at least one column, or be 'all'")
             for k in self.clean.dedup.keys:
                 if k not in known:
-                    raise _FieldError("clean.dedup.keys", f"unknown column {k!r}")
+                    raise _FieldError("clean.dedup.keys", _unknown(k, known))
         nd = self.clean.near_dedup
         if nd:
             for c in nd.columns:
                 if c not in known:
-                    raise _FieldError("clean.near_dedup.columns", f"unknown column {c!r}")
+                    raise _FieldError("clean.near_dedup.columns", _unknown(c, known))
                 if self.column_types[c] != "string":
                     raise _FieldError("clean.near_dedup.columns", f"{c!r} is {self.column_types[c]}, not text")
         for i, f in enumerate(self.clean.filters):
@@ -513,9 +718,9 @@ class Config(_Strict):
                 raise _FieldError(f"clean.filters[{i}]", f"must be 'module:function', got {f!r}")
         for col in self.stratify_by:
             if col not in known:
-                raise _FieldError("split.stratify_by", f"unknown column {col!r}")
+                raise _FieldError("split.stratify_by", _unknown(col, known))
         if self.split.group_by is not None and self.split.group_by not in known:
-            raise _FieldError("split.group_by", f"unknown column {self.split.group_by!r}")
+            raise _FieldError("split.group_by", _unknown(self.split.group_by, known))
         if self.features and "train" not in self.split.fractions:
             raise _FieldError("split.fractions", "features are analysed on the train split: name one 'train'"
                               + (" (k-fold splits have no train split; drop features)" if self.split.folds else ""))
@@ -532,16 +737,18 @@ class Config(_Strict):
         if self.labels:
             for col in self.labels.slices:
                 if col not in known:
-                    raise _FieldError("labels.slices", f"unknown column {col!r}")
+                    raise _FieldError("labels.slices", _unknown(col, known))
             review = self.labels.review
             if review is not None:
                 if not self.consensus_label:
                     raise _FieldError("labels.review", "needs several annotators (labels.annotators or "
                                       "labels.annotations)")
                 if review.slice_by is not None and review.slice_by not in known:
-                    raise _FieldError("labels.review.slice_by", f"unknown column {review.slice_by!r}")
+                    raise _FieldError("labels.review.slice_by", _unknown(review.slice_by, known))
                 if review.min_posterior is not None and self.labels.consensus != "dawid_skene":
                     raise _FieldError("labels.review.min_posterior", "is for consensus: dawid_skene")
+            if self.labels.ordinal and len(self.labels.classes) < 2:
+                raise _FieldError("labels.ordinal", "needs labels.classes: the classes in rank order (at least two)")
         for col, text in self.features.items():
             where = f"features.{col}"
             if col == "preprocessing_fn":
@@ -555,11 +762,22 @@ class Config(_Strict):
                     raise _FieldError(where, "set, but no feature is: name a column or a preprocessing_fn")
                 continue
             if col not in known:
-                raise _FieldError(where, f"unknown column {col!r}")
+                raise _FieldError(where, _unknown(col, known))
             FeatureConfig.parse(col, text, self.column_types[col])
-        ann = self.labels.annotations if self.labels else None
-        if ann and ann.format == "csv" and not ann.csv.header and not ann.csv.names:
-            ann.csv.names = [ann.id, ann.annotator, ann.label]
+        expect = self.expect
+        if isinstance(expect.min_rows, dict):
+            for name in expect.min_rows:
+                if name not in self.split.fractions:
+                    raise _FieldError("expect.min_rows",
+                                      f"no split {name!r} (splits: {', '.join(self.split.fractions)})")
+        if expect.max_near_duplicate_leakage is not None and not self.clean.near_dedup:
+            raise _FieldError("expect.max_near_duplicate_leakage", "needs clean.near_dedup")
+        if expect.max_label_tie_share is not None and not self.consensus_label:
+            raise _FieldError("expect.max_label_tie_share", "needs several annotators (labels.annotators or "
+                              "labels.annotations)")
+        for ann in (self.labels.annotation_sources if self.labels else []):
+            if ann.format == "csv" and not ann.csv.header and not ann.csv.names:
+                ann.csv.names = [ann.id, ann.annotator, ann.label]
         for i, inp in enumerate(self.inputs):
             if inp.format == "csv" and not inp.csv.header and not inp.csv.names:
                 # Header-less CSV: the declared columns in their declared order.
@@ -570,27 +788,86 @@ class Config(_Strict):
 _FEATURE_OPTIONS = ("preprocessing_fn", "tf_compat_v1")   # `features:` keys that are not columns
 
 
+def _hash_annotations(labels: LabelsConfig, dumped_labels: Dict[str, Any]) -> None:
+    """`labels.annotations` in the dump that is hashed: each source without the keys it
+    did not set that were added later (`AnnotationsConfig.hashed`)."""
+    sources = labels.annotation_sources
+    if isinstance(labels.annotations, list):
+        dumped_labels["annotations"] = [s.hashed(d) for s, d in zip(sources, dumped_labels["annotations"])]
+    else:
+        dumped_labels["annotations"] = sources[0].hashed(dumped_labels["annotations"])
+
+
 class _FieldError(ValueError):
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
 
 
+class _KeyError(ValueError):
+    """A key of a nested model is wrong: named after the model's own location."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+# A union's member in an error's location (`function-after[...]`, `list[AnnotationsConfig]`): not a field.
+_UNION_MEMBER = re.compile(r"[\[(]|^[A-Z]\w*Config$")
+# What a union member says when the input is the other member's shape: not the error that matters.
+_WRONG_SHAPE = ("model_type", "list_type", "dict_type", "model_attributes_type")
+
+
 def _format_validation_error(e: ValidationError) -> str:
-    err = e.errors()[0]
+    errors = e.errors()
+    # labels.annotations is one source or a list: pydantic reports both members' errors
+    err = next((x for x in errors if x["type"] not in _WRONG_SHAPE), errors[0])
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
-    loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+    loc = ".".join(str(p) for p in err["loc"] if p != "__root__" and not _UNION_MEMBER.search(str(p)))
     loc = loc.replace("schema_", "schema").replace("in_", "in")
     if isinstance(inner, _FieldError):
         return f"{inner.field}: {inner}"
+    if isinstance(inner, _KeyError):
+        return f"{loc}.{inner.key}: {inner}"
     msg = str(inner) if inner is not None else err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(err["loc"][-1] if err["loc"] else None, _keys_at(err["loc"][:-1]))
     elif err["type"] == "missing":
         msg = "required"
     msg = re.sub(r"^(Value|Assertion) error, ", "", msg)
     return f"{loc}: {msg}" if loc else msg
+
+
+def _keys_at(loc: Sequence[Any]) -> List[str]:
+    """The keys the config allows in the mapping at `loc` (a pydantic error location: keys and
+    list indexes from the top), for "did you mean"; [] where it is not a model."""
+    import typing
+
+    def model_of(t: Any) -> Any:
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+        for arg in typing.get_args(t):     # Optional[X], Union[...], List[X], Dict[str, X]
+            if arg is not str and model_of(arg) is not None:
+                return model_of(arg)
+        return None
+
+    t: Any = Config
+    for part in loc:
+        model = model_of(t)
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue    # a list item: the list's item model is found by model_of
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        fields.update(model.model_fields)
+        if part not in fields:
+            return []
+        t = fields[part].annotation
+    model = model_of(t)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
 def parse_config(data: Any, base_dir: str = ".", raw_text: str = "") -> Config:
@@ -634,22 +911,105 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_CONFIG_BYTES = 1 << 20       # a config is a few KB; a long label map a few hundred
+MAX_ALIAS_VALUES = 100_000       # values YAML aliases may add to a config once expanded
+
+
+class _AliasBomb(ValueError):
+    pass
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """The number of values `root` holds once every alias is expanded, counted on the node
+    graph (an alias is the anchored node itself, shared), so a bomb is measured without
+    being built; stops past `limit`. A recursive alias counts as past it."""
+    sizes: Dict[int, int] = {}
+    on_path = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in on_path:
+            raise _AliasBomb("a YAML alias refers to itself")
+        on_path.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                total += size(child)
+                if total > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _load_yaml(text: str):
+    """YAML → Python objects, as `yaml.load` with `_UniqueKeyLoader`, refusing a document whose
+    aliases would add more than MAX_ALIAS_VALUES values (a "billion laughs" bomb: 668 bytes
+    nested in a rule's `in:` list took 3 minutes and 3.7 GB to validate and hash)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        distinct = len({id(n) for n in _walk(node)})
+        expanded = _expanded_size(node, distinct + MAX_ALIAS_VALUES)
+        if expanded > distinct + MAX_ALIAS_VALUES:
+            raise _AliasBomb(f"YAML aliases expand it past {MAX_ALIAS_VALUES:,} values (an alias bomb?); "
+                             "write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _walk(root: yaml.Node):
+    """Every distinct node of the graph under `root`, once each."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack += [k, v]
+
+
 def load_config(path: str) -> Config:
     """Reads and validates a YAML config file.
 
     Raises:
-      ConfigError: the file is missing, is not YAML, or a field is wrong.
+      ConfigError: the file is missing, is not YAML, is larger than MAX_CONFIG_BYTES, its
+        aliases expand past MAX_ALIAS_VALUES values, or a field is wrong.
     """
     try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES and os.path.isfile(path):
+            raise ConfigError(f"{path}: the config is {size:,} bytes, more than {MAX_CONFIG_BYTES:,} "
+                              "(a config names its data, it does not hold it)")
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    if len(text.encode("utf-8")) > MAX_CONFIG_BYTES:   # a pipe or a file that grew: no size to stat
+        raise ConfigError(f"{path}: the config is more than {MAX_CONFIG_BYTES:,} bytes "
+                          "(a config names its data, it does not hold it)")
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateKey as e:
+        data = _load_yaml(text)
+    except (_DuplicateKey, _AliasBomb) as e:
         raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None

@@ -33,14 +33,20 @@ th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 pre.record{margin:0;white-space:pre-wrap;word-break:break-all;max-width:760px}
 .chart svg{max-width:100%;height:auto}.muted{color:#57606a}.warn{color:#9a6700;font-weight:600}
+.banner{border-radius:6px;padding:12px 18px;margin:16px 0;font-weight:600}.banner ul{margin:6px 0 0;font-weight:400}
+.banner.failed{background:#ffebe9;border:1px solid #cf222e;color:#82071e}
+.banner.warned{background:#fff8c5;border:1px solid #bf8700;color:#7d4e00}
+tr.gate-failed td{color:#82071e;font-weight:600}
 nav a{margin-right:12px;color:#0969da;text-decoration:none}
 """
 
 
 def esc(value: Any) -> str:
-    """Any value as HTML text (None as an empty cell)."""
+    """Any value as HTML text (None as an empty cell, an integer with thousands separators)."""
     if value is None:
         return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"      # counts read as 14,568
     if isinstance(value, float):
         return html.escape(f"{value:.4g}")
     if isinstance(value, (dict, list)):
@@ -186,7 +192,8 @@ def lineage_svg(graph: Dict) -> str:
             uri = str(n.get("uri", ""))
             sub = ("…" + uri[-34:]) if len(uri) > 35 else uri
             if props.get("rows") not in (None, ""):
-                sub = f"{props['rows']} rows · {sub}"
+                rows = props["rows"]
+                sub = f"{rows:,} rows · {sub}" if isinstance(rows, int) else f"{rows} rows · {sub}"
         in_layer = sum(1 for _, (lay, _) in pos.items() if lay == layer)
         offset = (width_of - in_layer) * col_w / 2          # each layer centred
         points.append({"id": key, "x": offset + r * col_w + 10, "y": layer * row_h + 10, "title": title,
@@ -235,8 +242,8 @@ def _funnel(report: Dict) -> str:
     order = [k for k in FUNNEL_ORDER if k in rows] + [k for k in rows if k not in FUNNEL_ORDER]
     values = [{"stage": k, "rows": rows[k]} for k in order]
     splits = [k for k in rows if k not in FUNNEL_ORDER]
-    identity = (f"input {rows.get('input')} = " + " + ".join(f"{s} {rows[s]}" for s in splits)
-                + f" + quarantined {rows.get('quarantined')} + duplicates {rows.get('duplicates')}")
+    identity = (f"input {esc(rows.get('input'))} = " + " + ".join(f"{s} {esc(rows[s])}" for s in splits)
+                + f" + quarantined {esc(rows.get('quarantined'))} + duplicates {esc(rows.get('duplicates'))}")
     cells = "".join(f'<tr><th>{esc(k)}</th><td class="n" data-funnel="{esc(k)}">{esc(rows[k])}</td></tr>'
                     for k in order)
     return (f'<p><code>{esc(identity)}</code></p><table id="funnel-table"><tbody>{cells}</tbody></table>'
@@ -262,8 +269,9 @@ def _quarantine(report: Dict) -> str:
     for f in flat:
         rows = samples.get(f"{f['stage']}\t{f['reason']}", [])
         if rows:
-            out.append(f"<h3>{esc(f['stage'])}: {esc(f['reason'])} — {len(rows)} sample(s) of {f['rows']}</h3>")
-            out.append(table([{"source": s.get("_source"), "row": s.get("_row"),
+            out.append(f"<h3>{esc(f['stage'])}: {esc(f['reason'])} — {len(rows)} sample(s) of {esc(f['rows'])}</h3>")
+            # a line number as `sed -n 14568p` takes it, not as a count
+            out.append(table([{"source": s.get("_source"), "row": None if s.get("_row") is None else str(s["_row"]),
                                "record": s.get("record")} for s in rows], ["source", "row", "record"],
                              cls="samples"))
     return "".join(out)
@@ -274,9 +282,19 @@ def _split(report: Dict) -> str:
     strata = bal.get("strata", [])
     if not strata:
         return '<p class="muted">no split balance</p>'
+    sticky = bal.get("sticky")
     out = [f"<p>unit: {esc(bal.get('unit'))}; largest deviation from target: "
-           f"{esc(bal.get('largest_deviation'))}</p>",
-           table(strata, ["stratum", "split", "n", "target", "actual", "proportion"])]
+           f"{esc(bal.get('largest_deviation'))}</p>"]
+    if sticky:
+        out.append(f'<p id="split-sticky">Sticky splits: every example that was in a split of run '
+                   f'<code>{esc(sticky.get("previous_run"))}</code> kept it ('
+                   + ", ".join(f"{esc(k)} {esc(v)}" for k, v in sticky.get("kept", {}).items())
+                   + "); new examples filled the quotas as closely as they allowed ("
+                   + ", ".join(f"{esc(k)} {esc(v)}" for k, v in sticky.get("new", {}).items())
+                   + "). Deviation of the split totals from their targets: "
+                   + ", ".join(f"{esc(k)} {v:+d}" for k, v in sticky.get("deviation", {}).items()) + ".</p>")
+    out.append(table(strata, ["stratum", "split", "n", "target", "actual", "proportion"]
+                     + (["kept", "new"] if sticky else [])))
     chart = []
     for r in strata:
         chart += [{"stratum / split": f"{r['stratum']} / {r['split']}", "kind": "target", "count": r["target"]},
@@ -291,6 +309,9 @@ def _metric(block: Optional[Dict]) -> Any:
     return block.get("value") if isinstance(block, dict) else block
 
 
+_PER_CLASS_FIGURES = ("mean_item_agreement", "hlp", "label_agreement", "kappa", "label_share")
+
+
 def _labels(report: Dict) -> str:
     lab = report.get("labels")
     if not lab:
@@ -300,14 +321,23 @@ def _labels(report: Dict) -> str:
              {"measure": "Fleiss' kappa", "value": _metric(overall.get("fleiss_kappa"))},
              {"measure": "Krippendorff's alpha (nominal)", "value": _metric(overall.get("krippendorff_alpha_nominal"))},
              {"measure": "items", "value": overall.get("items")}]
+    if "weighted_kappa" in overall:   # labels.ordinal
+        facts[2:2] = [{"measure": "weighted kappa (quadratic)", "value": _metric(overall.get("weighted_kappa"))},
+                      {"measure": "Krippendorff's alpha (ordinal)",
+                       "value": _metric(overall.get("krippendorff_alpha_ordinal"))}]
+    unchosen = (overall.get("consensus") or {}).get("unchosen_items")
+    if unchosen:
+        facts.append({"measure": "consensus no annotator of the item chose", "value": unchosen})
     out = ['<h3>Overall</h3>', table(facts, ["measure", "value"], cls="overall-agreement")]
     classes = lab.get("classes_by_agreement") or []
     if classes:
-        out += ['<h3>Per class, lowest first</h3>', table(classes, cls="class-agreement")]
+        # a figure that is None per class is n/a (undefined, or 1.0 by construction), not blank
+        shown = [{k: ("n/a" if v is None and k in _PER_CLASS_FIGURES else v) for k, v in c.items()} for c in classes]
+        out += ['<h3>Per class, lowest first</h3>', table(shown, cls="class-agreement")]
         key = next((k for k in ("mean_item_agreement", "hlp", "label_agreement") if k in classes[0]), None)
         if key:
-            out.append(bar_chart([{"class": c.get("class"), key: _metric(c.get(key))} for c in classes], key, "class",
-                                 f"{key} per class"))
+            out.append(bar_chart([{"class": c.get("class"), key: _metric(c.get(key))} for c in classes
+                                  if _metric(c.get(key)) is not None], key, "class", f"{key} per class"))
     for col, rows in (lab.get("slices_by_agreement") or {}).items():
         out += [f"<h3>Per {esc(col)}, lowest first</h3>", table(rows, cls="slice-agreement")]
     annotators = lab.get("annotators_by_agreement") or []
@@ -357,8 +387,13 @@ def _features(report: Dict) -> str:
     if not feats:
         return '<p class="muted">no features</p>'
     rows = []
+    missing = report.get("feature_missing") or {}
     for column, st in (feats.get("columns") or {}).items():
         row = {"column": column}
+        if column in missing:    # missing values, filled before the transform (per split)
+            per_split = missing[column]
+            row["missing"] = sum(per_split.values())
+            row["missing per split"] = " · ".join(f"{k} {v:,}" for k, v in per_split.items())
         row.update({k: v for k, v in st.items() if not isinstance(v, (list, dict))})
         for k, v in st.items():
             if isinstance(v, list):
@@ -392,19 +427,48 @@ def _guard(report: Dict) -> str:
     return _section("guard", "Growth guard", f'<p class="warn">{esc(g.get("message"))}</p>')
 
 
+def _gate_banner(report: Dict) -> str:
+    """At the top of the page: which quality gates failed (the run published nothing), or,
+    with `expect.warn_only`, which would have."""
+    gates = report.get("gates") or {}
+    failed = [r for r in gates.get("results", []) if not r.get("passed")]
+    if not failed:
+        return ""
+    kind = "warned" if gates.get("warn_only") else "failed"
+    head = ("Quality gates failed with expect.warn_only: the run was published anyway"
+            if kind == "warned" else "Quality gates failed: this run published nothing (no split, no _SUCCESS)")
+    items = "".join(f"<li><code>{esc(r['gate'])}</code>: {esc(r['message'])}</li>" for r in failed)
+    return f'<div class="banner {kind}" id="gates-banner">{esc(head)}<ul>{items}</ul></div>'
+
+
+def _gates(report: Dict) -> str:
+    gates = report.get("gates") or {}
+    results = gates.get("results") or []
+    if not results:
+        return '<p class="muted">no quality gate was checked</p>'
+    rows = "".join(f'<tr class="gate-{"passed" if r["passed"] else "failed"}"><td><code>{esc(r["gate"])}</code>'
+                   f'{" (default)" if r.get("default") else ""}</td><td>{"passed" if r["passed"] else "FAILED"}</td>'
+                   f'<td>{esc(r["message"])}</td></tr>' for r in results)
+    return (f'<table id="gates-table"><thead><tr><th>gate</th><th>result</th><th>numbers</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
 def render_html(report: Dict, lineage: Optional[Dict] = None) -> str:
     """The whole page for one run's `report` (report.json) and its `lineage`
     (`Graph.to_json()` of the run's outputs, upstream), as a string."""
-    from pipeline.html_slices import slices_section   # it builds on this file's helpers
+    from pipeline.html_rounds import rounds_section   # they build on this file's helpers
+    from pipeline.html_slices import slices_section
 
     title = f"dataprep report · {report.get('pipeline', '')} · {report.get('run_id', '')}"
     parts = [
+        ("gates", "Quality gates", _gates(report)),
         ("funnel", "Row funnel", _funnel(report)),
         ("quarantine", "Quarantine reasons and samples", _quarantine(report)),
         ("split", "Split balance per stratum (target vs actual)", _split(report)),
         ("labels", "Label agreement (human-level performance)", _labels(report)),
         ("slices", "Metadata slices (error analysis)", slices_section(report)),
         ("review", "Review queue", _review(report)),
+        *([("rounds", "What changed since the last round", rounds_section(report))] if report.get("rounds") else []),
         ("near-dedup", "Near-duplicates and split leakage", _near_dedup(report)),
         ("features", "Feature statistics and vocabularies", _features(report)),
         ("lineage", "Lineage of the run (inputs → stages → outputs)",
@@ -412,7 +476,7 @@ def render_html(report: Dict, lineage: Optional[Dict] = None) -> str:
         ("facts", "Run facts", _facts(report)),
     ]
     nav = "".join(f'<a href="#{sid}">{esc(t.split(" (")[0])}</a>' for sid, t, _ in parts)
-    body = _guard(report) + "".join(_section(sid, t, b) for sid, t, b in parts)
+    body = _gate_banner(report) + _guard(report) + "".join(_section(sid, t, b) for sid, t, b in parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
             "img-src data:\">"

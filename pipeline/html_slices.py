@@ -1,10 +1,13 @@
 """report.html's metadata slices section: per metadata column, where each value's rows went
-(clean, quarantined by reason, duplicates), its label mix and its label agreement, as
-tables and Vega-Lite charts (rendered by `pipeline/html_report.py`'s helpers)."""
+(each split, quarantined by reason, duplicates), its label mix and its label agreement, as
+tables and Vega-Lite charts (rendered by `pipeline/html_report.py`'s helpers), the values in
+their natural order (numbers as numbers)."""
 
-from typing import Dict, List
+import re
+from typing import Dict, List, Tuple
 
 from pipeline.html_report import bar_chart, esc, table, vega_lite_svg
+from transforms.slices import NULL, OTHER
 
 
 def stacked_shares(values: List[Dict], category: str, part: str, value: str, title: str) -> str:
@@ -19,15 +22,37 @@ def stacked_shares(values: List[Dict], category: str, part: str, value: str, tit
     return f'<div class="chart">{vega_lite_svg(spec)}</div>'
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def natural_key(value: str) -> Tuple:
+    """The order a reader expects of slice values: numbers as numbers (2 < 10 < 10.5), text
+    by its words and numbers (cam-2 < cam-10), `<null>` and `<other>` last."""
+    if value in (NULL, OTHER):
+        return (2, value == OTHER, ())
+    if _NUMBER.fullmatch(value.strip()):
+        return (0, float(value), ())
+    parts = re.split(r"(\d+)", value.casefold())
+    return (1, 0.0, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p))
+
+
 def _column(column: str, rows: List[Dict]) -> str:
-    cells = [{"value": r["value"], "rows": r["rows"], "clean": r["clean"], "quarantined": r["quarantined"],
-              "duplicates": r["duplicates"], "quarantine share": r["quarantine_share"],
-              "top reason": next(iter(r["quarantine_by_reason"]), None),
-              "label agreement": (r.get("label_agreement") or {}).get("value"),
-              "label mix": ", ".join(f"{k} {v['share']:.0%}" for k, v in r["label_mix"].items())}
-             for r in rows]
-    where = [{"value": r["value"], "went to": kind, "rows": r[kind]}
-             for r in rows for kind in ("clean", "quarantined", "duplicates") if r[kind]]
+    rows = sorted(rows, key=lambda r: natural_key(str(r["value"])))
+    splits = list(rows[0].get("splits") or {}) if rows else []
+    cells = []
+    for r in rows:
+        cell = {"value": r["value"], "rows": r["rows"]}
+        # where the clean rows went: each split (report.json of runs before issue 30: "clean" only)
+        cell.update({name: r["splits"][name] for name in splits} if splits else {"clean": r["clean"]})
+        cell.update({"quarantined": r["quarantined"], "duplicates": r["duplicates"],
+                     "quarantine share": r["quarantine_share"],
+                     "top reason": next(iter(r["quarantine_by_reason"]), None),
+                     "label agreement": (r.get("label_agreement") or {}).get("value"),
+                     "label mix": ", ".join(f"{k} {v['share']:.0%}" for k, v in r["label_mix"].items())})
+        cells.append(cell)
+    where = [{"value": r["value"], "went to": kind, "rows": n} for r in rows
+             for kind, n in ([(s, r["splits"][s]) for s in splits] if splits else [("clean", r["clean"])])
+             + [("quarantined", r["quarantined"]), ("duplicates", r["duplicates"])] if n]
     reasons = [{"value": r["value"], "reason": reason, "share": v["share"]}
                for r in rows for reason, v in r["quarantine_by_reason"].items()]
     mix = [{"value": r["value"], "label": label, "rows": v["rows"]} for r in rows for label, v in r["label_mix"].items()]
@@ -57,7 +82,7 @@ def slices_section(report: Dict) -> str:
     if not sl or not sl.get("columns"):
         return '<p class="muted">no metadata columns (schema.metadata) to slice by</p>'
     intro = (f"<p>Per value of each <code>schema.metadata</code> column (the {esc(sl.get('max_values'))} values "
-             "with the most rows; the others together as <code>&lt;other&gt;</code>): its rows as read, where they "
-             "went, the label mix of its clean rows and their agreement with the consensus. Rows quarantined at "
+             "with the most rows; the others together as <code>&lt;other&gt;</code>), in their natural order: its rows "
+             "as read, where they went (each split, quarantine, duplicates), the label mix of its clean rows and their agreement with the consensus. Rows quarantined at "
              "ingest were never parsed into columns and are in no slice.</p>")
     return intro + "".join(_column(c, rows) for c, rows in sl["columns"].items())

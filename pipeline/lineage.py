@@ -229,7 +229,8 @@ def list_runs(store: metadata_store.MetadataStore) -> List[Dict]:
         runs.append({"run_id": ctx.name, "pipeline": p.get("pipeline"), "status": status,
                      "started": p.get("started"), "seconds": seconds, "config_hash": (p.get("config_hash") or "")[:12],
                      "rows": rows, "runner": p.get("runner"), "output": p.get("output"), "error": p.get("error"),
-                     "properties": {k: p.get(k) for k in ("pipeline", "config_hash", "inputs_fingerprint", "staging")}})
+                     "properties": {k: p.get(k) for k in ("pipeline", "config_hash", "inputs_fingerprint", "staging",
+                                                          "reuse_key")}})
     return sorted(runs, key=lambda r: (r["started"] or "", r["run_id"]))
 
 
@@ -268,7 +269,9 @@ def _run_inputs(store: metadata_store.MetadataStore, ctx: pb.Context) -> Dict[st
 
 def diff_runs(store: metadata_store.MetadataStore, run_a: str, run_b: str) -> Dict:
     """What changed between two runs: config text, input files (by sha256), row counts
-    and quarantine reasons.
+    and quarantine reasons; and, when both runs' outputs are there, what changed between
+    the two rounds (`pipeline/rounds.py`: agreement per class, consensus labels, review
+    queue, split churn), under "rounds" (None otherwise).
 
     Raises:
       TargetNotFound: a run id is not in the store.
@@ -293,14 +296,23 @@ def diff_runs(store: metadata_store.MetadataStore, run_a: str, run_b: str) -> Di
     flat_b = {f"{s}:{r}": n for s, rs in reasons_b.items() for r, n in rs.items()}
     reasons = {k: {"a": flat_a.get(k, 0), "b": flat_b.get(k, 0)} for k in sorted(set(flat_a) | set(flat_b))
                if flat_a.get(k, 0) != flat_b.get(k, 0)}
+    from pipeline.run_key import changed_parts
+    from pipeline.rounds import compare_runs
+
     return {"a": run_a, "b": run_b,
+            "reuse_key": {"same": bool(pa_.get("reuse_key")) and pa_.get("reuse_key") == pb_.get("reuse_key"),
+                          "changed": changed_parts(pa_, pb_)},
             "config_hash": {"a": pa_.get("config_hash"), "b": pb_.get("config_hash")},
             "config_diff": config_diff, "inputs": inputs, "rows": rows, "quarantine_reasons": reasons,
-            "code_version": {"a": pa_.get("code_version"), "b": pb_.get("code_version")}}
+            "code_version": {"a": pa_.get("code_version"), "b": pb_.get("code_version")},
+            "rounds": compare_runs(store, run_a, run_b)}
 
 
 def format_diff(d: Dict) -> str:
     lines = [f"runs {d['a']} → {d['b']}"]
+    key = d.get("reuse_key") or {}
+    lines.append("reuse key: " + ("same (the second would have been reused)" if key.get("same") else
+                                  "differs in " + (", ".join(key.get("changed") or []) or "parts not recorded")))
     same = d["config_hash"]["a"] == d["config_hash"]["b"]
     lines.append("config: " + ("same" if same else "changed"))
     lines += [f"  {line}" for line in d["config_diff"]]
@@ -315,12 +327,16 @@ def format_diff(d: Dict) -> str:
         lines += [f"  {k}: {v['a']} → {v['b']}" for k, v in d["quarantine_reasons"].items()]
     if d["code_version"]["a"] != d["code_version"]["b"]:
         lines.append(f"code: {d['code_version']['a']} → {d['code_version']['b']}")
+    if d.get("rounds"):
+        from pipeline.rounds import format_rounds
+
+        lines += format_rounds(d["rounds"])
     return "\n".join(lines)
 
 
 def example_provenance(store: metadata_store.MetadataStore, example_id: str, run_id: Optional[str] = None) -> Dict:
-    """Where one example ended and where it came from: its split (or duplicates), its
-    source file and line, and that file's artifact in the store.
+    """Where one example ended and where it came from: its split (or duplicates, or quarantine
+    with its reason), its source file and line, and that file's artifact in the store.
 
     Raises:
       TargetNotFound: no such run, or the example is in none of the run's outputs.
@@ -337,12 +353,17 @@ def example_provenance(store: metadata_store.MetadataStore, example_id: str, run
     out_dir = _props(ctx).get("output")
     types = {t.id: t.name for t in store.get_artifact_types()}
     places = [(a, types.get(a.type_id)) for a in store.get_artifacts_by_context(ctx.id)
-              if types.get(a.type_id) in ("Examples", "Duplicates")]
-    places.sort(key=lambda x: (x[1] != "Examples", x[0].properties["kind"].string_value != "raw", x[0].uri))
+              if types.get(a.type_id) in _EXAMPLE_PLACES
+              and "payload_format" not in a.custom_properties]   # TFX's TFRecord Examples: the same rows
+    places.sort(key=lambda x: (_EXAMPLE_PLACES.index(x[1]), x[0].properties["kind"].string_value != "raw",
+                               x[0].uri))
     for artifact, kind in places:
         if not os.path.isdir(artifact.uri):
             continue
-        table = ds.dataset(artifact.uri, format="parquet").to_table(filter=pc.field("example_id") == example_id)
+        dataset = ds.dataset(artifact.uri, format="parquet")
+        if "example_id" not in dataset.schema.names:
+            continue
+        table = dataset.to_table(filter=pc.field("example_id") == example_id)
         if table.num_rows == 0:
             continue
         row = table.slice(0, 1).to_pylist()[0]
@@ -354,6 +375,12 @@ def example_provenance(store: metadata_store.MetadataStore, example_id: str, run
                              "split": artifact.properties["split"].string_value or None},
                 "source": source, "row": row.get("_row"),
                 "kept_example_id": row.get("kept_example_id"),
+                "reason": row.get("reason"), "stage": row.get("stage"),
                 "input_artifact": ({"artifact_id": inputs[0].id, "uri": inputs[0].uri,
                                     "sha256": inputs[0].properties["sha256"].string_value} if inputs else None)}
-    raise TargetNotFound(f"example {example_id!r} is in no split or duplicates of run {run_id}")
+    raise TargetNotFound(f"example {example_id!r} is in no split, duplicates or quarantine of run {run_id}")
+
+
+# where `example_provenance` looks for an example, in this order (quarantine/ rows carry their
+# example_id since issue 30; an earlier run's quarantine has none and is skipped)
+_EXAMPLE_PLACES = ("Examples", "Duplicates", "Quarantine")

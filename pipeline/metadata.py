@@ -8,7 +8,12 @@ Layout in the store:
   OUTPUT events;
 - artifacts: `DataFile` per input file (uri, sha256, size, rows, source note), `RawData`
   (the ingested records), `CleanData`, `Quarantine`, `Duplicates`, `Examples` per split
-  (`split`, `kind` raw|transformed), `TransformGraph`, `Schema`, `DataReport`.
+  (`split`, `kind` raw|transformed), `TransformGraph`, `Schema`, `DataReport`; with labels,
+  `LabelAgreement`, `LabelHistory` and `ReviewQueue` (outputs of the labels stage, whose
+  inputs are the annotation files; a Label Studio export is the output of a
+  `dataprep.label_studio` execution whose input is the review queue it answers); with
+  TFRecords or statistics, TFX's `Examples` of all splits and `ExampleStatistics`
+  (`pipeline/tfx_artifacts.py`).
 Types use TFX's names where TFX has one and are registered with `can_add_fields`, so a
 later version can add properties without breaking an older store.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -39,10 +45,13 @@ ARTIFACT_TYPES: Dict[str, Dict[str, int]] = {
     "Examples": {"span": INT, "version": INT, "split_names": STRING, "split": STRING, "kind": STRING,
                  "rows": INT},
     "TransformGraph": {},
+    "ExampleStatistics": {"span": INT, "split_names": STRING},
     "Schema": {},
     "DataReport": {},
     "DataManifest": {"files": INT, "size_bytes": INT, "sha256": STRING, "source": STRING, "rows": INT},
     "LabelAgreement": {"hlp": DOUBLE, "fleiss_kappa": DOUBLE, "krippendorff_alpha": DOUBLE, "items": INT},
+    "LabelHistory": {"rows": INT},                      # annotations/: every label read (pipeline/label_history.py)
+    "ReviewQueue": {"queued": INT, "run_id": STRING},   # review/: the next labelling round's examples
 }
 STAGES = ("ingest", "clean", "labels", "split", "transform", "write")
 EXECUTION_PROPS = {"config_hash": STRING, "code_version": STRING, "runner": STRING, "run_id": STRING,
@@ -51,12 +60,31 @@ RUN_PROPS = {"status": STRING, "config_hash": STRING, "config": STRING, "code_ve
              "runner": STRING, "options": STRING, "user": STRING, "started": STRING, "ended": STRING,
              "rows": STRING, "output": STRING, "error": STRING, "pipeline": STRING, "inputs_fingerprint": STRING,
              "quarantine_reasons": STRING, "guard": STRING, "host": STRING, "pid": INT, "heartbeat": STRING,
-             "staging": STRING}
+             "staging": STRING, "reuse_key": STRING, "code_fingerprint": STRING, "stack": STRING, "user_code": STRING,
+             "gates": STRING}
 PIPELINE_CONTEXT, RUN_CONTEXT = "pipeline", "pipeline_run"
 
 
 class StoreError(RuntimeError):
     """The metadata store could not be opened or written."""
+
+
+# ML Metadata's SQLite errors end with the statement that failed ("Error when executing query:
+# file is not a database query:  CREATE TABLE IF NOT EXISTS `Type` (...)"): not for the user's one line
+_SQL_TAIL = re.compile(r"\s+query:\s+(?:CREATE|SELECT|INSERT|UPDATE|DELETE|PRAGMA|ALTER|DROP|BEGIN|COMMIT|WITH)\b.*",
+                       re.I | re.S)
+
+
+def without_sql(text: str) -> str:
+    """`text` without the SQL statement ML Metadata appends to a SQLite error."""
+    return _SQL_TAIL.sub("", text)
+
+
+def store_message(e: BaseException) -> str:
+    """A store error's first line without the SQL statement ML Metadata appends to it."""
+    text = str(e).strip() or type(e).__name__
+    text = without_sql(text).splitlines()[0].strip()
+    return re.sub(r"^Error when executing query:\s*", "", text)
 
 
 @dataclass(frozen=True)
@@ -149,7 +177,8 @@ def open_store(location: StoreLocation) -> metadata_store.MetadataStore:
     try:
         return _RetryingStore(metadata_store.MetadataStore(location.connection_config()))
     except (mlmd_errors.StatusError, RuntimeError, OSError) as e:
-        raise StoreError(f"metadata store {location.describe()}: {e}") from e
+        hint = " (not an ML Metadata SQLite store?)" if location.sqlite and "not a database" in str(e) else ""
+        raise StoreError(f"metadata store {location.describe()}: {store_message(e)}{hint}") from e
 
 
 def _set(props, key: str, value) -> None:

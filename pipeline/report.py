@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.batches import ROW, SOURCE, MergeCounts, value_counts
+from transforms.batches import ROW, SOURCE, MergeCounts, naming, value_counts
 
 
 def _tally(pcoll, label: str, key: str, by: Optional[str] = None):
@@ -38,16 +38,53 @@ def _reason_tally(b: pa.RecordBatch) -> Dict[str, int]:
     return {f"reason:{k}": n for k, n in value_counts(keys).items()}
 
 
-def funnel_totals(read_rows, ingest_quarantine, quarantine, duplicates, splits: Dict[str, beam.PCollection]):
+def _label_tally(b: pa.RecordBatch, key: str, label: str) -> Dict[str, int]:
+    from transforms.clean.validate import present_counts
+
+    return {f"{key}:{v}": n for v, n in present_counts(b.column(label)).items()} if label in b.schema.names else {}
+
+
+def _null_tally(b: pa.RecordBatch) -> Dict[str, int]:
+    """Missing values (an NA value, an absent field) per input file and column of the rows read:
+    {"null:<source>\t<column>": n}, for the input's quality metrics (OpenLineage)."""
+    out: Dict[str, int] = {}
+    for name, column in zip(b.schema.names, b.columns):
+        if name.startswith("_") or column.null_count == 0:
+            continue
+        for source, n in value_counts(b.column(SOURCE).filter(column.is_null())).items():
+            out[f"null:{source}\t{name}"] = n
+    return out
+
+
+def funnel_totals(read_rows, ingest_quarantine, quarantine, duplicates, splits: Dict[str, beam.PCollection],
+                  label: Optional[str] = None, input_labels=None):
     """Every count of the funnel in one combine (one stage, whatever the number of counts):
-    a one-element PCollection of {key: rows} that `assemble_report` reads."""
+    a one-element PCollection of {key: rows} that `assemble_report` reads. With `label`, the
+    rows of each label value per split (`label:<split>:<value>`); `input_labels` adds tallies
+    of the input's label values (`input_label:<value>`, `transforms.clean.validate.input_label_counts`)."""
     tallies = [_tally(read_rows, "read", "read", by=SOURCE),
+               read_rows | "Tally[nulls]" >> beam.Map(_null_tally),
                _tally(ingest_quarantine, "ingest_quarantined", "ingest_quarantined", by=SOURCE),
                _tally(quarantine, "quarantined", "quarantined"),
                quarantine | "Tally[reasons]" >> beam.Map(_reason_tally),
                _tally(duplicates, "duplicates", "duplicates")]
     tallies += [_tally(pcoll, f"split_{name}", f"split:{name}") for name, pcoll in splits.items()]
+    if label:
+        tallies += [pcoll | f"LabelTally[{name}]" >> beam.Map(_label_tally, f"label:{name}", label)
+                    for name, pcoll in splits.items()]
+    if input_labels is not None:
+        tallies.append(input_labels)
     return tallies | "AllTallies" >> beam.Flatten() | "SumTallies" >> beam.CombineGlobally(MergeCounts())
+
+
+def feature_missing(splits: Dict[str, beam.PCollection], columns: Sequence[str]):
+    """The missing (null) values of each feature column per split, the values TFT fills before
+    transforming them: a one-element PCollection of {"<split>\t<column>": n} (one combine)."""
+    def count(b: pa.RecordBatch, name: str) -> Dict[str, int]:
+        return {f"{name}\t{c}": b.column(c).null_count for c in columns if c in b.schema.names}
+
+    counts = [pcoll | f"Missing[{name}]" >> beam.Map(count, name) for name, pcoll in splits.items()]
+    return counts | "AllMissing" >> beam.Flatten() | "SumMissing" >> beam.CombineGlobally(MergeCounts())
 
 
 SAMPLES_PER_REASON = 5
@@ -100,7 +137,7 @@ def quarantine_samples(quarantine, k: int = SAMPLES_PER_REASON):
 
 
 def _write_json(_, path: str, **results) -> str:
-    with FileSystems.create(path) as f:
+    with naming(path), FileSystems.create(path) as f:
         f.write(json.dumps(results).encode())
     return path
 
@@ -109,8 +146,9 @@ class WriteJobResults(beam.PTransform):
     """{name: one-element PCollection} → one JSON object {name: value} at `path`.
 
     The input names are those `assemble_report` reads: "totals" (`funnel_totals`),
-    "balance", "quarantine_samples", and with labels "labels", with long-form annotations "annotations" and
-    "annotation_faults", with metadata columns "metadata_slices". Output: the path, once written.
+    "balance", "quarantine_samples", and with labels "labels", with long-form annotations "annotations",
+    "annotation_faults", "annotation_fault_reasons" and "label_studio", with metadata columns
+    "metadata_slices", with features "feature_missing". Output: the path, once written.
     """
 
     def __init__(self, path: str):
@@ -132,12 +170,25 @@ def read_json(path: str) -> Dict:
 
 def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
     """The job's results → the report's sections: rows (the funnel), quarantine_reasons
-    (per stage), inputs (rows per file), split (the balance) and labels."""
+    (per stage), inputs (rows per file), input_nulls (missing values per file and column, of
+    the rows that could be read), split (the balance) and labels."""
     totals = results["totals"]
     reasons: Dict[str, Dict[str, int]] = {}
     inputs: Dict[str, int] = {}
+    classes: Dict[str, Dict[str, int]] = {"input": {}}
+    for s in splits:
+        classes[s] = {}
+    nulls: Dict[str, Dict[str, int]] = {}
     for key, n in sorted(totals.items()):
-        if key.startswith("reason:"):
+        if key.startswith("label:"):
+            split, value = key[len("label:"):].split(":", 1)
+            classes.setdefault(split, {})[value] = n
+        elif key.startswith("input_label:"):
+            classes["input"][key[len("input_label:"):]] = n
+        elif key.startswith("null:"):
+            uri, column = key[len("null:"):].rsplit("\t", 1)
+            nulls.setdefault(uri, {})[column] = n
+        elif key.startswith("reason:"):
             stage, reason = key[len("reason:"):].split("\t", 1)
             reasons.setdefault(stage, {})[reason] = n
         elif key.startswith(("read:", "ingest_quarantined:")):
@@ -153,25 +204,41 @@ def assemble_report(results: Dict, splits: Sequence[str]) -> Dict:
         "rows": rows,
         "quarantine_reasons": reasons,
         "inputs": {uri: inputs[uri] for uri in sorted(inputs)},
+        "input_nulls": nulls,
         "split": results["balance"],
     }
     if "quarantine_samples" in results:
         report["quarantine_samples"] = results["quarantine_samples"]
     if "labels" in results:
         report["labels"] = results["labels"]
+        made = {c["class"]: c.get("labels_of_class", 0) for c in results["labels"].get("classes_by_agreement", [])}
+        classes["input"] = {c: n for c, n in sorted(made.items()) if n}   # the classes the annotators gave
+    report["label_classes"] = classes
     if "review" in results:
         report["review"] = results["review"]
     if "metadata_slices" in results:
         report["metadata_slices"] = results["metadata_slices"]
     if "near_dedup" in results:
         report["near_dedup"] = dict(results["near_dedup"], leakage=results["leakage"])
+    if "leakage_checks" in results:
+        report["leakage_checks"] = results["leakage_checks"]
     if "annotations" in results:
-        report["labels"]["annotations"] = dict(results["annotations"], faults=results["annotation_faults"])
+        report["labels"]["annotations"] = dict(results["annotations"], faults=results["annotation_faults"],
+                                               fault_reasons=dict(sorted(results.get("annotation_fault_reasons",
+                                                                                     {}).items())))
+        if results.get("label_studio"):   # what the Label Studio exports held beyond their labels
+            report["labels"]["annotations"]["label_studio"] = results["label_studio"]
+    if "feature_missing" in results:    # {column: {split: missing values}}, splits in config order
+        missing: Dict[str, Dict[str, int]] = {}
+        for key, n in results["feature_missing"].items():
+            split, column = key.split("\t", 1)
+            missing.setdefault(column, {})[split] = n
+        report["feature_missing"] = {c: {s: missing[c].get(s, 0) for s in splits} for c in sorted(missing)}
     return report
 
 
 def write_report(path: str, report: Dict) -> None:
-    with FileSystems.create(path) as f:
+    with naming(path), FileSystems.create(path) as f:
         f.write(json.dumps(report, indent=2).encode())
 
 
@@ -191,7 +258,7 @@ def write_html_report(path: str, report: Dict, lineage: Optional[Dict]) -> None:
     """`report.html` beside `report.json` (see `pipeline/html_report.py`)."""
     from pipeline.html_report import render_html
 
-    with FileSystems.create(path) as f:
+    with naming(path), FileSystems.create(path) as f:
         f.write(render_html(report, lineage).encode("utf-8"))
 
 

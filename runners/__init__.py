@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
-from apache_beam.options.pipeline_options import PipelineOptions
+if TYPE_CHECKING:   # Beam is imported where it is used: `runners.tuning.imports` must load without it
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 _SECRET = re.compile(r"(?i)(password|passwd|secret|token|credential|key)")
 
@@ -24,12 +25,24 @@ def unknown_beam_args(beam_args: Sequence[str]) -> List[str]:
     """The arguments no Beam PipelineOptions class declares (Beam would drop them with a
     log warning): a mistyped `--ouput` or `--direct_num_wokers 2`. Parsed as Beam parses
     them, with every options class loaded, this project's (`FlinkBatchOptions`) included.
-    A value following an unknown flag is part of it, not reported apart."""
+    A value following an unknown flag is part of it, not reported apart.
+
+    Raises:
+      RunnerOptionsError: a known option's value is wrong (`--direct_num_workers abc`), in
+        one line naming it, where Beam's parser prints its whole usage (108 lines) first.
+    """
     import runners.dataflow  # noqa: F401  (their options classes register on import)
     import runners.flink  # noqa: F401
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    parser = _BeamArgumentParser()
+    class OneLineParser(_BeamArgumentParser):
+        def error(self, message: str):
+            if message.startswith("ambiguous option: "):   # as Beam's: an unknown option, reported below
+                return
+            raise RunnerOptionsError(re.sub(r"^argument ([^:]+): ", lambda m: f"{m.group(1).split('/')[0]}: ",
+                                            message))
+
+    parser = OneLineParser()
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
     _, unknown = parser.parse_known_args(list(beam_args))
@@ -40,6 +53,11 @@ def unknown_beam_args(beam_args: Sequence[str]) -> List[str]:
         else:   # the value of the unknown flag before it
             out[-1] = f"{out[-1]} {arg}"
     return out
+
+
+def is_direct(runner: str) -> bool:
+    """`runner` names Beam's DirectRunner (which runs batch jobs on its in-process FnApiRunner)."""
+    return runner.lower() in ("", "direct", "directrunner", "switchingdirectrunner")
 
 
 def check_runner(runner: str) -> None:

@@ -7,20 +7,15 @@
   Flink job through the cluster's REST API, found by its name (`name_job`), since Beam's job
   server cancels only its own wait for the job, and a job may be on the cluster before
   `Pipeline.run()` has returned a result.
-- Beam's job server for Flink takes SIGINT over when it starts (`StopOnExitJobServer.start`:
-  `signal.signal(SIGINT, self.stop)`, a handler that fails with a TypeError when called), so
-  a Ctrl-C after that stopped the job server and the run was recorded FAILED.
-  `signal_handlers_kept` leaves the launcher's own handlers in place while the job is
-  submitted; the job server is still stopped at the launcher's exit, as Beam registered.
+- Beam's job server for Flink takes SIGINT over when it starts: the patch that keeps the
+  launcher's own handlers while the job is submitted is `runners/tuning/signals.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import time
-from typing import Callable, Dict, Iterator, List, Sequence
+from typing import Callable, Dict, List
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions
 from apache_beam.runners.runner import PipelineState
@@ -37,26 +32,6 @@ def name_job(runner: str, options: PipelineOptions, run_id: str) -> None:
     cloud = options.view_as(GoogleCloudOptions)
     if is_flink(runner) and not cloud.job_name:
         cloud.job_name = job_name_for(run_id)
-
-
-@contextlib.contextmanager
-def signal_handlers_kept(signals: Sequence[int]) -> Iterator[None]:
-    """While it lasts, code that sets a Python function as the handler of one of `signals`
-    leaves the current handler in place (SIG_IGN and SIG_DFL are still set as asked)."""
-    original = signal.signal
-    kept = frozenset(signals)
-
-    def set_handler(signum, handler):
-        if signum in kept and callable(handler):
-            log.debug("left the handler of %s in place (asked for %r)", signal.Signals(signum).name, handler)
-            return signal.getsignal(signum)
-        return original(signum, handler)
-
-    signal.signal = set_handler
-    try:
-        yield
-    finally:
-        signal.signal = original
 
 
 def cancel_job(runner: str, options: PipelineOptions, result=None,

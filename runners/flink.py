@@ -134,6 +134,12 @@ def flink_args(beam_args: Sequence[str], jar: Optional[str] = None) -> List[str]
     options = PipelineOptions(args)
     flink = options.view_as(FlinkRunnerOptions)
     portable = options.view_as(PortableOptions)
+    if not has_flag(args, "--flink_master") and not portable.job_endpoint:
+        # Beam's default, [auto], starts a Flink of its own in the job server: not what a
+        # FlinkRunner user left out by mistake, and it failed on a missing job server instead
+        raise RunnerOptionsError("--flink_master: FlinkRunner needs the cluster's REST address, e.g. "
+                                 "--flink_master localhost:8081 (`scripts/flink.sh start` starts a local one), "
+                                 "or --flink_master [local] for an embedded Flink")
     if not portable.job_endpoint and not flink.flink_job_server_jar:
         args += ["--flink_job_server_jar", jar or find_job_server_jar()]
     if flink.flink_master not in MAGIC_MASTERS:

@@ -24,3 +24,16 @@ def slow(batch):
             f.write(f"{batch.num_rows}\n")
     time.sleep(float(os.environ.get("DATAPREP_FAULT_SLEEP", "3")))
     return np.zeros(batch.num_rows, bool)
+
+
+def append_to_input(batch):
+    """Keeps every row, and the first time it is called appends rows to the file named by
+    $DATAPREP_FAULT_APPEND: an input that grows while the run reads it (issue 35)."""
+    import os
+
+    path = os.environ.get("DATAPREP_FAULT_APPEND")
+    if path and not os.path.exists(path + ".appended"):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(f"late{i},a,1.5,{i},late\n" for i in range(500)))
+        open(path + ".appended", "w").close()
+    return np.zeros(batch.num_rows, bool)

@@ -3,6 +3,8 @@ hash-bucket keying of every shuffle, quarantine rows, set_column, the ordered th
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -128,8 +130,12 @@ def test_split_by_key_against_python_and_parts_carry_only_their_rows():
 def test_quarantine_batch_broadcasts_one_reason_and_source():
     q = quarantine_batch(pa.array(["x", "y"]), "bad", "clean", "f.csv", [3, 4])
     assert q.schema == QUARANTINE_SCHEMA
+    prefix = hashlib.sha1(b"f.csv").hexdigest()[:12]    # no id given: the default one of source and row
     assert q.to_pydict() == {"record": ["x", "y"], "reason": ["bad", "bad"], "stage": ["clean", "clean"],
-                             "_source": ["f.csv", "f.csv"], "_row": [3, 4]}
+                             "_source": ["f.csv", "f.csv"], "_row": [3, 4],
+                             "example_id": [f"{prefix}-3", f"{prefix}-4"]}
+    with_ids = quarantine_batch(pa.array(["x", "y"]), "bad", "clean", "f.csv", [3, 4], pa.array(["a", None]))
+    assert with_ids.column("example_id").to_pylist() == ["a", f"{prefix}-4"]   # a null id: the default
     per_row = quarantine_batch(pa.chunked_array([["z"]]), pa.array(["r1"]), "labels",
                                pa.chunked_array([["g.csv"]]), pa.chunked_array([pa.array([9], pa.int64())]))
     assert per_row.to_pydict()["reason"] == ["r1"] and per_row.to_pydict()["_row"] == [9]

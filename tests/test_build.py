@@ -55,15 +55,23 @@ def test_config_models_become_frozen_specs(tmp_path):
 
 
 def test_shuffle_buckets_grow_with_the_input_past_a_gigabyte():
-    from pipeline.build import shuffle_buckets_for
-    from pipeline.inputs import DATA, InputFile
+    from runners.profile import shuffle_buckets
 
-    def files(*sizes):
-        return [InputFile(DATA, 0, f"/d/{i}.csv", n) for i, n in enumerate(sizes)]
+    assert shuffle_buckets(0) == 16 and shuffle_buckets(110 << 20) == 16
+    assert shuffle_buckets((1 << 30) + 1) == 17                        # one per 64 MB, rounded up
+    assert shuffle_buckets(7_564_418_569) == 113                       # the 60M-row benchmark file
 
-    assert shuffle_buckets_for([]) == 16 and shuffle_buckets_for(files(110 << 20)) == 16
-    assert shuffle_buckets_for(files(1 << 30, 1)) == 17                     # one per 64 MB, rounded up
-    assert shuffle_buckets_for(files(7_564_418_569)) == 113                 # the 60M-row benchmark file
+
+def test_the_profile_spills_except_on_dataflow():
+    """Rows cross the DirectRunner's and Flink's shuffles as paths of spill files; on Dataflow,
+    through the service's own shuffle (files under a gs:// output would be a write and a read
+    of every row more)."""
+    from runners.profile import execution_profile
+
+    assert execution_profile("DirectRunner", 10, "/out/tmp/spill").spill == "/out/tmp/spill"
+    assert execution_profile("FlinkRunner", 10, "/out/tmp/spill").spill == "/out/tmp/spill"
+    dataflow = execution_profile("DataflowRunner", 1 << 31, "gs://b/out/tmp/spill")
+    assert dataflow.spill is None and dataflow.buckets == 32
 
 
 def test_rows_are_spilled_where_they_are_made_never_after_a_flatten(tmp_path):

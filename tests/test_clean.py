@@ -184,3 +184,23 @@ def test_dedup_by_value_when_hashes_collide(monkeypatch):
     monkeypatch.setattr(clean, "hash_columns", lambda table, columns: np.zeros(table.num_rows, np.uint64))
     for o in (None, order):
         assert (clean.first_of_key(keys, o) == expected[o is None]).all()
+
+
+def test_integers_float64_cannot_hold_are_found_and_the_others_cast():
+    """A Parquet int64 column declared `float` (issue 35): Arrow's safe cast raised on one
+    value past 2**53 and failed the run; the value is found (quarantined as
+    lossy_float:<column>) and every other one cast, 2**60 (a float exactly) included."""
+    import numpy as np
+
+    from transforms.clean.validate import coerce, inexact_as_float
+
+    values = [1, -(2**53), 2**53, 2**53 + 1, 2**60, 2**60 + 1, -(2**60) - 1, 2**63 - 1, -(2**63), None]
+    for arr in (pa.array(values, pa.int64()), pa.array([v for v in values if v is None or v >= 0], pa.uint64())):
+        got = inexact_as_float(arr).tolist()
+        assert got == [v is not None and int(float(v)) != v for v in arr.to_pylist()]
+        typed, bad = coerce(arr, "float")
+        assert not bad.any() and typed.type == pa.float64()
+        assert typed.to_pylist() == [None if v is None else float(v) for v in arr.to_pylist()]
+    assert not inexact_as_float(pa.array([1.5, 2.0])).any() and not inexact_as_float(pa.array(["1"])).any()
+    assert inexact_as_float(pa.chunked_array([[2**60 + 1], [3]])).tolist() == [True, False]
+    assert np.asarray(inexact_as_float(pa.array([], pa.int64()))).shape == (0,)

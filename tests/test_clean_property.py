@@ -58,7 +58,7 @@ def test_csv_rows_end_in_exactly_one_place(lines):
     for q in quarantined:
         for row, text, reason in zip(q.column("_row").to_pylist(), q.column("record").to_pylist(),
                                      q.column("reason").to_pylist()):
-            raw = unescape_record(text) if reason == "invalid_utf8" else text.encode()
+            raw = unescape_record(text) if reason in ("invalid_utf8", "nul_byte") else text.encode()
             n = raw.count(b"\n") + 1
             original = b"\n".join(raw_lines[row - 1:row - 1 + n])
             assert raw == (original[:-1] if original.endswith(b"\r") else original)

@@ -608,3 +608,48 @@ def test_user_preprocessing_fn_end_to_end(sms_run):
     stats = summarize_transform(out)["columns"]["text"]
     assert stats["mean_length"] == pytest.approx(lengths.mean(), rel=1e-5)
     assert stats["std_length"] == pytest.approx(lengths.std(ddof=0), rel=1e-4)
+
+
+def test_vocabularies_are_pruned_as_tokens_arrive_and_give_the_files_of_the_whole_list():
+    """`PrunedVocabularies` keeps at most 2 × top_k (count, token) pairs per vocabulary at any
+    time, and what it gives orders into the same file, sizes included, as the whole list of
+    distinct tokens would (threshold, then top_k, ties by token)."""
+    import random
+
+    from transforms.features.vocabulary import PrunedVocabularies, ordered_vocabulary
+
+    rng = random.Random(5)
+    specs = [("a", 10, None), ("b", None, 3.0), ("c", 4, 2.0), ("empty", 5, 1000.0)]
+    pairs = [(i, (float(rng.choice([1, 2, 2, 3, 5, 8])), f"t{i}-{n}".encode())) for i in range(4) for n in range(700)]
+    rng.shuffle(pairs)
+    fn = PrunedVocabularies(specs)
+    accs, largest = [], 0
+    for part in (pairs[:900], pairs[900:1500], pairs[1500:]):
+        acc = fn.create_accumulator()
+        for p in part:
+            acc = fn.add_input(acc, p)
+            largest = max(largest, len(acc.get(0, [0, []])[1]), len(acc.get(2, [0, []])[1]))
+        accs.append(acc)
+    out = fn.extract_output(fn.merge_accumulators(accs))
+    assert largest <= 2 * 10
+    for i, (name, top_k, threshold) in enumerate(specs):
+        whole = [ct for j, ct in pairs if j == i]
+        distinct, kept = out[i]
+        assert distinct == 700
+        assert ordered_vocabulary(kept, top_k, threshold, unpruned=distinct) == \
+            ordered_vocabulary(whole, top_k, threshold), name
+def test_tf_names_keep_plain_columns_and_make_any_other_name_valid_and_distinct():
+    """Scope and vocabulary names (issue 35): a plain column's are as before (the same graph,
+    the same vocabulary files); any other is a valid TF scope name, distinct from the
+    names of columns that differ only in the characters it drops."""
+    import re
+
+    from transforms.features.library import tf_name
+
+    for plain in ("age", "capital_gain", "a.b", "x-1", "Z9"):
+        assert tf_name(plain) == plain
+    awkward = ["größe (cm)", "farbe name", "farbe_name ", "farbe-name!", "a/b", "", "日本", "x y", "x_y "]
+    names = [tf_name(c) for c in awkward]
+    assert len(set(names) | {"farbe_name", "x_y"}) == len(names) + 2
+    assert all(re.fullmatch(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*", "fill_" + n) for n in names)
+    assert tf_name("größe (cm)").startswith("gr_e_cm_")

@@ -187,3 +187,166 @@ def test_per_class_hlp_is_pairwise_agreement_within_the_class(L, seed):
             assert rows[k]["hlp"] is None
         else:
             assert rows[k]["hlp"] == pytest.approx(value, abs=1e-12)
+
+
+# ---- per-class kappa, ordinal classes, agreement certain by construction ---------------------
+
+def _binarized(L: np.ndarray, k: int) -> np.ndarray:
+    """Class k against the rest: 0 where the label is k, 1 where it is another class."""
+    return np.where(L < 0, -1, np.where(L == k, 0, 1))
+
+
+def test_per_class_kappa_is_fleiss_category_kappa(L, stats):
+    """Constant raters (3 per sentence): statsmodels' Fleiss kappa of the two-column table
+    (class, the rest), and Fleiss' (1971) per-category formula by hand."""
+    counts = label_counts(L, K)
+    m = counts.sum(axis=1)
+    n = len(L)
+    got = stats.class_kappas()
+    rows = {r["class"]: r for r in stats.class_agreement()}
+    for k in range(K):
+        table = np.stack([counts[:, k], m - counts[:, k]], axis=1)
+        assert got[k] == pytest.approx(fleiss_kappa(table, method="fleiss"), abs=TOL)
+        p = counts[:, k].sum() / m.sum()
+        by_hand = 1 - (counts[:, k] * (m - counts[:, k])).sum() / (n * 3 * 2 * p * (1 - p))
+        assert got[k] == pytest.approx(by_hand, abs=TOL)
+        assert rows[k]["kappa"] == got[k]
+    print("\nRzhetsky per-class kappa (one vs rest): " + ", ".join(f"{CLASSES[k]} {v:.4f}" for k, v in enumerate(got)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 80), A=st.integers(2, 6), k=st.integers(2, 5),
+       missing=st.floats(0.0, 0.8))
+def test_per_class_kappa_with_varying_raters_is_the_binary_fleiss_kappa(seed, n, A, k, missing):
+    rng = np.random.default_rng(seed)
+    L = np.where(rng.random((n, A)) < missing, -1, rng.integers(0, k, (n, A)))
+    got = AgreementStats(k, A).add(L).class_kappas()
+    for c in range(k):
+        assert got[c] == pytest.approx(AgreementStats(2, A).add(_binarized(L, c)).fleiss_kappa(), abs=1e-9, nan_ok=False) \
+            if got[c] is not None else AgreementStats(2, A).add(_binarized(L, c)).fleiss_kappa() is None
+
+
+@pytest.mark.parametrize("weights", ["quadratic", "linear"])
+def test_weighted_cohen_kappa_per_pair_matches_sklearn(L, stats, weights):
+    compared = 0
+    for (a, b), kappa in stats.cohen_kappas(weights).items():
+        both = (L[:, a] >= 0) & (L[:, b] >= 0)
+        if not both.any():
+            assert kappa is None
+            continue
+        ref = cohen_kappa_score(L[both, a], L[both, b], labels=list(range(K)), weights=weights)
+        assert kappa == pytest.approx(ref, abs=TOL)
+        compared += 1
+    assert compared >= 16
+
+
+@pytest.mark.parametrize("metric", ["ordinal", "interval"])
+def test_ordinal_and_interval_alpha_match_krippendorff(raw, stats, metric):
+    reliability = np.where(raw > 0, raw, np.nan).T.astype(np.float64)
+    expected = krippendorff.alpha(reliability_data=reliability, level_of_measurement=metric)
+    assert stats.krippendorff_alpha(metric) == pytest.approx(expected, abs=TOL)
+    print(f"\nRzhetsky {metric} alpha {expected:.6f} (nominal {stats.krippendorff_alpha():.6f})")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 60), A=st.integers(2, 6), k=st.integers(3, 5),
+       missing=st.floats(0.0, 0.7))
+def test_ordinal_alpha_and_weighted_pairs_on_random_matrices(seed, n, A, k, missing):
+    rng = np.random.default_rng(seed)
+    L = np.where(rng.random((n, A)) < missing, -1, rng.integers(0, k, (n, A)))
+    s = AgreementStats(k, A).add(L)
+    reliability = np.where(L >= 0, L, np.nan).T.astype(np.float64)
+    pairable = L[(L >= 0).sum(axis=1) >= 2]
+    for metric in ("ordinal", "interval"):
+        got = s.krippendorff_alpha(metric)
+        if got is None:
+            assert len(np.unique(pairable[pairable >= 0])) < 2
+        else:
+            assert got == pytest.approx(krippendorff.alpha(reliability_data=reliability, level_of_measurement=metric),
+                                        abs=1e-9)
+    for (a, b), kappa in s.cohen_kappas("quadratic").items():
+        both = (L[:, a] >= 0) & (L[:, b] >= 0)
+        if kappa is not None:
+            assert kappa == pytest.approx(cohen_kappa_score(L[both, a], L[both, b], labels=list(range(k)),
+                                                            weights="quadratic"), abs=1e-9)
+
+
+def test_weighted_fleiss_kappa_is_tied_to_interval_alpha(raw, L, stats):
+    """With nominal weights it is Fleiss' kappa; with quadratic weights and a constant number of
+    labels per item, 1 - kappa_w = (1 - alpha_interval) n / (n - 1) exactly (alpha from the
+    krippendorff package, n the labels counted)."""
+    assert stats.weighted_kappa("nominal") == pytest.approx(stats.fleiss_kappa(), abs=TOL)
+    alpha = krippendorff.alpha(reliability_data=np.where(raw > 0, raw, np.nan).T.astype(np.float64),
+                               level_of_measurement="interval")
+    n = int((L >= 0).sum())
+    kappa_w = stats.weighted_kappa("quadratic")
+    assert 1 - kappa_w == pytest.approx((1 - alpha) * n / (n - 1), abs=TOL)
+    print(f"\nRzhetsky: Fleiss kappa {stats.fleiss_kappa():.4f}, quadratic-weighted {kappa_w:.4f}")
+
+
+def test_ordinal_report_fields(L):
+    d = AgreementStats(K, L.shape[1]).add(L, majority(L, K, "quarantine").codes).to_dict(ordinal=True)
+    assert d["weighted_kappa"]["weights"] == "quadratic" and d["weighted_kappa"]["items"] == 15521
+    assert {"krippendorff_alpha_ordinal", "krippendorff_alpha_interval"} <= set(d)
+    assert all("weighted_kappa" in e for e in d["cohen_kappa"])
+    assert "weighted_kappa" not in AgreementStats(K, L.shape[1]).add(L).to_dict()
+
+
+def test_per_class_agreement_is_na_where_it_is_one_by_construction():
+    """Two raters, majority, ties quarantined: an item has a consensus only when both agree,
+    so the per-class agreement of those items is 1.0 whatever the raters do: n/a (None).
+    With three raters per item it is measured; with keep_first, two disagreeing raters
+    still get a consensus, so it is measured too."""
+    from transforms.labels import agreement_certain
+
+    rng = np.random.default_rng(0)
+    two = rng.integers(0, 3, (300, 2))
+    for on_tie, measured in (("quarantine", False), ("keep_first", True)):
+        result = majority(two, 3, on_tie)
+        certain = agreement_certain("majority", on_tie, result.n_labels, result.codes)
+        rows = AgreementStats(3, 2).add(two, result.codes, certain).class_agreement()
+        for r in rows:
+            if measured:
+                assert r["hlp"] is not None and r["hlp"] < 1 and r["certain_items"] == 0
+            else:
+                assert r["hlp"] is None and r["mean_item_agreement"] is None and r["label_agreement"] is None
+                assert r["certain_items"] == r["items"] > 0 and r["kappa"] is not None
+    # Without `certain`, the old figure: exactly 1.0 for every class
+    plain = AgreementStats(3, 2).add(two, majority(two, 3, "quarantine").codes).class_agreement()
+    assert all(r["hlp"] == 1.0 for r in plain)
+    # Mixed: the items with three labels are measured, those with two are left out
+    three = np.c_[two, rng.integers(0, 3, 300)]
+    three[:100, 2] = -1
+    result = majority(three, 3, "quarantine")
+    certain = agreement_certain("majority", "quarantine", result.n_labels, result.codes)
+    rows = AgreementStats(3, 3).add(three, result.codes, certain).class_agreement()
+    expected = _per_class_hlp_by_hand(three[100:], result.codes[100:], 3)
+    for k, r in enumerate(rows):
+        assert r["hlp"] == pytest.approx(expected[k][0], abs=1e-12) and r["pairable_items"] == expected[k][1]
+        assert r["certain_items"] == int(((result.codes[:100] == k)).sum())
+    # Unanimity: every item with a consensus agrees by definition
+    result = unanimous(three, 3)
+    certain = agreement_certain("unanimous", "quarantine", result.n_labels, result.codes)
+    assert all(r["hlp"] is None for r in AgreementStats(3, 3).add(three, result.codes, certain).class_agreement())
+
+
+def test_unchosen_consensus_is_counted():
+    L = np.array([[0, 0, 1], [1, 1, -1], [2, 2, 2], [0, 1, -1]])
+    codes = np.array([0, 2, 2, -1])         # item 1's consensus (2) is a class neither of its raters chose
+    stats = AgreementStats(3, 3).add(L, codes)
+    assert [r["unchosen_items"] for r in stats.class_agreement()] == [0, 0, 1]
+    assert stats.to_dict()["consensus"]["unchosen_items"] == 1
+
+
+def test_agreement_report_per_slice_with_ordinal_classes(L):
+    from transforms.labels import LabelsSpec, agreement_report
+
+    codes = majority(L, K, "quarantine").codes
+    stats = {"": AgreementStats(K, 8).add(L, codes), '["half", "a"]': AgreementStats(K, 8).add(L[:5000], codes[:5000])}
+    ordinal = agreement_report(stats, LabelsSpec(annotators=(), label="y", classes=tuple(CLASSES), ordinal=True))
+    row = ordinal["slices_by_agreement"]["half"][0]
+    assert row["weighted_kappa"] == pytest.approx(stats['["half", "a"]'].weighted_kappa("quadratic"), abs=TOL)
+    assert row["krippendorff_alpha_ordinal"] == pytest.approx(stats['["half", "a"]'].krippendorff_alpha("ordinal"))
+    assert "weighted_kappa" in ordinal["overall"]
+    nominal = agreement_report(stats, LabelsSpec(annotators=(), label="y", classes=tuple(CLASSES)))
+    assert "weighted_kappa" not in nominal["slices_by_agreement"]["half"][0] and "weighted_kappa" not in nominal["overall"]

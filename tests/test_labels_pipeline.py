@@ -26,8 +26,12 @@ def _run(cfg, tmp):
 
 @pytest.fixture(scope="module")
 def rz(tmp_path_factory):
+    """The Rzhetsky run, its classes declared ordinal (ranks 1..5: the figures of the nominal
+    tests below do not change, the ordinal ones are added)."""
     tmp = tmp_path_factory.mktemp("rz")
-    summary, report = _run(load_config(os.path.join(TESTS, "configs", "rzhetsky.yaml")), tmp)
+    cfg = load_config(os.path.join(TESTS, "configs", "rzhetsky.yaml"))
+    cfg.labels.classes, cfg.labels.ordinal = ["1", "2", "3", "4", "5"], True
+    summary, report = _run(cfg, tmp)
     matrix = pd.read_csv(shared("annotations_rzhetsky2009_e2.txt"), header=None, skipinitialspace=True)
     matrix = matrix.iloc[:, :8].to_numpy()
     return summary, report, matrix
@@ -66,6 +70,41 @@ def test_agreement_equals_the_reference_packages(rz):
         print(f"  {row['annotator']}: agreement with consensus {row['agreement_with_consensus']:.4f} "
               f"over {row['items_with_consensus']} items, with other annotators "
               f"{row['pairwise_agreement_with_others']:.4f}")
+
+
+def test_ordinal_labels_get_weighted_kappa_and_ordinal_alpha(rz):
+    """labels.ordinal: quadratic-weighted Cohen's kappa per pair (scikit-learn's), Krippendorff's
+    ordinal and interval alpha (the krippendorff package's), per slice too; the per-class
+    kappa is Fleiss' of the class against the rest (statsmodels')."""
+    import krippendorff
+    from sklearn.metrics import cohen_kappa_score
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    _, report, m = rz
+    overall = report["labels"]["overall"]
+    reliability = np.where(m < 0, np.nan, m).T.astype(float)
+    for metric in ("ordinal", "interval"):
+        expected = krippendorff.alpha(reliability_data=reliability, level_of_measurement=metric)
+        assert abs(overall[f"krippendorff_alpha_{metric}"]["value"] - expected) < 1e-9
+    assert overall["weighted_kappa"]["weights"] == "quadratic"
+    checked = 0
+    for entry in overall["cohen_kappa"]:
+        a, b = entry["pair"]
+        both = (m[:, a] >= 0) & (m[:, b] >= 0)
+        if both.sum():
+            ref = cohen_kappa_score(m[both, a], m[both, b], labels=[1, 2, 3, 4, 5], weights="quadratic")
+            assert abs(entry["weighted_kappa"] - ref) < 1e-9
+            checked += 1
+    assert checked >= 16
+    counts = np.stack([(m == k).sum(axis=1) for k in range(1, 6)], axis=1)
+    for row in report["labels"]["classes_by_agreement"]:
+        k = int(row["class"]) - 1
+        assert abs(row["kappa"] - fleiss_kappa(np.stack([counts[:, k], 3 - counts[:, k]], axis=1))) < 1e-9
+        assert row["certain_items"] == 0 and row["hlp"] is not None     # three labels each: all measured
+    assert all("weighted_kappa" in r for rows in report["labels"]["slices_by_agreement"].values() for r in rows) \
+        or not report["labels"]["slices_by_agreement"]
+    print(f"\nRzhetsky, ordinal: weighted kappa {overall['weighted_kappa']['value']:.4f}, ordinal alpha "
+          f"{overall['krippendorff_alpha_ordinal']['value']:.4f}, Fleiss {overall['fleiss_kappa']['value']:.4f}")
 
 
 def test_majority_vote_matches_pandas_exactly(rz):
@@ -108,17 +147,25 @@ def test_dawid_skene_beats_majority_on_planted_truth(tmp_path):
     labels = {"good": noisy(0.9), "noisy1": noisy(0.5), "noisy2": noisy(0.5)}
     rows = {"item": [f"i{k}" for k in range(n)], "slice": ["s"] * n, **{a: [f"c{v}" for v in x] for a, x in labels.items()}}
     base = _write_wide(tmp_path / "ds.csv", rows, list(labels))
-    results, got, reports = {}, {}, {}
+    results, got, reports, outs = {}, {}, {}, {}
     for method in ("majority", "dawid_skene"):
         data = json.loads(json.dumps(base))
         data["labels"].update(consensus=method, on_tie="keep_first", iterations=15)
         summary, reports[method] = _run(parse_config(data, base_dir=str(tmp_path)), tmp_path / method)
         out = pd.concat([pq.read_table(os.path.join(summary["output"], "raw", s)).to_pandas() for s in ("train", "test")])
+        outs[method] = out
         got[method] = out.set_index("item")["label"].reindex([f"i{k}" for k in range(n)])
         results[method] = float((got[method].to_numpy() == np.array([f"c{t}" for t in truth])).mean())
     print(f"\nplanted truth: majority {results['majority']:.3f}, Dawid-Skene {results['dawid_skene']:.3f}")
     assert results["dawid_skene"] > results["majority"] + 0.05
     assert "dawid_skene" not in reports["majority"]["labels"]
+    # the posterior of each consensus rides along, with Dawid-Skene only
+    assert "label_posterior" not in outs["majority"].columns
+    post = outs["dawid_skene"]["label_posterior"]
+    assert post.notna().all() and ((post > 1 / K) & (post <= 1)).all()
+    unchosen = int(((outs["dawid_skene"]["label_agreement"] == 0) & (outs["dawid_skene"]["label_count"] > 0)).sum())
+    assert reports["dawid_skene"]["labels"]["dawid_skene"]["unchosen_items"] == unchosen
+    assert reports["dawid_skene"]["labels"]["overall"]["consensus"]["unchosen_items"] >= unchosen
     _dawid_skene_matrices_match_crowdkit(reports["dawid_skene"], rows, list(labels), got["dawid_skene"], iterations=15)
 
 

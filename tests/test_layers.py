@@ -48,3 +48,22 @@ def test_no_class_name_is_defined_in_two_layers():
                     where.setdefault(node.name, set()).add(layer)
     twice = {name: sorted(layers) for name, layers in where.items() if len(layers) > 1}
     assert not twice, twice
+
+
+# Beam's private runner, worker and pickler modules, and objsize: patched only behind the fence
+PRIVATE = ("apache_beam.runners.portability.fn_api_runner", "apache_beam.runners.worker", "apache_beam.internal",
+           "objsize")
+
+
+def test_only_the_tuning_fence_imports_beams_private_modules():
+    """runners/tuning/ is the one place that touches Beam's runner, worker and pickler internals
+    (and objsize, which Beam's worker uses to weigh side inputs): everything else sees Beam's API."""
+    fence = os.path.join(ROOT, "runners", "tuning")
+    files = [p for layer in ("pipeline", "transforms", "runners")
+             for p in glob.glob(os.path.join(ROOT, layer, "**", "*.py"), recursive=True)]
+    outside = [f"{os.path.relpath(path, ROOT)}:{line} imports {name}"
+               for path in files if not path.startswith(fence + os.sep)
+               for line, name in _imports(path) if name.startswith(PRIVATE)]
+    assert not outside, outside
+    inside = {name for path in glob.glob(os.path.join(fence, "*.py")) for _, name in _imports(path)}
+    assert any(name.startswith(PRIVATE) for name in inside)     # the check looks at the right names

@@ -4,6 +4,7 @@ manifests, and lineage walks with the plain ml_metadata API."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -99,6 +100,9 @@ def test_rerun_is_reused_unless_forced_and_diff(tmp_path, capsys):
 
 def test_lineage_of_one_example(tmp_path, capsys):
     cfg = _small_config(tmp_path, clean={"dedup": {"keys": ["x", "y"]}})
+    with open(tmp_path / "data" / "part-1.csv", "a") as f:
+        f.write("e900,not-a-number,pos,s1\n")      # line 202: type:x
+        f.write("e901,1.5\n")                      # line 203: too few fields, quarantined at ingest
     store = str(tmp_path / "m.sqlite")
     run(parse_config(cfg), output=str(tmp_path / "out"), store=store)
     code, text, _ = run_cli(["lineage", "--example", "e5", "--store", store, "--format", "json"], capsys)
@@ -110,6 +114,17 @@ def test_lineage_of_one_example(tmp_path, capsys):
     assert code == 0 and "duplicates" in text.splitlines()[0] and "DataFile" in text
     code, _, err = run_cli(["lineage", "--example", "nope", "--store", store], capsys)
     assert code == 2 and "is in no split" in err
+    # quarantined rows carry their example_id (issue 30): a clean-stage one by its id, one that the
+    # reader could not parse by the default id of its source and line
+    source = os.path.join(str(tmp_path), "data", "part-1.csv")
+    code, text, _ = run_cli(["lineage", "--example", "e900", "--store", store], capsys)
+    assert code == 0 and text.splitlines()[0] == (f"example e900 (run {found['run_id']}): quarantined: type:x "
+                                                  f"(stage clean), from {source} line 202")
+    default_id = f"{hashlib.sha1(source.encode()).hexdigest()[:12]}-203"
+    code, text, _ = run_cli(["lineage", "--example", default_id, "--store", store, "--format", "json"], capsys)
+    found = json.loads(text)
+    assert code == 0 and found["found_in"]["type"] == "Quarantine" and found["row"] == 203
+    assert (found["reason"], found["stage"]) == ("csv_field_count", "ingest")
 
 
 def test_large_glob_gets_a_manifest_artifact(tmp_path):

@@ -18,7 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from transforms.batches import DUPLICATES_SCHEMA, EXAMPLE_ID, ROW, SOURCE
 from transforms.clean.minhash import (band_pairs, minhash_signatures, normalized_text,
                                       optimal_param, shingle_table, union_find_roots)
-from transforms.clean.near_dedup import NEAR_DUPLICATES_COLUMNS, NearDedupSpec, NearDeduplicate
+from transforms.clean.near_dedup import NEAR_DUPLICATES_SCHEMA, NearDedupSpec, NearDeduplicate
 from tests.conftest import shared
 
 datasketch = pytest.importorskip("datasketch")
@@ -26,7 +26,7 @@ datasketch = pytest.importorskip("datasketch")
 # datasketch ≥ 2 defaults to its "affine32" scheme; "legacy" is (a·h + b) mod 2⁶¹−1, the stage's
 LEGACY = {"scheme": "legacy"}
 
-DUP_SCHEMA = pa.schema(list(DUPLICATES_SCHEMA) + [pa.field(n, t) for n, t in NEAR_DUPLICATES_COLUMNS])
+DUP_SCHEMA = NEAR_DUPLICATES_SCHEMA
 
 
 def _shingles_py(text: str, kind: str = "words", size: int = 3) -> set:
@@ -157,7 +157,7 @@ def _run_stage(batches, spec, buckets=4, options=None):
 
     folder = tempfile.mkdtemp()
     with TestPipeline(options=options) as p:
-        res = p | beam.Create(batches, reshuffle=False) | NearDeduplicate(spec, DUP_SCHEMA, buckets)
+        res = p | beam.Create(batches, reshuffle=False) | NearDeduplicate(spec, buckets)
         res.rows | "Sk" >> beam.Map(lambda b: _save(_rows_of(b, ["example_id", "_nd_node"]), folder, "rows"))
         res.duplicates | "Sd" >> beam.Map(lambda b: _save(_rows_of(b), folder, "dups"))
         res.stats | "Ss" >> beam.Map(lambda s: _save(s, folder, "stats"))
@@ -312,7 +312,7 @@ def test_group_action_labels_clusters():
 
     folder = tempfile.mkdtemp()
     with TestPipeline() as p:
-        res = p | beam.Create(_batches(frame), reshuffle=False) | NearDeduplicate(spec, DUP_SCHEMA, 2)
+        res = p | beam.Create(_batches(frame), reshuffle=False) | NearDeduplicate(spec, 2)
         res.rows | beam.Map(lambda b: _save(_rows_of(b, ["example_id", "_near_dup_group"]), folder, "rows"))
     collected = {"rows": [r for part in _load(folder, "rows") for r in part]}
     groups = {r["example_id"]: r["_near_dup_group"] for r in collected["rows"]}
@@ -364,12 +364,21 @@ def test_config_hash_unchanged_without_near_dedup(tmp_path):
     data = cfg.model_dump(mode="json", by_alias=True)
     data["clean"].pop("near_dedup")
     # the other keys added later hash only when set, too (guard, report, labels.review,
-    # clean.allow_non_finite): what is left is the config as it was before them
+    # clean.allow_non_finite, split.sticky, labels.ordinal, expect, output.formats, output.statistics):
+    # what is left is the config as it was before them
     data.pop("guard")
     data.pop("report")
+    data.pop("expect")
     data["clean"].pop("allow_non_finite")
+    data["split"].pop("sticky")
+    data["output"].pop("formats")
+    data["output"].pop("statistics")
     if data.get("labels"):
         data["labels"].pop("review")
+        data["labels"].pop("ordinal")
+    for entry in data["inputs"]:   # csv.encoding and jsonl (issue 35)
+        entry["csv"].pop("encoding")
+        entry.pop("jsonl")
     assert cfg.config_hash == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -464,3 +473,21 @@ def test_same_clusters_on_1_and_n_shards_and_two_processes(tmp_path):
         results.append((sorted(zip(dups["example_id"], dups["kept_example_id"], dups["similarity"])),
                         dict(zip(frame["example_id"], frame["split"]))))
     assert results[0] == results[1] == results[2]
+
+
+def test_the_clusters_side_input_weighs_24_bytes_per_row_with_a_pair_and_is_bounded():
+    """The union-find's result is a side input copied to every worker that applies it: its
+    weight is stated (24 bytes per row that has a near-duplicate, whatever the rows without
+    one) and bounded by max_nodes, past which the job fails naming the setting."""
+    from transforms.clean.near_dedup import CLUSTER_BYTES_PER_NODE, UnionFind, clusters_bytes
+
+    fn = UnionFind(max_nodes=1000)
+    chains = pa.RecordBatch.from_pydict({"a": np.arange(0, 600, 2, dtype=np.int64),
+                                         "b": np.arange(1, 601, 2, dtype=np.int64),
+                                         "similarity": np.full(300, 0.9)})
+    acc = fn.add_input(fn.create_accumulator(), chains)
+    out = fn.extract_output(fn.merge_accumulators([acc, fn.create_accumulator()]))
+    assert len(out["nodes"]) == 600 and clusters_bytes(out) == 600 * CLUSTER_BYTES_PER_NODE
+    small = UnionFind(max_nodes=599)
+    with pytest.raises(ValueError, match=r"clean.near_dedup: 600 rows have near-duplicates, more than max_nodes \(599\)"):
+        small.extract_output(small.add_input(small.create_accumulator(), chains))

@@ -249,3 +249,185 @@ def test_count_byte_is_bytes_count():
         for end in (None, 0, len(data) // 2, len(data)):
             for byte in (b"\n", b'"'):
                 assert count_byte(data, byte, end) == data.count(byte, 0, len(data) if end is None else end)
+
+
+# ---- issue 35: compressed inputs, encodings, NUL bytes ---------------------------------------------------
+
+def _compressors():
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    import zstandard
+
+    return {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress,
+            ".zst": lambda d: zstandard.ZstdCompressor().compress(d), ".deflate": zlib.compress}
+
+
+def _rows_text(n: int) -> bytes:
+    return b"a,b\n" + b"".join(b"%d,row %d\n" % (i, i) for i in range(n))
+
+
+def test_every_compression_reads_whole_and_a_truncated_or_corrupt_stream_is_an_error(tmp_path):
+    """A `.gz`/`.bz2`/`.xz`/`.zst`/`.deflate` file reads as its decompressed bytes; cut in half
+    it raises `CorruptInput` naming the file (Beam's CompressedFile returned the half as a
+    whole file); a flipped byte in a gzip's body or its CRC is an error too."""
+    import pytest
+
+    from transforms.read.compressed import CorruptInput, open_input
+
+    data = _rows_text(5000)
+    for suffix, compress in _compressors().items():
+        packed = compress(data)
+        whole, cut = tmp_path / f"whole.csv{suffix}", tmp_path / f"cut.csv{suffix}"
+        whole.write_bytes(packed)
+        cut.write_bytes(packed[:len(packed) // 2])
+        with open_input(str(whole)) as f:
+            assert b"".join(iter(lambda: f.read(1000), b"")) == data, suffix
+        with pytest.raises(CorruptInput, match=rf"^{cut}: .* truncated or corrupt"):
+            with open_input(str(cut), str(cut)) as f:
+                while f.read(1 << 16):
+                    pass
+    import gzip
+
+    packed = bytearray(gzip.compress(data))
+    packed[-6] ^= 0xFF                                   # the CRC-32 of the trailer
+    bad = tmp_path / "crc.csv.gz"
+    bad.write_bytes(bytes(packed))
+    with pytest.raises(CorruptInput, match="is corrupt"):
+        with open_input(str(bad)) as f:
+            f.read(-1)
+
+
+def test_concatenated_gzip_members_padding_and_empty_files_read_as_gzip_reads_them(tmp_path):
+    import gzip
+
+    from transforms.read.compressed import open_input
+
+    cases = {"members": gzip.compress(b"a,b\n1,x\n") + gzip.compress(b"2,y\n"),
+             "padded": gzip.compress(b"a,b\n1,x\n") + b"\0" * 512, "empty": b""}
+    for name, packed in cases.items():
+        path = tmp_path / f"{name}.csv.gz"
+        path.write_bytes(packed)
+        with open_input(str(path)) as f:
+            assert f.read(-1) == (gzip.decompress(packed) if packed else b""), name
+
+
+def test_the_reader_fails_on_a_truncated_gzip_instead_of_reading_a_short_file(tmp_path):
+    """The issue's reproduction, scaled down: half of a gzip of a few thousand rows, read by
+    `ReadInputs` as the job does: the pipeline fails naming the file (before the fix: the
+    first half as rows and the cut record quarantined as csv_field_count)."""
+    import gzip
+
+    import pytest
+
+    data = _rows_text(4000)
+    for suffix, spec in ((".csv.gz", ReaderSpec("csv")), (".jsonl.gz", ReaderSpec("jsonl"))):
+        if suffix == ".jsonl.gz":
+            data = b"".join(b'{"a": "%d", "b": "row %d"}\n' % (i, i) for i in range(4000))
+        packed = gzip.compress(data)
+        path = tmp_path / f"cut{suffix}"
+        path.write_bytes(packed[:len(packed) // 2])
+        with pytest.raises(Exception, match=rf"{path}: the gzip data ends before its end-of-stream marker"):
+            with TestPipeline() as p:
+                p | beam.Create([(0, str(path))]) | ReadInputs([spec], ["a", "b"])
+
+
+def test_a_bom_decides_the_encoding_else_the_configured_one():
+    from transforms.read.encoding import canonical, text_encoding
+
+    assert text_encoding(b"\xef\xbb\xbfa,b", None) == ("utf-8", 0)         # skipped by line_blocks_at
+    assert text_encoding(b"\xff\xfea\x00", None) == ("utf-16-le", 2)
+    assert text_encoding(b"\xfe\xff\x00a", "latin-1") == ("utf-16-be", 2)   # a BOM wins
+    assert text_encoding(b"\xff\xfe\x00\x00", None) == ("utf-32-le", 4)
+    assert text_encoding(b"a,b\n", "latin-1") == ("iso8859-1", 0)
+    assert text_encoding(b"a,b\n", None) == ("utf-8", 0)
+    assert canonical("UTF8") == canonical("utf-8-sig") == "utf-8"
+
+
+def test_transcoded_files_read_as_their_text_in_utf8_blocks():
+    """Latin-1, cp1252 and UTF-16 LE/BE (BOM) text, read in small blocks: the blocks are the
+    UTF-8 text with its line numbers, whatever the cuts between source bytes (a UTF-16 code
+    unit, a surrogate pair cut in two); a UTF-8 file (with or without its BOM) is not transcoded."""
+    import codecs
+
+    from transforms.read.encoding import as_utf8
+
+    text = "id,city\n" + "".join(f"{i},{c}\n" for i, c in enumerate(["Zürich", "Genève", "Köln €", "😀 x"] * 50))
+    ascii_ish = text.replace("€", "E").replace("😀", ":)")
+    cases = [  # (configured encoding, file bytes, its text, transcoded)
+        ("latin-1", ascii_ish.encode("latin-1"), ascii_ish, True),
+        ("cp1252", text.replace("😀", ":)").encode("cp1252"), text.replace("😀", ":)"), True),
+        (None, text.encode("utf-16"), text, True),
+        (None, codecs.BOM_UTF16_BE + text.encode("utf-16-be"), text, True),
+        ("latin-1", codecs.BOM_UTF16_LE + text.encode("utf-16-le"), text, True),   # the BOM wins
+        (None, codecs.BOM_UTF8 + text.encode(), text, False),
+        ("utf-8", text.encode(), text, False),
+    ]
+    for configured, raw, want, transcoded in cases:
+        for block_bytes in (3, 7, 64):
+            stream, was = as_utf8(io.BytesIO(raw), configured)
+            blocks = list(iter_line_blocks(stream, block_bytes))
+            assert "\n".join(b.decode() for b, _ in blocks) + "\n" == want, (configured, raw[:4], block_bytes)
+            assert was == transcoded
+            assert [n for _, n in blocks] == [1 + sum(b.count(b"\n") + 1 for b, _ in blocks[:i])
+                                              for i in range(len(blocks))]
+
+
+def test_bytes_not_valid_in_the_encoding_make_their_record_invalid():
+    """A lone UTF-16 surrogate becomes bytes that are not UTF-8, so its record is quarantined
+    as invalid_utf8 (and the records around it are read)."""
+    from transforms.read.encoding import as_utf8
+
+    raw = b"\xff\xfe" + "a,b\n1,x\n".encode("utf-16-le") + b"2\x00,\x00\x00\xd8\n\x00" + "3,z\n".encode("utf-16-le")
+    stream, _ = as_utf8(io.BytesIO(raw), None)
+    head, blocks = split_header(iter_line_blocks(stream, 64))
+    batch, bad = parse_csv_block(b"\n".join(b for b, _ in blocks), 2, ["a", "b"], ["a", "b"], ReaderSpec("csv"))
+    assert batch.column("a").to_pylist() == ["1", "3"] and (bad.rows, bad.reasons) == ([3], ["invalid_utf8"])
+
+
+def test_a_nul_byte_quarantines_its_record_and_no_other():
+    """A NUL in a field (pyarrow keeps it: it reached an example_id) quarantines the record,
+    `nul_byte`, with its line number; a quoted record spanning lines goes whole, a stray
+    quote's lines do not; the records after keep their line numbers."""
+    spec = ReaderSpec("csv", header=False)
+    block = b'1,a\x00b,x\n2,fine,y\n3,"multi\nline\x00",z\n4,after,w\n5,"stray\x00,v\n6,ok,u'
+    batch, bad = parse_csv_block(block, 10, NAMES, NAMES, spec)
+    assert batch.column("a").to_pylist() == ["2", "4", "6"] and batch.column("_row").to_pylist() == [11, 14, 16]
+    assert list(zip(bad.rows, bad.reasons)) == [(10, "nul_byte"), (12, "nul_byte"), (15, "nul_byte")]
+    q = bad.to_batch("f.csv").to_pylist()
+    assert [r["record"] for r in q] == ["1,a\\x00b,x", '3,"multi\nline\\x00",z', '5,"stray\\x00,v']
+    from transforms.read import unescape_record
+
+    assert unescape_record(q[0]["record"]) == b"1,a\x00b,x"
+
+
+def test_a_nul_in_a_json_line_raw_or_escaped_is_quarantined():
+    block = b'{"a": "1", "b": "x"}\n{"a": "2\x00", "b": "y"}\n{"a": "3\\u0000", "b": "z"}\n{"a": "\\\\u0000", "b": "w"}'
+    batch, bad = parse_jsonl_block(block, 1, ["a", "b"], ReaderSpec("jsonl"))
+    assert batch.column("a").to_pylist() == ["1", "\\u0000"]
+    assert list(zip(bad.rows, bad.reasons)) == [(2, "nul_byte"), (3, "nul_byte")]
+
+
+def test_a_utf16_file_is_not_cut_into_ranges(tmp_path):
+    """Byte ranges are offsets of the file's bytes; a transcoded file is read whole (as a
+    compressed one), and gives the rows of its text."""
+    from transforms.read.stage import _PlanRangesFn
+
+    text = "a,b\n" + "".join(f"{i},Zürich {i}\n" for i in range(500))
+    path = tmp_path / "u16.csv"
+    path.write_bytes(text.encode("utf-16"))
+    latin = tmp_path / "l1.csv"
+    latin.write_bytes(text.encode("latin-1"))
+    plain = tmp_path / "u8.csv"
+    plain.write_bytes(text.encode())
+    spec = ReaderSpec("csv")
+    assert len(list(_PlanRangesFn([spec], 300, 64).process((0, str(path))))) == 1
+    assert len(list(_PlanRangesFn([ReaderSpec("csv", encoding="latin-1")], 300, 64).process((0, str(latin))))) == 1
+    assert len(list(_PlanRangesFn([spec], 300, 64).process((0, str(plain))))) > 5
+    with TestPipeline() as p:
+        out = (p | beam.Create([(0, str(path)), (1, str(latin))])
+               | ReadInputs([spec, ReaderSpec("csv", encoding="latin-1")], ["a", "b"], block_bytes=64, range_bytes=300))
+        rows = out.rows | beam.FlatMap(lambda b: zip(b.column("b").to_pylist(), b.column("_row").to_pylist()))
+        assert_that(rows, equal_to([(f"Zürich {i}", i + 2) for i in range(500)] * 2))

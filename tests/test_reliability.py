@@ -102,7 +102,8 @@ def test_a_filter_module_beside_the_config_is_found(tmp_path, capsys):
     (tmp_path / "beside15.py").write_text(
         "import numpy as np\n\ndef odd(batch):\n"
         "    n = batch.column('n').to_numpy(zero_copy_only=False)\n    return n % 2 == 1\n")
-    path = _config(tmp_path, clean={"filters": ["beside15:odd"]})
+    # the odd rows are every row labelled b: the class may go (else the class gate fails the run, as it should)
+    path = _config(tmp_path, clean={"filters": ["beside15:odd"]}, expect={"classes": ["a"]})
     code, out, err = run_cli(["validate", str(path)], capsys)
     assert code == 0, err
     code, out, err = run_cli(["run", str(path), "--output", str(tmp_path / "out"), "--store",
@@ -421,6 +422,8 @@ def test_killed_runs_leave_nothing_that_looks_finished(tmp_path, capsys):
     assert "RUNNING" not in stored   # written ABANDONED by the rerun, not only shown so
     left = [p for p in glob.glob(str(tmp / "**"), recursive=True) if os.path.isfile(p)]
     assert not left, left
+    # issue 35: a SIGKILLed run left an empty beam-pipeline-temp* here; it is made in its staging folder now
+    assert not glob.glob(str(tmp / "beam-pipeline-temp*")), os.listdir(tmp)
 
 
 def _cancel_here(sig):
@@ -443,7 +446,7 @@ def test_a_cancel_gets_through_beams_catch_all_at_apply(monkeypatch):
 
     from apache_beam.utils.interactive_utils import is_in_ipython
 
-    from pipeline.run import RunCanceled, _cancel_on_signals
+    from pipeline.interrupts import RunCanceled, cancel_on_signals as _cancel_on_signals
 
     fake = types.ModuleType("IPython")
     fake.get_ipython = lambda: _cancel_here(signal.SIGINT)
@@ -465,7 +468,7 @@ def test_a_swallowed_cancel_is_raised_again_at_the_next_check():
     import logging
     import signal
 
-    from pipeline.run import RunCanceled, _cancel_on_signals
+    from pipeline.interrupts import RunCanceled, cancel_on_signals as _cancel_on_signals
 
     try:
         with pytest.raises(RunCanceled) as raised:
@@ -549,6 +552,9 @@ def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsy
     planted = ["S3CR3T-URL", "S3CR3T-LABEL", "S3CR3T-SOURCE", "S3CR3T-COMMENT", "S3CR3T-PATH", "S3CR3T-MISS",
                "S3CR3T-FAIL"]
     monkeypatch.setenv(tests.credfs.ROOT_ENV, str(tmp_path))
+    (tmp_path / "out").mkdir()   # OpenLineage events (pipeline/openlineage.py) are read for secrets too
+    for k, v in {"TYPE": "file", "LOG_FILE_PATH": str(tmp_path / "out" / "openlineage.jsonl"), "APPEND": "true"}.items():
+        monkeypatch.setenv(f"OPENLINEAGE__TRANSPORT__{k}", v)
     path = _config(tmp_path)
     cfg = yaml.safe_load(path.read_text())
     cfg["inputs"][0]["source"] = "export from https://bob:S3CR3T-SOURCE@files.example.com/x.csv"
@@ -597,6 +603,7 @@ def test_planted_secrets_reach_no_store_report_output_or_console(tmp_path, capsy
             with open(f, "rb") as fh:
                 seen[f] = fh.read().decode("latin-1")
     assert "report.json" in " ".join(seen) and "report.html" in " ".join(seen)
+    assert '"eventType": "FAIL"' in seen[str(tmp_path / "out" / "openlineage.jsonl")]
     assert any("/raw/train/" in f for f in seen) and any("/quarantine/" in f for f in seen)
     leaks = [(where, s) for where, text in seen.items() for s in planted if s in text]
     assert not leaks, leaks
@@ -728,7 +735,7 @@ def test_blocks_are_cut_outside_quotes():
 
 def test_a_worker_traceback_in_the_error_is_named_in_one_line():
     # A portable runner (Flink) reports a Python worker's failure as the worker's traceback.
-    from pipeline.run import failure_line
+    from pipeline.failures import failure_line
 
     flink = ("Pipeline BeamApp-root-1 failed in state FAILED: java.lang.RuntimeException: Error received from SDK "
              "harness for instruction 17: Traceback (most recent call last):\n"
@@ -741,3 +748,367 @@ def test_a_worker_traceback_in_the_error_is_named_in_one_line():
     assert line.startswith("RuntimeError: Pipeline BeamApp-root-1 failed in state FAILED")
     assert line.endswith("RuntimeError: injected failure in a DoFn [while running 'Clean/Validate/ParDo(_ValidateFn)']")
     assert failure_line(ValueError("first line\nsecond line")) == "ValueError: first line"
+
+
+# ---- issue 35: compressed inputs, inputs that change, awkward names, hostile configs, leftovers ------------
+
+def _lines(n, start=0):
+    return ["id,label,x,n,comment"] + [f"e{i},{'ab'[i % 2]},{i % 7}.5,{i},c{i}" for i in range(start, start + n)]
+
+
+def _failed_and_unpublished(tmp_path, capsys, message):
+    """The run is recorded FAILED with `message` in its error, and nothing is published or left staged."""
+    import json
+
+    code, listing, _ = run_cli(["runs", "--store", str(tmp_path / "m.sqlite"), "--format", "json"], capsys)
+    last = json.loads(listing)[-1]
+    assert last["status"] == "FAILED" and message in last["error"], last
+    out = tmp_path / "out"
+    assert not list(out.glob(f"{last['run_id']}*")) and not list(out.glob(f".staging-{last['run_id']}"))
+    return last
+
+
+def test_1_a_truncated_gzip_fails_the_run_naming_the_file(tmp_path, capsys):
+    """(1) `head -c` half of a gzip (here of 3,000 rows): exit 1, the file named in one line,
+    the run FAILED, nothing published; before, exit 0 with the first half as the input and
+    the cut record quarantined as csv_field_count. (2) The whole `.csv.gz`, `header: true`,
+    validates and runs (its header was read without decompressing it)."""
+    import gzip
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    csv_gz = gzip.compress(("\n".join(_lines(3000)) + "\n").encode())
+    (data / "whole.csv.gz").write_bytes(csv_gz)
+    (data / "cut.csv.gz").write_bytes(csv_gz[:len(csv_gz) // 2])
+    records = "".join(json.dumps({"id": f"e{i}", "label": "ab"[i % 2], "x": "1.5", "n": str(i), "comment": "c"}) + "\n"
+                      for i in range(3000))
+    jsonl_gz = gzip.compress(records.encode())
+    (data / "cut.jsonl.gz").write_bytes(jsonl_gz[:len(jsonl_gz) // 2])
+
+    whole = _config(tmp_path, name="gz-whole", inputs=[{"path": "data/whole.csv.gz", "format": "csv",
+                                                         "csv": {"header": True}}])
+    code, _, err = run_cli(["validate", str(whole)], capsys)
+    assert code == 0, err
+    code, summary, err = _run(tmp_path, capsys, whole)
+    assert code == 0 and summary["rows"]["input"] == 3000 and summary["rows"]["quarantined"] == 0, err
+
+    for name, fmt in (("cut.csv.gz", "csv"), ("cut.jsonl.gz", "jsonl")):
+        path = _config(tmp_path, name=f"gz-{fmt}", inputs=[{"path": f"data/{name}", "format": fmt}])
+        code, summary, err = _run(tmp_path, capsys, path)
+        line = f"{data / name}: the gzip data ends before its end-of-stream marker after"
+        assert code == 1 and err.count("\n") == 1 and line in err and "truncated or corrupt" in err, err
+        assert "Traceback" not in err
+        _failed_and_unpublished(tmp_path, capsys, line)
+
+
+def test_3_an_input_that_grows_during_the_run_fails_naming_it(tmp_path, capsys, monkeypatch):
+    """(3) Rows appended to the CSV while the run reads it (500 rows, by a filter of the clean
+    stage): the run fails naming the file and its sizes, instead of recording the old sha256
+    and size beside rows of the new content; nothing is published."""
+    path = _config(tmp_path, _lines(2000), clean={"filters": ["tests.faults:append_to_input"]})
+    data = tmp_path / "data" / "in.csv"
+    before = data.stat().st_size
+    monkeypatch.setenv("DATAPREP_FAULT_APPEND", str(data))
+    code, summary, err = _run(tmp_path, capsys, path)
+    after = data.stat().st_size
+    assert after > before
+    line = (f"InputChanged: inputs[0].path: {data} changed while the run read it ({before:,} → {after:,} bytes); "
+            "nothing was published: run again once the file is complete")
+    assert code == 1 and err == f"dataprep: run failed: {line}\n", err
+    _failed_and_unpublished(tmp_path, capsys, line)
+
+
+def test_3_unchanged_touched_rewritten_and_removed_inputs(tmp_path):
+    """`check_unchanged`: a file touched with the same bytes passes (its sha256 is computed
+    again); one rewritten in place with other bytes of the same size, or removed, fails."""
+    import time
+
+    from pipeline.inputs import InputChanged, InputFile, check_unchanged, fingerprinted
+
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,x\n")
+    [f] = fingerprinted([InputFile("data", 0, str(path), 0)])
+    assert f.size == 8 and f.mtime > 0 and len(f.sha256) == 64
+    check_unchanged([f])
+    time.sleep(0.01)
+    path.write_text("a,b\n1,x\n")            # the same bytes, a newer time
+    check_unchanged([f])
+    path.write_text("a,b\n2,y\n")
+    with pytest.raises(InputChanged, match=r"inputs\[0\]\.path: .*in\.csv changed while the run read it \(same size"):
+        check_unchanged([f])
+    path.unlink()
+    with pytest.raises(InputChanged, match=r"\(removed\)"):
+        check_unchanged([f])
+
+
+def test_4_an_int64_past_2_53_in_a_float_column_is_quarantined_not_the_run(tmp_path, capsys):
+    """(4) One int64 of 2**60 + 1 in a Parquet column declared `float` failed the whole run
+    (`ArrowInvalid: Integer value ... not in range`): that row is quarantined
+    (`lossy_float:x`), the others go on (2**60, which a float holds, is kept)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    xs = [i for i in range(40)] + [2**60, 2**60 + 1]
+    pq.write_table(pa.table({"id": [f"e{i}" for i in range(len(xs))], "label": ["ab"[i % 2] for i in range(len(xs))],
+                             "x": pa.array(xs, pa.int64()), "n": pa.array(range(len(xs)), pa.int64()),
+                             "comment": ["c"] * len(xs)}), data / "in.parquet")
+    path = _config(tmp_path, inputs=[{"path": "data/in.parquet", "format": "parquet"}])
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    assert summary["rows"]["input"] == 42 and summary["rows"]["quarantined"] == 1
+    [q] = _quarantine(summary)
+    assert (q["reason"], q["_row"]) == ("lossy_float:x", 42) and str(2**60 + 1) in q["record"]
+    kept = {r["id"]: r["x"] for r in _split_rows(summary)}
+    assert kept["e40"] == float(2**60) and "e41" not in kept and len(kept) == 41
+
+
+def test_5_any_header_name_works_as_a_feature_and_keeps_its_name(tmp_path, capsys):
+    """(5) `"größe (cm)": zscore`, `"farbe name": vocabulary`: they passed validate and failed
+    the run in TensorFlow (`'fill_größe (cm)' is not a valid root scope name`). Now the run
+    completes, every output keeps the user's names (`größe (cm)_xf`), the values are the
+    z-scores of train's statistics and the vocabulary's ids, and the saved graph transforms
+    a serving input given under the user's names."""
+    import glob
+    import json
+
+    import numpy as np
+
+    colours = ["rot", "grün", "blau", "grün"]
+    lines = ["id,label,größe (cm),farbe name"] + [f"e{i},{'ab'[i % 2]},{150 + i % 40}.5,{colours[i % 4]}"
+                                                    for i in range(90)]
+    path = _config(tmp_path, lines, schema={"id": "id", "label": "label", "columns": {
+        "id": "string", "label": "string", "größe (cm)": "float", "farbe name": "string"}},
+        features={"größe (cm)": "zscore", "farbe name": "vocabulary"})
+    code, _, err = run_cli(["validate", str(path)], capsys)
+    assert code == 0, err
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    raw = {r["id"]: r for r in _split_rows(summary, "raw")}
+    assert set(next(iter(raw.values()))) >= {"größe (cm)", "farbe name"}
+    train = [raw[r["id"]]["größe (cm)"] for f in glob.glob(os.path.join(summary["output"], "raw", "train", "*"))
+             for r in __import__("pyarrow.parquet").parquet.read_table(f).to_pylist()]
+    mean, std = np.mean(train), np.std(train)
+    with open(os.path.join(summary["output"], "report.json")) as f:
+        features = json.load(f)["features"]
+    assert features["columns"]["größe (cm)"]["outputs"] == ["größe (cm)_xf"]
+    assert abs(features["columns"]["größe (cm)"]["mean"] - mean) < 1e-3
+    assert features["columns"]["farbe name"]["vocabulary_size"] == 3
+    [head] = features["vocabulary_heads"].values()
+    assert head[0] == "grün"                                    # the most frequent first
+    for r in _split_rows(summary, "transformed"):
+        assert abs(r["größe (cm)_xf"] - (raw[r["id"]]["größe (cm)"] - mean) / std) < 1e-4
+        assert r["farbe name_xf"] == head.index(raw[r["id"]]["farbe name"])
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    layer = tft.TFTransformOutput(summary["output"]).transform_features_layer()
+    out = layer({"größe (cm)": tf.sparse.from_dense(tf.constant([[mean]], tf.float32)),
+                 "farbe name": tf.sparse.from_dense(tf.constant([["blau"]]))})
+    assert abs(float(out["größe (cm)_xf"][0])) < 1e-4 and int(out["farbe name_xf"][0]) == head.index("blau")
+
+
+@pytest.mark.parametrize("case", ["folder", "output_file", "workers", "flink"])
+def test_7_wrong_paths_and_options_exit_2_before_anything_is_recorded(tmp_path, capsys, case):
+    """(7) A folder as an input path (was an IsADirectoryError traceback, in run and validate),
+    `--output` naming a regular file (was a FAILED run), `--direct_num_workers abc` (was 108
+    lines of Beam's usage first), `--runner FlinkRunner` without `--flink_master` (now named)."""
+    path = _config(tmp_path)
+    output, flags, commands = tmp_path / "out", [], ["run"]
+    if case == "folder":
+        (tmp_path / "data" / "more").mkdir()
+        path = _config(tmp_path, inputs=[{"path": "data/more", "format": "csv"}])
+        message = (f"inputs[0].path: {tmp_path / 'data' / 'more'} is a folder, not a file; name the files in it "
+                   f"(e.g. {tmp_path / 'data' / 'more' / '*.csv'})")
+        commands = ["validate", "run"]
+    elif case == "output_file":
+        output = tmp_path / "a_file"
+        output.write_text("")
+        message = f"--output: {output} is a file, not a folder"
+    elif case == "workers":
+        flags = ["--direct_num_workers", "abc"]
+        message = "--direct_num_workers: invalid int value: 'abc'"
+    else:
+        flags = ["--runner", "FlinkRunner"]
+        message = "--flink_master: FlinkRunner needs the cluster's REST address, e.g. --flink_master localhost:8081"
+    store = tmp_path / "m.sqlite"
+    for command in commands:
+        args = [command, str(path)] + (["--output", str(output), "--store", str(store), *flags]
+                                       if command == "run" else [])
+        code, out, err = run_cli(args, capsys)
+        assert code == 2 and err.count("\n") == 1 and err.startswith(f"dataprep: error: {message}"), err
+    assert _store_is_empty(store) and not (tmp_path / "out").exists()
+
+
+def test_8_latin1_utf16_and_nul_bytes_end_to_end(tmp_path, capsys):
+    """(8) A Latin-1 file with `csv.encoding: latin-1` (its rows were quarantined invalid_utf8),
+    UTF-16 LE and BE files with a BOM and no setting (a mojibake "no column(s)" error), a
+    UTF-16 JSONL file, and NUL bytes in a field: the text is read as written, and each
+    record holding a NUL is quarantined (`nul_byte`) instead of reaching an example_id."""
+    import codecs
+    import json
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cities = ["Zürich", "Genève", "Köln", "Łódź"]
+
+    def lines(prefix, n=12, latin=False):
+        return "".join(f"{prefix}{i},{'ab'[i % 2]},{i}.5,{i},{cities[i % (3 if latin else 4)]}\n" for i in range(n))
+
+    head = "id,label,x,n,comment\n"
+    (data / "latin1.csv").write_bytes((head + lines("l", latin=True)).encode("latin-1"))
+    (data / "le.csv").write_bytes((head + lines("u")).encode("utf-16"))
+    (data / "be.csv").write_bytes(codecs.BOM_UTF16_BE + (head + lines("b")).encode("utf-16-be"))
+    (data / "nul.csv").write_bytes((head + lines("z")).encode().replace(b"z3,", b"z\x003,")
+                                   .replace("z5,b,5.5,5,Genève\n".encode(), b'z5,b,5.5,5,"multi\nline\x00"\n'))
+    records = [{"id": f"j{i}", "label": "ab"[i % 2], "x": i + 0.5, "n": i, "comment": cities[i % 4]} for i in range(12)]
+    records[7]["id"] = "j\x007"
+    (data / "u16.jsonl").write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-16"))
+    path = _config(tmp_path, inputs=[
+        {"path": "data/latin1.csv", "format": "csv", "csv": {"encoding": "latin-1"}},
+        {"path": "data/le.csv", "format": "csv"}, {"path": "data/be.csv", "format": "csv"},
+        {"path": "data/nul.csv", "format": "csv"}, {"path": "data/u16.jsonl", "format": "jsonl"}])
+    code, _, err = run_cli(["validate", str(path)], capsys)
+    assert code == 0, err
+    code, summary, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    assert summary["rows"]["input"] == 60 and summary["rows"]["quarantined"] == 3
+    quarantined = sorted((os.path.basename(q["_source"]), q["_row"], q["reason"]) for q in _quarantine(summary))
+    assert quarantined == [("nul.csv", 5, "nul_byte"), ("nul.csv", 7, "nul_byte"), ("u16.jsonl", 8, "nul_byte")]
+    kept = {r["id"]: r for r in _split_rows(summary)}
+    assert len(kept) == 57 and not any("\x00" in i for i in kept)
+    assert kept["l1"]["comment"] == "Genève" and kept["u3"]["comment"] == "Łódź" and kept["b2"]["comment"] == "Köln"
+    assert kept["j0"]["comment"] == "Zürich" and kept["z4"]["_row"] == 6 and kept["z6"]["_row"] == 9
+
+
+def test_9_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """(9) A real full disk (a 300 KB tmpfs as the output, in a mount namespace of its own):
+    one line naming the file that could not be written, no Beam traceback before it (was
+    27 lines, and a last line naming no file); nothing is left on the disk."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                                                     capture_output=True).returncode:
+        pytest.skip("needs mount namespaces (unshare) to make a small disk")
+    path = _config(tmp_path, _lines(20000))
+    disk, store = tmp_path / "disk", tmp_path / "m.sqlite"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o size=300k tmpfs {disk} && {sys.executable} -m pipeline.cli run {path} "
+              f"--output {disk}/out --store {store} --no-progress; code=$?; echo left: $(ls -A {disk}/out); exit $code")
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dataprep: run failed: No space left on device: {disk}/out/.staging-"), proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
+    assert proc.stdout.strip() == "left:"                     # no staging folder left on the full disk
+    runs = subprocess.run([sys.executable, "-m", "pipeline.cli", "runs", "--store", str(store), "--format", "json"],
+                          cwd=ROOT, capture_output=True, text=True)
+    [r] = json.loads(runs.stdout)
+    assert r["status"] == "FAILED" and "No space left on device" in r["error"]
+
+
+def test_9_a_write_error_without_a_file_name_is_named_and_beams_traceback_is_not_shown():
+    """pyarrow's `[Errno 28] Error writing bytes to file` names no file: the writers name it
+    (`naming`), and the failure line shows it; Beam's log of a failing DoFn (its traceback)
+    is off unless --verbose."""
+    import errno
+    import logging
+
+    from pipeline.cli import _quiet_libraries
+    from pipeline.run import failure_line
+    from transforms.batches import naming
+
+    with pytest.raises(OSError) as raised:
+        with naming("/out/.staging-x/tmp/spill/a.arrow"):
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    wrapped = RuntimeError(f"{raised.value} [while running 'Split/AwaitThresholds/SpillRows']")
+    wrapped.__cause__ = raised.value
+    assert failure_line(wrapped) == "No space left on device: /out/.staging-x/tmp/spill/a.arrow"
+    try:
+        _quiet_libraries(False)
+        assert not logging.getLogger("apache_beam.runners.common").isEnabledFor(logging.ERROR)
+        _quiet_libraries(True)
+        assert logging.getLogger("apache_beam.runners.common").isEnabledFor(logging.ERROR)
+    finally:
+        _quiet_libraries(False)
+
+
+def test_9_a_store_of_random_bytes_is_one_line_without_sql(tmp_path, capsys):
+    store = tmp_path / "m.sqlite"
+    store.write_bytes(os.urandom(20000))
+    path = _config(tmp_path)
+    for args in (["run", str(path), "--output", str(tmp_path / "out"), "--store", str(store)],
+                 ["runs", "--store", str(store)]):
+        code, out, err = run_cli(args, capsys)
+        assert code == 1 and err == (f"dataprep: error: metadata store {store}: file is not a database "
+                                     "(not an ML Metadata SQLite store?)\n"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_9_a_reused_rerun_cleans_up_after_a_killed_run(tmp_path, capsys, monkeypatch):
+    """A run killed (SIGKILL) in its clean stage leaves its staging folder; the rerun of the
+    same config and inputs is reused, and before answering it closes the killed run as
+    ABANDONED and removes that folder (it returned before that cleanup)."""
+    import glob
+    import json
+    import signal
+
+    path = _config(tmp_path, clean={"filters": ["tests.faults:slow"]})
+    out, store, faults, tmp = tmp_path / "out", tmp_path / "m.sqlite", tmp_path / "faults", tmp_path / "tmp"
+    faults.mkdir()
+    tmp.mkdir()
+    monkeypatch.setenv("DATAPREP_FAULT_SLEEP", "0")
+    code, first, err = _run(tmp_path, capsys, path)
+    assert code == 0, err
+    env = {**os.environ, "DATAPREP_FAULT_DIR": str(faults), "DATAPREP_FAULT_SLEEP": "120", "TMPDIR": str(tmp)}
+    proc = _start_run(path, out, store, env)
+    _wait_for((faults / "clean").exists, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    [staging] = glob.glob(str(out / ".staging-*"))
+    assert os.listdir(staging)
+    assert not glob.glob(str(tmp / "beam-pipeline-temp*"))      # Beam's temp folder is in the staging folder
+    code, again, err = _run(tmp_path, capsys, path)
+    assert code == 0 and again["reused_from"] == first["run_id"], err
+    assert not os.path.exists(staging)
+    code, listing, _ = run_cli(["runs", "--store", str(store), "--format", "json"], capsys)
+    assert [r["status"] for r in json.loads(listing)] == ["COMPLETE", "ABANDONED"]
+
+
+def test_9_a_header_only_input_warns_and_fails_the_input_gate(tmp_path, capsys):
+    """A header-only input is said, and a run with no input row at all fails the default quality
+    gate (min_input_rows: 1), publishing nothing; with the gate lowered it completes, empty."""
+    path = _config(tmp_path, ["id,label,x,n,comment"])
+    code, summary, err = _run(tmp_path, capsys, path)
+    warning = (f"dataprep: warning: inputs[0].path: {tmp_path / 'data' / 'in.csv'} has no rows (only a header, "
+               "or nothing); the run has no input rows at all\n")
+    lines = err.splitlines(keepends=True)
+    assert code == 1 and len(lines) == 2 and lines[0] == warning, err
+    assert lines[1].startswith("dataprep: run failed: quality gate min_input_rows failed: the input has 0 rows, "
+                               "fewer than 1"), err
+    allowed = _config(tmp_path, ["id,label,x,n,comment"], expect={"min_input_rows": 0})
+    code, summary, err = _run(tmp_path, capsys, allowed)
+    assert code == 0 and summary["rows"]["input"] == 0 and err == warning, err
+
+
+def test_9_beams_temp_folder_is_made_in_the_staging_folder(tmp_path):
+    import apache_beam as beam
+
+    from pipeline.layout import Layout, temp_folder
+
+    layout = Layout(str(tmp_path / ".staging-r1"))
+    with temp_folder(layout):
+        p = beam.Pipeline()
+    assert os.path.dirname(p.local_tempdir) == layout.tmp
+    import tempfile
+
+    assert tempfile.gettempdir() != layout.tmp

@@ -143,12 +143,13 @@ def _rows_with_values(demo) -> pd.DataFrame:
     """Every output row (splits, quarantine but ingest's, duplicates) with where it went and
     the metadata values of its line in the input file, read with the csv module."""
     root = demo["summary"]["output"]
-    splits = pd.concat([pq.read_table(p).to_pandas() for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
+    splits = pd.concat([pq.read_table(p).to_pandas().assign(split=os.path.basename(os.path.dirname(p)))
+                        for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
     quarantine = pq.read_table(os.path.join(root, "quarantine")).to_pandas()
     quarantine = quarantine[quarantine["stage"] != "ingest"]
     duplicates = pq.read_table(os.path.join(root, "duplicates")).to_pandas()
     frames = [splits.assign(dest="clean", reason=None)[["_source", "_row", "dest", "reason", "defect",
-                                                          "label_agreement"]],
+                                                          "label_agreement", "split"]],
               quarantine.assign(dest="quarantined")[["_source", "_row", "dest", "reason"]],
               duplicates.assign(dest="duplicates")[["_source", "_row", "dest"]]]
     rows = pd.concat(frames, ignore_index=True)
@@ -174,7 +175,8 @@ def _expected_slice(group: pd.DataFrame) -> dict:
             "duplicates": int((group["dest"] == "duplicates").sum()),
             "reasons": {r: int(n) for r, n in reasons.items()},
             "labels": {k: int(n) for k, n in clean["defect"].value_counts().items()},
-            "agreement": clean["label_agreement"].mean()}
+            "agreement": clean["label_agreement"].mean(),
+            "splits": {s: int((clean["split"] == s).sum()) for s in ("train", "dev", "test")}}
 
 
 def test_metadata_slices_equal_a_pandas_groupby_of_the_outputs(demo):
@@ -198,6 +200,7 @@ def test_metadata_slices_equal_a_pandas_groupby_of_the_outputs(demo):
             assert {k_: v["rows"] for k_, v in r["label_mix"].items()} == want["labels"]
             assert r["label_agreement"]["value"] == pytest.approx(want["agreement"], abs=1e-12)
             assert r["label_agreement"]["items"] == want["clean"]
+            assert r["splits"] == want["splits"] and sum(r["splits"].values()) == r["clean"], (column, r["value"])
         if len(sizes) > k:
             folded += 1
             assert got_rows[-1]["values"] == len(sizes) - k
@@ -209,11 +212,15 @@ def test_metadata_slices_equal_a_pandas_groupby_of_the_outputs(demo):
     page = open(os.path.join(demo["summary"]["output"], "report.html"), encoding="utf-8").read()
     part = page[page.index('id="slices"'):page.index('id="review"')]
     assert part.count("<svg") >= 3 * 3 and part.count('class="metadata-slice"') == 3 and "&lt;other&gt;" in part
+    head = part[part.index('class="metadata-slice"'):]
+    head = head[:head.index("</thead>")]
+    assert "<th>train</th><th>dev</th><th>test</th>" in head and "<th>clean</th>" not in head   # where rows went
 
 
 def test_review_queue_is_the_pandas_filter_of_the_outputs(demo):
     root = demo["summary"]["output"]
-    splits = pd.concat([pq.read_table(p).to_pandas() for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
+    splits = pd.concat([pq.read_table(p).to_pandas().assign(split=os.path.basename(os.path.dirname(p)))
+                        for p in glob.glob(os.path.join(root, "raw", "*", "*.parquet"))])
     quarantine = pq.read_table(os.path.join(root, "quarantine")).to_pandas()
     ties = quarantine[quarantine["reason"] == "label_tie"]
     tied_ids = {json.loads(r)["image_id"] for r in ties["record"]}
@@ -286,7 +293,9 @@ def test_report_html_is_written_and_rendered_again(demo, capsys, tmp_path):
     with open(path, encoding="utf-8") as f:
         page = f.read()
     rows = demo["summary"]["rows"]
-    assert f'data-funnel="input">{rows["input"]}<' in page and f'data-funnel="train">{rows["train"]}<' in page
+    # counts with thousands separators (issue 30: 14,568, not 14568)
+    assert f'data-funnel="input">{rows["input"]:,}<' in page and f'data-funnel="train">{rows["train"]:,}<' in page
+    assert "," in f'{rows["input"]:,}'        # the demo's input is in the thousands: the format is tested
     assert 'id="lineage-graph"' in page and "dataprep.transform" in page
     assert page.count("<svg") >= 5 and "<script" not in page
     os.remove(path)
@@ -320,3 +329,33 @@ def test_near_duplicate_leakage_is_in_the_page():
     for cell in ("train/test", ">19<", "verified_pairs", ">31<"):
         assert cell in page, cell
     assert "no near-duplicate search" in render_html(_report_with("a,b"))
+
+
+def test_counts_slices_and_missing_values_as_a_reader_wants_them():
+    """Issue 30's rough edges in the page: 14,568 not 14568, slice values in natural order
+    (numbers as numbers) with where their rows went per split, missing values per feature."""
+    from pipeline.html_slices import natural_key
+
+    report = _report_with("a,b")
+    report["rows"] = {"input": 14568, "clean": 14000, "quarantined": 500, "duplicates": 68, "train": 8400,
+                      "dev": 2800, "test": 2800}
+
+    def value(v, rows, train):
+        return {"value": v, "rows": rows, "clean": rows, "quarantined": 0, "duplicates": 0,
+                "splits": {"train": train, "dev": rows - train, "test": 0}, "quarantine_share": 0.0,
+                "quarantine_by_reason": {}, "label_mix": {}, "label_agreement": {"value": None, "items": 0}}
+
+    report["metadata_slices"] = {"max_values": 20, "columns": {"base_age": [
+        value("10", 3000, 2000), value("6", 2500, 1500), value("<other>", 50, 40), value("8", 1200, 1000),
+        value("12", 1000, 900)]}}
+    report["features"] = {"columns": {"age": {"transform": "zscore", "mean": 10.5}}, "vocabularies": {}}
+    report["feature_missing"] = {"age": {"train": 1204, "dev": 3, "test": 0}}
+    page = render_html(report)
+    assert 'data-funnel="input">14,568<' in page and "input 14,568 = train 8,400 + dev 2,800" in page
+    part = page[page.index('id="slices"'):page.index('id="review"')]
+    order = [v for v in ("<td>6</td>", "<td>8</td>", "<td>10</td>", "<td>12</td>", "<td>&lt;other&gt;</td>")]
+    assert sorted(order, key=part.index) == order                    # 6, 8, 10, 12, then <other>
+    assert "<th>train</th><th>dev</th><th>test</th>" in part and '<td class="n">2,000</td>' in part
+    features = page[page.index('id="features"'):page.index('id="lineage"')]
+    assert '<td class="n">1,207</td>' in features and "train 1,204 · dev 3 · test 0" in features
+    assert sorted(["cam-10", "cam-2", "<null>", "Cam-3"], key=natural_key) == ["cam-2", "Cam-3", "cam-10", "<null>"]

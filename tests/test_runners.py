@@ -208,12 +208,12 @@ def test_flink_job_server_is_found_in_the_cache_or_named_clearly(tmp_path, monke
 
 def test_beams_job_server_does_not_take_sigint_over_while_the_job_is_submitted():
     """Beam's StopOnExitJobServer.start sets SIGINT's handler to its stop() (which fails with a
-    TypeError when called as one); inside signal_handlers_kept the launcher's handler stays."""
+    TypeError when called as one); inside the `signals` patch (runners.tuning.submitting) the launcher's handler stays."""
     import signal
 
     from apache_beam.runners.portability.job_server import StopOnExitJobServer
 
-    from runners.cancel import signal_handlers_kept
+    from runners.tuning import submitting
 
     class Inner:
         stopped = 0
@@ -231,7 +231,7 @@ def test_beams_job_server_does_not_take_sigint_over_while_the_job_is_submitted()
     original = signal.signal
     try:
         server = StopOnExitJobServer(Inner())
-        with signal_handlers_kept((signal.SIGINT, signal.SIGTERM)):
+        with submitting():
             assert server.start() == "localhost:1"
             assert signal.getsignal(signal.SIGINT) is ours
             signal.signal(signal.SIGTERM, signal.SIG_IGN)       # SIG_IGN / SIG_DFL still go through

@@ -1,6 +1,8 @@
 """Small Arrow record-batch helpers shared by the stages (vectorised, no per-row Python)."""
 
+import contextlib
 import hashlib
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -22,6 +24,9 @@ QUARANTINE_SCHEMA = pa.schema([
     ("stage", pa.string()),
     (SOURCE, pa.string()),
     (ROW, pa.int64()),
+    # the row's example_id, so `dataprep lineage --example` finds a quarantined row; a row that
+    # has none (unparsed at ingest, or a missing id) gets the default one, `default_example_ids`
+    (EXAMPLE_ID, pa.string()),
 ])
 
 DUPLICATES_SCHEMA = pa.schema([
@@ -37,11 +42,14 @@ METRICS_NAMESPACE = "dataprep"
 
 def quarantine_batch(records: pa.Array | pa.ChunkedArray, reasons: str | Sequence[str] | pa.Array, stage: str,
                      sources: str | pa.Array | pa.ChunkedArray,
-                     rows: Sequence[int] | pa.Array | pa.ChunkedArray) -> pa.RecordBatch:
+                     rows: Sequence[int] | pa.Array | pa.ChunkedArray,
+                     example_ids: Optional[pa.Array | pa.ChunkedArray] = None) -> pa.RecordBatch:
     """Rows set aside, as QUARANTINE_SCHEMA: the one place quarantine rows are built.
 
     `records` is each row's original text; `reasons` one reason code for all or one per
-    row; `sources` one file for all or one per row; `rows` their line numbers.
+    row; `sources` one file for all or one per row; `rows` their line numbers;
+    `example_ids` the rows' ids, where known: a row without one (None, or a null id) gets
+    `default_example_ids` of its source and row, the id it would have had without `schema.id`.
     """
     n = len(records)
     columns = [records,
@@ -56,7 +64,24 @@ def quarantine_batch(records: pa.Array | pa.ChunkedArray, reasons: str | Sequenc
         elif not isinstance(column, pa.Array):
             column = pa.array(column, f.type)
         arrays.append(column)
+    ids = default_example_ids(arrays[3], arrays[4])
+    if example_ids is not None:
+        if isinstance(example_ids, pa.ChunkedArray):
+            example_ids = example_ids.combine_chunks() if example_ids.num_chunks else pa.array([], pa.string())
+        ids = pc.coalesce(pc.cast(example_ids, pa.string()), ids)
+    arrays.append(ids)
     return pa.RecordBatch.from_arrays(arrays, schema=QUARANTINE_SCHEMA)
+
+
+def default_example_ids(sources: pa.Array, rows: pa.Array) -> pa.Array:
+    """The example_id of rows without a `schema.id`: `<sha1(source)[:12]>-<row>`, stable for a
+    file and line (sources hashed once per distinct file)."""
+    if len(sources) == 0:
+        return pa.array([], pa.string())
+    encoded = pc.dictionary_encode(sources)
+    prefixes = pa.array([hashlib.sha1(s.encode()).hexdigest()[:12] for s in encoded.dictionary.to_pylist()],
+                        pa.string())
+    return pc.binary_join_element_wise(prefixes.take(encoded.indices), pc.cast(rows, pa.string()), "-")
 
 
 def empty_quarantine() -> pa.RecordBatch:
@@ -210,6 +235,19 @@ def _hash_bytes(arr: pa.Array) -> np.ndarray:
     return _mix64(h)
 
 
+@contextlib.contextmanager
+def naming(path: str):
+    """An OSError raised inside without a file name (pyarrow's `Error writing bytes to file`, a
+    write to a full disk) raised again naming `path`, so a failed run's one line says which
+    file: `No space left on device: /out/.staging-…/tmp/spill/….arrow`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno:
+            raise OSError(e.errno, os.strerror(e.errno), path) from e
+        raise
+
+
 class OrderedThreadPool:
     """A DoFn's heavy per-element work on `width` threads, results in submission order.
 
@@ -292,6 +330,18 @@ def concat_batches(batches: Iterable[pa.RecordBatch], schema: pa.Schema | None =
 
 def table_to_batches(table: pa.Table, max_rows: int = 65536) -> List[pa.RecordBatch]:
     return [b for b in table.combine_chunks().to_batches(max_chunksize=max_rows) if b.num_rows]
+
+
+def without_fields(schema: pa.Schema, names: Iterable[str]) -> pa.Schema:
+    """`schema` less the fields `names` (the schema of `drop_columns`' result)."""
+    names = set(names)
+    return pa.schema([f for f in schema if f.name not in names])
+
+
+def with_field(schema: pa.Schema, field: pa.Field) -> pa.Schema:
+    """`schema` with `field` replaced where its name is, else appended (the schema of `set_column`'s result)."""
+    idx = schema.get_field_index(field.name)
+    return schema.set(idx, field) if idx >= 0 else schema.append(field)
 
 
 def drop_columns(batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:

@@ -1,8 +1,8 @@
 """Metadata slices for error analysis: per value of each metadata column, where its rows went.
 
 For every value of every slice column (the `schema.metadata` columns): the rows read, how
-many ended clean, quarantined (and for which reason) or as duplicates, the label mix of
-its clean rows and their agreement with the consensus. A row's value is the one it was
+many ended clean (and in which split), quarantined (and for which reason) or as duplicates,
+the label mix of its clean rows and their agreement with the consensus. A row's value is the one it was
 read with (the text of the file), so a value that failed its type check is a slice too.
 Rows quarantined at ingest were never split into columns and belong to no slice.
 
@@ -28,15 +28,16 @@ from transforms.batches import (ROW, SOURCE, KeyedBatch, MergeCounts, concat_bat
 OTHER = "<other>"
 NULL = "<null>"
 CLEAN, QUARANTINED, DUPLICATES = "clean", "quarantined", "duplicates"
-_DEST, _REASON, _LABEL, _M, _AGREE = "_dest", "_reason", "_label", "_m", "_agree"
+_DEST, _REASON, _LABEL, _M, _AGREE, _SPLIT = "_dest", "_reason", "_label", "_m", "_agree", "_split"
 _DEST_SCHEMA = pa.schema([(SOURCE, pa.string()), (ROW, pa.int64()), (_DEST, pa.string()), (_REASON, pa.string()),
-                          (_LABEL, pa.string()), (_M, pa.int64()), (_AGREE, pa.int64())])
+                          (_LABEL, pa.string()), (_M, pa.int64()), (_AGREE, pa.int64()), (_SPLIT, pa.string())])
 Counts = Dict[str, int]
 
 
 @dataclass(frozen=True)
 class SliceSpec:
-    """The columns to slice by, the label column of clean rows, and how many values to keep.
+    """The columns to slice by, the label column of clean rows, how many values to keep, and
+    the splits the clean rows come from.
 
     `agreement`/`label_count`: the per-row agreement columns of the labels stage (share of
     the labels equal to the consensus, number of labels), None without several annotators.
@@ -47,6 +48,7 @@ class SliceSpec:
     max_values: int = 20
     agreement: Optional[str] = None
     label_count: Optional[str] = None
+    splits: Tuple[str, ...] = ()   # the split names, in order: clean rows are counted per split too
 
 
 def as_text(array: pa.Array) -> pa.Array:
@@ -63,9 +65,10 @@ def origins(batch: pa.RecordBatch, columns: Sequence[str]) -> pa.RecordBatch:
                                       names=[SOURCE, ROW, *columns])
 
 
-def destinations(batch: pa.RecordBatch, kind: str, spec: SliceSpec) -> pa.RecordBatch:
+def destinations(batch: pa.RecordBatch, kind: str, spec: SliceSpec, split: Optional[str] = None) -> pa.RecordBatch:
     """A clean, quarantine or duplicates batch → (`_source`, `_row`, where it went, the
-    quarantine reason, the label, the number of labels and how many equal the consensus)."""
+    quarantine reason, the label, the number of labels and how many equal the consensus, and
+    for clean rows the `split` they are in)."""
     n = batch.num_rows
     none_s, none_i = pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())
     reason, label, m, agree = none_s, none_s, none_i, none_i
@@ -81,7 +84,7 @@ def destinations(batch: pa.RecordBatch, kind: str, spec: SliceSpec) -> pa.Record
             agree = pa.array(np.rint(np.nan_to_num(share) * counts).astype(np.int64))
     return pa.RecordBatch.from_arrays(
         [batch.column(SOURCE), pc.cast(batch.column(ROW), pa.int64()), pa.array([kind] * n, pa.string()),
-         reason, label, m, agree], schema=_DEST_SCHEMA)
+         reason, label, m, agree, pa.array([split] * n, pa.string())], schema=_DEST_SCHEMA)
 
 
 def slice_counts(origin: pa.Table, dest: pa.Table, columns: Sequence[str]) -> Iterator[Tuple[Tuple[str, str], Counts]]:
@@ -90,10 +93,10 @@ def slice_counts(origin: pa.Table, dest: pa.Table, columns: Sequence[str]) -> It
     if not origin.num_rows or not dest.num_rows:
         return
     joined = origin.join(dest, keys=[SOURCE, ROW], join_type="inner")
-    keys = [_DEST, _REASON, _LABEL, _M]
+    keys = [_DEST, _REASON, _LABEL, _M, _SPLIT]
     filled = {_REASON: pc.fill_null(joined.column(_REASON), ""), _LABEL: pc.fill_null(joined.column(_LABEL), ""),
               _M: pc.fill_null(joined.column(_M), -1), _DEST: joined.column(_DEST),
-              _AGREE: pc.fill_null(joined.column(_AGREE), 0)}
+              _AGREE: pc.fill_null(joined.column(_AGREE), 0), _SPLIT: pc.fill_null(joined.column(_SPLIT), "")}
     for column in columns:
         table = pa.table({column: joined.column(column), **filled})
         groups = table.group_by([column, *keys]).aggregate([(_AGREE, "sum"), (_DEST, "count")])
@@ -102,7 +105,8 @@ def slice_counts(origin: pa.Table, dest: pa.Table, columns: Sequence[str]) -> It
             counts = out.setdefault(g[column], {})
             n = g[f"{_DEST}_count"]
             for key in ("rows", g[_DEST]) + ((f"reason:{g[_REASON]}",) if g[_REASON] else ()) + (
-                    (f"label:{g[_LABEL]}",) if g[_DEST] == CLEAN else ()):
+                    (f"label:{g[_LABEL]}",) if g[_DEST] == CLEAN else ()) + (
+                    (f"split:{g[_SPLIT]}",) if g[_SPLIT] else ()):
                 counts[key] = counts.get(key, 0) + n
             if g[_M] > 0:
                 for key, v in ((f"items_m:{g[_M]}", n), (f"agree_m:{g[_M]}", g[f"{_AGREE}_sum"])):
@@ -141,8 +145,9 @@ class TopValues(beam.CombineFn):
         return acc
 
 
-def value_row(value: str, counts: Counts) -> Dict:
-    """One slice value's row of report.json from its counts."""
+def value_row(value: str, counts: Counts, splits: Sequence[str] = ()) -> Dict:
+    """One slice value's row of report.json from its counts (`splits`: the split names, whose
+    rows are counted under `splits`, in that order)."""
     rows = counts.get("rows", 0)
     reasons = {k[len("reason:"):]: n for k, n in counts.items() if k.startswith("reason:")}
     labels = {k[len("label:"):]: n for k, n in counts.items() if k.startswith("label:")}
@@ -151,6 +156,7 @@ def value_row(value: str, counts: Counts) -> Dict:
     mean_share = sum(n / int(k[len("agree_m:"):]) for k, n in counts.items() if k.startswith("agree_m:"))
     row = {"value": value, "rows": rows, CLEAN: clean, QUARANTINED: counts.get(QUARANTINED, 0),
            DUPLICATES: counts.get(DUPLICATES, 0),
+           **({"splits": {name: counts.get(f"split:{name}", 0) for name in splits}} if splits else {}),
            "quarantine_share": counts.get(QUARANTINED, 0) / rows if rows else None,
            "quarantine_by_reason": {r: {"rows": n, "share": n / rows}
                                     for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))},
@@ -167,9 +173,9 @@ def slices_report(top: Dict[str, Tuple[List[Tuple[str, Counts]], Counts]], spec:
     columns = {}
     for column in spec.columns:
         entries, other = top.get(column, ([], {}))
-        rows = [value_row(v, c) for v, c in sorted(entries, key=_rank)]
+        rows = [value_row(v, c, spec.splits) for v, c in sorted(entries, key=_rank)]
         if other:
-            rows.append(value_row(OTHER, other))
+            rows.append(value_row(OTHER, other, spec.splits))
         columns[column] = rows
     return {"max_values": spec.max_values, "columns": columns,
             "label_agreement": "mean over clean rows of the share of their labels equal to the consensus"
@@ -200,7 +206,8 @@ def _with_value_count(kv):
 class MetadataSlices(beam.PTransform):
     """{"read", "clean", "quarantine", "duplicates": batches} → one dict, `slices_report`.
 
-    "read": `ReadInputs`' rows (the values as read); "clean": every split's rows;
+    "read": `ReadInputs`' rows (the values as read); "clean": every split's rows, or instead
+    "split:<name>" for each split's (then each value's rows are counted per split as well);
     "quarantine" (stage `ingest` rows are left out: they have no columns) and "duplicates":
     those outputs. Two shuffles of small things: the (`_source`, `_row`) keyed sub-batches,
     then the per-value counts.
@@ -217,12 +224,15 @@ class MetadataSlices(beam.PTransform):
                   | "Origins" >> beam.Map(origins, spec.columns).with_output_types(pa.RecordBatch)
                   | "OriginBuckets" >> beam.FlatMap(_by_row, buckets).with_output_types(KeyedBatch))
         parts = []
-        for kind, name in ((CLEAN, "clean"), (QUARANTINED, "quarantine"), (DUPLICATES, "duplicates")):
+        # the clean rows as one "clean", or per split ("split:<name>", each counted under its name too)
+        clean = [(CLEAN, name, name[len("split:"):] if name.startswith("split:") else None)
+                 for name in pcolls if name == "clean" or name.startswith("split:")]
+        for kind, name, split in clean + [(QUARANTINED, "quarantine", None), (DUPLICATES, "duplicates", None)]:
             batches = pcolls[name]
             if kind == QUARANTINED:
                 batches = batches | "NotIngest" >> beam.Map(
                     lambda b: b.filter(pc.not_equal(b.column("stage"), "ingest"))).with_output_types(pa.RecordBatch)
-            parts.append(batches | f"Destinations[{name}]" >> beam.Map(destinations, kind, spec)
+            parts.append(batches | f"Destinations[{name}]" >> beam.Map(destinations, kind, spec, split)
                          .with_output_types(pa.RecordBatch))
         dest = (parts
                 | "AllDestinations" >> beam.Flatten()

@@ -32,7 +32,8 @@ again; a bundle that fails leaves files no path points to, removed with that fol
 import os
 import uuid
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
@@ -40,7 +41,23 @@ from apache_beam.coders.observable import ObservableMixin
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import Bucketed, OrderedThreadPool, split_by_key
+from transforms.batches import Bucketed, OrderedThreadPool, naming, split_by_key
+
+@dataclass(frozen=True)
+class Shuffle:
+    """How a job's shuffles of rows move record batches: decided once per runner
+    (`runners/profile.py`) and handed to every stage that shuffles rows.
+
+    `spill`: a folder every worker sees; the shuffles of rows move paths of Arrow files there
+    (`GroupBySpilled`, `CoGroupBySpilled`, `SpilledUntil`), or, with None, batches through the
+    runner's own shuffle (Dataflow's shuffle service). `buckets`: the hash buckets of the keyed
+    shuffles. `max_batch_bytes`: the largest record batch a stage should hand to the next
+    (None: as made; a runner with a data plane between stages wants them small)."""
+
+    spill: Optional[str] = None
+    buckets: int = 16
+    max_batch_bytes: Optional[int] = None
+
 
 KeyedBatch = Tuple[Any, pa.RecordBatch]
 ToGroup = Union[KeyedBatch, Bucketed]       # what `GroupBySpilled` groups
@@ -70,27 +87,30 @@ class _SpillWriter:
         self.schema = schema
         self._io = io
         self.path = FileSystems.join(directory, f"{uuid.uuid4().hex}.arrow")
-        if _is_local(self.path):
-            self._file = None
-            self._sink = pa.OSFile(self.path, "wb")
-        else:
-            self._file = FileSystems.create(self.path)
-            self._sink = pa.PythonFile(self._file, mode="w")
-        self._writer = pa.ipc.new_file(self._sink, schema, options=SPILL_IPC_OPTIONS)
+        with naming(self.path):
+            if _is_local(self.path):
+                self._file = None
+                self._sink = pa.OSFile(self.path, "wb")
+            else:
+                self._file = FileSystems.create(self.path)
+                self._sink = pa.PythonFile(self._file, mode="w")
+            self._writer = pa.ipc.new_file(self._sink, schema, options=SPILL_IPC_OPTIONS)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._io.submit(self._writer.write_batch, batch)
+        self._io.submit(self.write_here, batch)
 
     def write_here(self, batch: pa.RecordBatch) -> None:
         """Writes on the calling thread: for a job already running on the writer thread."""
-        self._writer.write_batch(batch)
+        with naming(self.path):
+            self._writer.write_batch(batch)
 
     def close(self) -> str:
         self._io.finish()           # this file's batches written (and every earlier one)
-        self._writer.close()
-        self._sink.close()
-        if self._file is not None:
-            self._file.close()
+        with naming(self.path):
+            self._writer.close()
+            self._sink.close()
+            if self._file is not None:
+                self._file.close()
         return self.path
 
 
@@ -335,3 +355,45 @@ class GroupBySpilled(beam.PTransform):   # input: (key, record batch) or Buckete
     def _spill(self) -> beam.ParDo:
         return (beam.ParDo(_SpillFn(self._directory, self._max_open))
                 .with_input_types(ToGroup).with_output_types(KeyedPath))
+
+
+_TAG = b"dataprep.cogroup.tag"
+
+
+def _tag(element: KeyedBatch, tag: str) -> KeyedBatch:
+    key, batch = element
+    meta = dict(batch.schema.metadata or {})
+    meta[_TAG] = tag.encode()
+    return key, batch.replace_schema_metadata(meta)
+
+
+def _untag(element: GroupedBatches, tags: Tuple[str, ...]) -> Tuple[Any, Dict[str, List[pa.RecordBatch]]]:
+    key, batches = element
+    out: Dict[str, List[pa.RecordBatch]] = {t: [] for t in tags}
+    for batch in batches:
+        meta = dict(batch.schema.metadata or {})
+        tag = meta.pop(_TAG).decode()
+        out[tag].append(batch.replace_schema_metadata(meta or None))
+    return key, out
+
+
+class CoGroupBySpilled(beam.PTransform):   # input: {tag: PCollection of (key, record batch), or a tuple of them}
+    """{tag: (key, record batch)} → (key, {tag: [record batches]}): `CoGroupByKey` for record
+    batches, through files in `directory` as `GroupBySpilled` (or the runner's own shuffle when
+    `directory` is None). A batch carries its tag in its schema's metadata across the shuffle;
+    the batches come back without it. A tag may have a tuple of PCollections: each is spilled
+    in the stage that makes it (never flattened first, which the DirectRunner holds in memory)."""
+
+    def __init__(self, directory: Optional[str], max_open: int = 128):
+        super().__init__()
+        self._directory = directory
+        self._max_open = max_open
+
+    def expand(self, pcolls):
+        tags = tuple(sorted(pcolls))
+        tagged = tuple(pcoll | f"Tag[{t}][{i}]" >> beam.Map(_tag, t).with_output_types(KeyedBatch)
+                       for t in tags
+                       for i, pcoll in enumerate(pcolls[t] if isinstance(pcolls[t], tuple) else (pcolls[t],)))
+        return (tagged
+                | "Group" >> GroupBySpilled(self._directory, self._max_open)
+                | "Untag" >> beam.Map(_untag, tags))

@@ -3,7 +3,9 @@
 A row's shard is a hash of its example_id (or of its source and row), and each shard is
 sorted by (_source, _row) before it is written, so the same rows always give the same
 files whatever the bundle order or runner. Every shard is written, empty ones included,
-so readers can rely on the `-of-N` count.
+so readers can rely on the `-of-N` count. A folder may also have a TFRecord twin: the same
+ordered shard table is then written a second time, as `part-00000-of-00004.tfrecord.gz` of
+GZIP tf.Examples (`transforms/examples.py`), in the same shuffle.
 """
 
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
@@ -13,16 +15,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Bucketed, OrderedThreadPool, bucketed
+from transforms.batches import EXAMPLE_ID, ROW, SOURCE, Bucketed, MergeCounts, OrderedThreadPool, bucketed, naming
+from transforms.examples import write_tfrecord_gzip
 from transforms.spill import GroupBySpilled
 
 
 def shard_name(index: int, count: int) -> str:
     return f"part-{index:05d}-of-{count:05d}.parquet"
+
+
+def tfrecord_shard_name(index: int, count: int) -> str:
+    # `.gz`: TFX's readers (tfx_bsl) choose GZIP from the file name
+    return f"part-{index:05d}-of-{count:05d}.tfrecord.gz"
 
 
 def shard_keys(batch: pa.RecordBatch) -> List[str]:
@@ -79,47 +86,37 @@ def _source_row_order(table: pa.Table) -> Optional[np.ndarray]:
 def write_parquet(table: pa.Table, path: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
-    with FileSystems.create(path) as f:
+    with naming(path), FileSystems.create(path) as f:
         f.write(memoryview(sink.getvalue()))       # the buffer itself, not a copy as bytes
 
 
-class _FirstSchema(beam.CombineFn):
-    """The schema of the batches (the one with the smallest text, for determinism)."""
-
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, acc, schema):
-        return self.merge_accumulators([acc, schema])
-
-    def merge_accumulators(self, accs):
-        present = [a for a in accs if a is not None]
-        return min(present, key=lambda s: s.to_string()) if present else None
-
-    def extract_output(self, acc):
-        return acc
+class SchemaDrift(ValueError):
+    """A batch reached a write with other columns than its folder's declared schema."""
 
 
 class _WriteShardFn(beam.DoFn):
     """Writes each shard's sorted table on a thread while the next is gathered
-    (`OrderedThreadPool`). A shard's (path, rows) comes out once it is written: from a
-    later `process` call, or at the end of the bundle."""
+    (`OrderedThreadPool`); a target with a TFRecord folder has the same table written there
+    too, on a second thread. A file's (path, rows) comes out once it is written: from a later
+    `process` call, or at the end of the bundle."""
 
-    def __init__(self, targets: List[Tuple[str, int, Optional[pa.Schema]]]):
+    def __init__(self, targets: List[Tuple[str, int, pa.Schema, Optional[str]]]):
         self._targets = targets
 
     def start_bundle(self):
-        self._pool = OrderedThreadPool()
+        self._pool = OrderedThreadPool(width=2 if any(t[3] for t in self._targets) else 1)
 
-    def process(self, element, schemas):
+    def process(self, element):
         (target, index), batches = element
-        directory, count, fallback = self._targets[target]
-        schema = schemas.get(target) or fallback or pa.schema([])
+        directory, count, schema, tfrecords = self._targets[target]
         # ordered here and encoded on the thread: the gather and the Parquet encoding take about
         # as long each, so both cores work (sorted on the thread, the DoFn waited for it)
         table = _shard_table(batches, schema)
         path = FileSystems.join(directory, shard_name(index, count))
         yield from self._pool.submit(_write_shard, table, path)
+        if tfrecords:
+            yield from self._pool.submit(_write_tfrecords, table, FileSystems.join(tfrecords,
+                                                                                  tfrecord_shard_name(index, count)))
 
     def finish_bundle(self):
         for path_rows in self._pool.finish():
@@ -127,17 +124,39 @@ class _WriteShardFn(beam.DoFn):
 
 
 def _shard_table(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.Table:
-    """A shard's rows in output order; its batches are let go on return (read from their spill
-    files, nothing else holds them while the previous shard is still being written)."""
+    """A shard's rows in output order, in the folder's declared schema; its batches are let go
+    on return (read from their spill files, nothing else holds them while the previous shard
+    is still being written).
+
+    Raises:
+      SchemaDrift: a batch has other columns than the schema (a stage that adds or drops a
+        column without its declared schema saying so), or a column that does not cast.
+    """
     batches = [b for b in batches if b.num_rows]
     if not batches:
         return schema.empty_table()
-    return sort_for_output(pa.Table.from_batches(batches).select(schema.names).cast(schema))
+    table = pa.Table.from_batches(batches)
+    if table.schema.names != schema.names:
+        missing = [c for c in schema.names if c not in table.schema.names]
+        extra = [c for c in table.schema.names if c not in schema.names]
+        if missing or extra:
+            raise SchemaDrift(f"rows for a folder of columns {schema.names} came with missing {missing}, extra {extra}")
+        table = table.select(schema.names)
+    if not table.schema.equals(schema):
+        try:
+            table = table.cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise SchemaDrift(f"rows do not fit their folder's schema: {e}") from None
+    return sort_for_output(table)
 
 
 def _write_shard(table: pa.Table, path: str) -> Tuple[str, int]:
     write_parquet(table, path)
     return path, table.num_rows
+
+
+def _write_tfrecords(table: pa.Table, path: str) -> Tuple[str, int]:
+    return path, write_tfrecord_gzip(table, path)
 
 
 def _by_shard(batch: pa.RecordBatch, target: int, count: int) -> Bucketed:
@@ -151,54 +170,63 @@ class WriteResult(NamedTuple):
     """`WriteAllShards`' output."""
 
     shards: beam.PCollection   # (path, rows) of every shard written, empty ones included
+    rows: beam.PCollection     # one {directory: rows written}, every directory included
 
 
-@beam.typehints.with_input_types(pa.RecordBatch)
-@beam.typehints.with_output_types(Tuple[str, int])
+def _folder_rows(path_rows: Tuple[str, int]) -> Dict[str, int]:
+    path, rows = path_rows
+    return {path.rsplit("/", 1)[0]: rows}
+
+
 class WriteAllShards(beam.PTransform):
     """{directory: batches} → `directory/part-SSSSS-of-NNNNN.parquet` for every directory, in one shuffle.
 
-    `targets` maps each directory to (number of shards, schema); the schema is used when no
-    batch arrives at all (an empty split), otherwise the batches' own schema is used. One
+    `targets` maps each directory to (number of shards, schema): the schema its stage declares,
+    known when the graph is built. Every shard is written in it (an empty split too); a batch
+    with other columns fails the job naming them (`SchemaDrift`), never a silent drop. One
     grouping for all the outputs of a run instead of one per folder: on the DirectRunner each
     shuffle is a few stages of fixed cost. With `spill`, a folder, the shuffle moves files of
-    batches (`transforms/spill.py`): the runner does not hold every output row. Returns a
-    `WriteResult`.
+    batches (`transforms/spill.py`): the runner does not hold every output row. `tfrecords`
+    maps a directory to a second one that gets the same shards as GZIP tf.Example TFRecords
+    (`part-SSSSS-of-NNNNN.tfrecord.gz`, the same rows in the same order). Returns a
+    `WriteResult`: the files written and the rows of each directory (TFRecord twins included).
     """
 
-    def __init__(self, targets: Dict[str, Tuple[int, Optional[pa.Schema]]], spill: Optional[str] = None):
+    def __init__(self, targets: Dict[str, Tuple[int, pa.Schema]], spill: Optional[str] = None,
+                 tfrecords: Optional[Dict[str, str]] = None):
         super().__init__()
-        self._targets = [(d, n, schema) for d, (n, schema) in sorted(targets.items())]
+        for directory, (_, schema) in targets.items():
+            if not isinstance(schema, pa.Schema):
+                raise TypeError(f"{directory}: a write needs the folder's Arrow schema, got {schema!r}")
+        tfrecords = tfrecords or {}
+        self._targets = [(d, n, schema, tfrecords.get(d)) for d, (n, schema) in sorted(targets.items())]
         self._spill = spill
 
     def expand(self, pcolls):
-        keyed, schemas = [], []
-        for i, (directory, count, _) in enumerate(self._targets):
+        keyed = []
+        for i, (directory, count, _, _) in enumerate(self._targets):
             batches = pcolls[directory]
             keyed.append(batches | f"ByShard[{i}]" >> beam.Map(_by_shard, i, count).with_output_types(Bucketed))
-            schemas.append(batches | f"Schema[{i}]" >> beam.Map(lambda b, i=i: (i, b.schema)))
         # An empty batch per shard, so that every shard is written even when no row goes to it.
         nothing = pa.RecordBatch.from_arrays([], names=[])
         p = next(iter(pcolls.values())).pipeline
         keyed.append(p | "AllShards" >> beam.Create(
-            [((i, k), nothing) for i, (_, count, _) in enumerate(self._targets) for k in range(count)]
+            [((i, k), nothing) for i, (_, count, _, _) in enumerate(self._targets) for k in range(count)]
         ).with_output_types(_ShardBatch))
-        schema = (schemas
-                  | "Schemas" >> beam.Flatten()
-                  | "OneSchema" >> beam.CombinePerKey(_FirstSchema()))
         # a tuple: each output is spilled in the stage that makes it, not first gathered by a Flatten
-        return WriteResult(tuple(keyed)
-                           | "GroupShards" >> GroupBySpilled(self._spill)
-                           | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets), pvalue.AsDict(schema)))
+        shards = (tuple(keyed)
+                  | "GroupShards" >> GroupBySpilled(self._spill)
+                  | "WriteParquet" >> beam.ParDo(_WriteShardFn(self._targets)).with_output_types(Tuple[str, int]))
+        rows = (shards
+                | "FolderRows" >> beam.Map(_folder_rows)
+                | "SumFolderRows" >> beam.CombineGlobally(MergeCounts()))
+        return WriteResult(shards, rows)
 
 
-@beam.typehints.with_input_types(pa.RecordBatch)
-@beam.typehints.with_output_types(Tuple[str, int])
 class WriteShards(beam.PTransform):
     """Batches → `directory/part-SSSSS-of-NNNNN.parquet` (`WriteAllShards` for one folder)."""
 
-    def __init__(self, directory: str, num_shards: int, schema: Optional[pa.Schema] = None,
-                 spill: Optional[str] = None):
+    def __init__(self, directory: str, num_shards: int, schema: pa.Schema, spill: Optional[str] = None):
         super().__init__()
         self._directory = directory
         self._target = (num_shards, schema)

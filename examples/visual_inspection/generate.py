@@ -10,6 +10,10 @@ disagree leave a tie. The image exports plant what real exports contain: exact
 re-exports of earlier rows (same image_id), out-of-range and unparsable brightness (most
 of them from factory F2), spam comments, and a few broken lines (wrong field count, an
 unbalanced quote).
+
+`relabel` is the second labelling round of `make demo`: three senior reviewers, working to a
+clarified guideline, label the queued images of the weakest class; their labels are written
+as one more long-form file (`labels-2025-03-review.csv`), which the config's glob picks up.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import random
 
@@ -117,18 +122,80 @@ def _write(path: str, header, lines) -> None:
         f.write("\n".join(lines) + "\n")
 
 
+def generate(rows_per_file: int, seed: int):
+    """(month, rows with their true `defect`, label lines, export lines) for each month."""
+    rng = random.Random(seed)
+    for month in (1, 2):
+        rows = make_rows(rng, month, rows_per_file, 1)
+        labels = make_labels(rng, rows)
+        lines = plant_faults(rng, rows)
+        yield month, rows, labels, lines
+
+
+REVIEW_FILE = "labels-2025-03-review.csv"          # matches the config's labels-*.csv, after the months
+REVIEWERS = ["rev-01", "rev-02", "rev-03"]
+REVIEWER_ACCURACY = 0.97                           # the clarified guideline, on every camera
+
+
+def relabel(out: str, image_ids, rows_per_file: int = 2500, seed: int = 7) -> str:
+    """The second round: each of `image_ids` labelled by the three reviewers (the truth,
+    known from the same seed, with REVIEWER_ACCURACY); returns the file written."""
+    truth = {r["image_id"]: r["defect"] for _, rows, _, _ in generate(rows_per_file, seed) for r in rows}
+    rng = random.Random(seed + 1000)
+    lines = []
+    for image_id in sorted(set(image_ids)):
+        if image_id not in truth:
+            continue
+        true = truth[image_id]
+        for reviewer in REVIEWERS:
+            label = true if rng.random() < REVIEWER_ACCURACY else rng.choice(CONFUSION[true])
+            lines.append(_csv_line({"image_id": image_id, "inspector_id": reviewer, "defect": label}, LABEL_FIELDS))
+    path = os.path.join(out, REVIEW_FILE)
+    _write(path, LABEL_FIELDS, lines)
+    return path
+
+
+EXPORT_FILE = "review-round-2.json"      # the second round as Label Studio exports it (`dataprep review pull`)
+REVIEWER_USER_IDS = {"rev-01": 101, "rev-02": 102, "rev-03": 103}   # Label Studio exports a user's numeric id
+
+
+def relabel_export(out: str, tasks, image_ids, rows_per_file: int = 2500, seed: int = 7) -> str:
+    """The second round as Label Studio's JSON export would hold it after the reviewers labelled
+    the queue's tasks (`tasks`: the run's `review/label_studio_tasks.json`, as `dataprep review
+    push` imported them): the tasks of `image_ids`, each with one annotation per reviewer (the
+    truth, known from the same seed, with REVIEWER_ACCURACY). Returns the file written."""
+    truth = {r["image_id"]: r["defect"] for _, rows, _, _ in generate(rows_per_file, seed) for r in rows}
+    rng = random.Random(seed + 1000)
+    wanted = set(image_ids)
+    exported = []
+    for n, task in enumerate(t for t in tasks if t["data"]["example_id"] in wanted and t["data"]["example_id"] in truth):
+        true = truth[task["data"]["example_id"]]
+        annotations = []
+        for reviewer in REVIEWERS:
+            label = true if rng.random() < REVIEWER_ACCURACY else rng.choice(CONFUSION[true])
+            annotations.append({"id": 100 * n + len(annotations) + 1, "completed_by": REVIEWER_USER_IDS[reviewer],
+                                "was_cancelled": False, "result": [
+                                    {"from_name": "label", "to_name": "item", "type": "choices",
+                                     "value": {"choices": [label]}}]})
+        exported.append({"id": n + 1, "data": task["data"], "annotations": annotations})
+    path = os.path.join(out, EXPORT_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(exported, f, indent=1)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "data"))
     ap.add_argument("--rows", type=int, default=2500, help="images per monthly file")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
-    rng = random.Random(args.seed)
     os.makedirs(args.out, exist_ok=True)
-    for month in (1, 2):
-        rows = make_rows(rng, month, args.rows, 1)
-        labels = make_labels(rng, rows)
-        lines = plant_faults(rng, rows)
+    for name in (REVIEW_FILE, EXPORT_FILE):          # a second round belongs to the run that asked for it
+        stale = os.path.join(args.out, name)
+        if os.path.exists(stale):
+            os.remove(stale)
+    for month, rows, labels, lines in generate(args.rows, args.seed):
         path = os.path.join(args.out, f"inspection-2025-{month:02d}.csv")
         _write(path, FIELDS, lines)
         labels_path = os.path.join(args.out, f"labels-2025-{month:02d}.csv")

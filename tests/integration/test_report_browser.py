@@ -69,7 +69,7 @@ def test_report_opens_offline_without_console_errors(page, tmp_path):
     assert not console, console
     rows = report["rows"]
     for key in ("input", "quarantined", "duplicates", "train", "dev", "test"):
-        assert re.search(rf'data-funnel="{key}">{rows[key]}<', dom), key
+        assert re.search(rf'data-funnel="{key}">{rows[key]:,}<', dom), key
     classes = re.search(r'<table class="class-agreement">.*?</table>', dom, re.S).group(0)
     for c in report["labels"]["classes_by_agreement"]:
         assert re.search(rf"<td>{c['class']}</td>.*?>{c['mean_item_agreement']:.4g}<", classes, re.S), c

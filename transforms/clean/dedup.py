@@ -1,6 +1,9 @@
 """Clean, second half: deduplication. Every row leaves `Deduplicate` through exactly one
 output: kept (the first copy of its key in (_source, _row) order), duplicates (with the
 kept copy's example_id), or quarantine (copies of one key with different labels).
+
+With `repeated="quarantine"` every row of a key that occurs more than once is quarantined
+instead (`reason`): how an example id that names two examples is kept out of the splits.
 """
 
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ class DedupSpec:
     case_fold: bool = False
     collapse_whitespace: bool = False
     on_conflict: str = "quarantine"      # or "keep_first"
+    repeated: str = "keep_first"         # or "quarantine": every copy of a repeated key, as `reason`
+    reason: str = "duplicate_id"
 
 
 def dedup_key_columns(table: pa.Table | pa.RecordBatch, spec: DedupSpec) -> Dict[str, pa.Array]:
@@ -66,6 +71,8 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
     dup = first != np.arange(table.num_rows)
     if not dup.any():
         return table, DUPLICATES_SCHEMA.empty_table(), empty_q
+    if spec.repeated == "quarantine":
+        return _quarantine_repeated(table, first, spec)
     conflict = np.zeros(table.num_rows, bool)
     if spec.label:     # more than one distinct (non-null) label among the copies of a key
         labels = table.column(spec.label)
@@ -79,7 +86,7 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
         rows = table.take(pa.array(np.flatnonzero(conflict)))
         quarantine = pa.Table.from_batches([quarantine_batch(
             json_records(rows, [c for c in table.schema.names if c not in (EXAMPLE_ID, SOURCE, ROW)]),
-            "label_conflict", "clean", rows.column(SOURCE), rows.column(ROW))])
+            "label_conflict", "clean", rows.column(SOURCE), rows.column(ROW), rows.column(EXAMPLE_ID))])
         # a key whose copies conflict is quarantined whole, so the kept rows' firsts are untouched
         keep = np.flatnonzero(~conflict)
         renumber = np.full(table.num_rows, -1)
@@ -95,6 +102,16 @@ def dedup_table(table: pa.Table, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, p
         pa.array(conflict[dup_idx], pa.bool_()),
     ], schema=DUPLICATES_SCHEMA)
     return table.filter(pa.array(~dup)), duplicates, quarantine
+
+
+def _quarantine_repeated(table: pa.Table, first: np.ndarray, spec: DedupSpec) -> Tuple[pa.Table, pa.Table, pa.Table]:
+    """Every row of a key that occurs more than once → quarantine (`spec.reason`); the others kept."""
+    repeated = np.bincount(first, minlength=table.num_rows)[first] > 1
+    rows = table.take(pa.array(np.flatnonzero(repeated)))
+    quarantine = pa.Table.from_batches([quarantine_batch(
+        json_records(rows, [c for c in table.schema.names if c not in (EXAMPLE_ID, SOURCE, ROW)]),
+        spec.reason, "clean", rows.column(SOURCE), rows.column(ROW), rows.column(EXAMPLE_ID))])
+    return table.filter(pa.array(~repeated)), DUPLICATES_SCHEMA.empty_table(), quarantine
 
 
 def first_of_key(keys: Dict[str, pa.Array], order: Optional[np.ndarray] = None) -> np.ndarray:

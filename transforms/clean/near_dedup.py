@@ -44,10 +44,11 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, ROW, SOURCE, KeyedBatch, concat_batches,
-                                drop_columns, hash_arrays, key_by_bucket, set_column)
+from transforms.batches import (DUPLICATES_SCHEMA, EXAMPLE_ID, METRICS_NAMESPACE, ROW, SOURCE, KeyedBatch,
+                                concat_batches, drop_columns, hash_arrays, key_by_bucket, set_column, without_fields)
 from transforms.clean.minhash import (band_keys, band_pairs, estimated_jaccard, minhash_signatures, normalized_text,
                                       shingle_table, union_find_roots)
+from transforms.spill import CoGroupBySpilled, GroupBySpilled
 
 NODE = "_nd_node"          # int64: (source rank << 40) | _row — the row's place in (_source, _row) order
 GROUP = "_near_dup_group"  # with action "group": the cluster (and split.group_by group) the split keeps together
@@ -344,6 +345,14 @@ class UnionFind(beam.CombineFn):
         return {"nodes": nodes, "roots": roots, "similarity": sim}
 
 
+CLUSTER_BYTES_PER_NODE = 24     # the clusters side input: int64 node, int64 root, float64 similarity
+
+
+def clusters_bytes(clusters: Dict) -> int:
+    """What the clusters side input weighs on each worker that holds it."""
+    return sum(clusters[k].nbytes for k in ("nodes", "roots", "similarity"))
+
+
 def _roots_of(nodes: np.ndarray, clusters: Dict) -> Tuple[np.ndarray, np.ndarray]:
     """(root, similarity) per node: its cluster's lowest node, itself when it has no pair."""
     known = clusters["nodes"]
@@ -395,6 +404,8 @@ def _lookup_ids(table: pa.Table, nodes: np.ndarray):
 
 
 NEAR_DUPLICATES_COLUMNS = (("reason", pa.string()), ("similarity", pa.float64()))
+# duplicates/ with near_dedup on: DUPLICATES_SCHEMA, then reason and similarity (`as_near_duplicates`)
+NEAR_DUPLICATES_SCHEMA = pa.schema(list(DUPLICATES_SCHEMA) + [pa.field(n, t) for n, t in NEAR_DUPLICATES_COLUMNS])
 
 
 class _ApplyFn(beam.DoFn):
@@ -404,7 +415,7 @@ class _ApplyFn(beam.DoFn):
 
     def __init__(self, spec: NearDedupSpec, duplicates_schema: pa.Schema):
         self._spec = spec
-        self._schema = duplicates_schema
+        self._schema = NEAR_DUPLICATES_SCHEMA
         self._dropped = Metrics.counter(METRICS_NAMESPACE, "clean.near_duplicates")
 
     def process(self, batch: pa.RecordBatch, clusters: Dict, root_ids: Dict):
@@ -470,13 +481,20 @@ class NearDeduplicate(beam.PTransform):
     `rows` keep their columns plus `_nd_node` (the leakage report reads it; remove it with
     `finish_rows` before writing) and, with action group, `_near_dup_group` (the split's
     group column). With drop, every non-first row of a cluster leaves through `duplicates`.
+
+    Memory bound: the clusters (`UnionFind`'s result: node, root and similarity of every row
+    that has a near-duplicate) are a side input of the steps that apply them, so every worker
+    running them holds a copy: `CLUSTER_BYTES_PER_NODE` (24) bytes per such row, at most
+    `max_nodes` rows (1.2 GB at the default 50M); past it the job fails naming the setting.
+    Rows without a near-duplicate cost nothing there, whatever the size of the data.
     """
 
-    def __init__(self, spec: NearDedupSpec, duplicates_schema: pa.Schema, buckets: int = 16):
+    def __init__(self, spec: NearDedupSpec, buckets: int = 16, spill: Optional[str] = None):
         super().__init__()
         self._spec = spec
-        self._schema = duplicates_schema
+        self._schema = NEAR_DUPLICATES_SCHEMA
         self._buckets = max(1, buckets)
+        self._spill = spill     # band keys and signatures are grouped and joined as files there
 
     def expand(self, batches):
         s, nb = self._spec, self._buckets
@@ -489,7 +507,7 @@ class NearDeduplicate(beam.PTransform):
             pc_.element_type = pa.RecordBatch
         cand = (bands
                 | "BandBucket" >> beam.FlatMap(_keyed, "key", nb).with_output_types(KeyedBatch)
-                | "GroupBands" >> beam.GroupByKey()
+                | "GroupBands" >> GroupBySpilled(self._spill)
                 | "BandPairs" >> beam.FlatMap(_pairs_of_bucket, s.bucket_cap).with_outputs("stats", main="pairs"))
         cand.pairs.element_type = pa.RecordBatch
         bucket_stats = cand.stats | "BucketStats" >> beam.CombineGlobally(
@@ -500,9 +518,9 @@ class NearDeduplicate(beam.PTransform):
             .with_output_types(pa.RecordBatch)
         sigs_keyed = sigs | "SigBucket" >> beam.FlatMap(_keyed, "node", nb).with_output_types(KeyedBatch)
         pairs_a = cand.pairs | "PairBucketA" >> beam.FlatMap(_keyed, "a", nb).with_output_types(KeyedBatch)
-        with_a = ({"pairs": pairs_a, "sigs": sigs_keyed} | "JoinA" >> beam.CoGroupByKey()
+        with_a = ({"pairs": pairs_a, "sigs": sigs_keyed} | "JoinA" >> CoGroupBySpilled(self._spill)
                   | "SigA" >> beam.FlatMap(_join_a, s.num_perm, nb).with_output_types(KeyedBatch))
-        verified = ({"pairs": with_a, "sigs": sigs_keyed} | "JoinB" >> beam.CoGroupByKey()
+        verified = ({"pairs": with_a, "sigs": sigs_keyed} | "JoinB" >> CoGroupBySpilled(self._spill)
                     | "Verify" >> beam.FlatMap(_join_b, s.num_perm, s.threshold).with_outputs("checked",
                                                                                              main="pairs"))
         pairs = verified.pairs
@@ -528,3 +546,25 @@ class NearDeduplicate(beam.PTransform):
 def finish_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
     """A split's rows without the stage's own columns."""
     return drop_columns(batch, [NODE, GROUP])
+
+
+def finished_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of `finish_rows`' result."""
+    return without_fields(schema, [NODE, GROUP])
+
+
+def near_rows_schema(rows: pa.Schema, action: str) -> pa.Schema:
+    """The columns of `NearDeduplicate`'s kept rows: the input's, `_nd_node`, and with action
+    group `_near_dup_group`."""
+    rows = rows.append(pa.field(NODE, pa.int64()))
+    return rows.append(pa.field(GROUP, pa.string())) if action == "group" else rows
+
+
+
+def as_near_duplicates(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Exact copies (`Deduplicate`'s duplicates) in `NEAR_DUPLICATES_SCHEMA`: reason
+    `duplicate`, similarity 1, so both kinds share duplicates/."""
+    n = batch.num_rows
+    return pa.RecordBatch.from_arrays(list(batch.columns) + [pa.array(["duplicate"] * n, pa.string()),
+                                                             pa.array([1.0] * n, pa.float64())],
+                                      schema=NEAR_DUPLICATES_SCHEMA)

@@ -6,7 +6,6 @@ missing id, missing label, rules in config order, then the user's filters.
 Rules pass a null value (SQL/pandas semantics) except `not_null`.
 """
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -18,7 +17,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from transforms.batches import (EXAMPLE_ID, METRICS_NAMESPACE, RECORD, ROW, SOURCE, as_batches, count_reasons,
-                                empty_quarantine, json_records, quarantine_batch)
+                                default_example_ids, empty_quarantine, json_records, quarantine_batch, value_counts)
 from transforms.read import escape_bytes
 from transforms.user_code import load_function
 
@@ -43,7 +42,9 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
     if array.type == target:
         return array, np.zeros(len(array), bool)
     if kind == "float" and (pa.types.is_integer(array.type) or pa.types.is_floating(array.type)):
-        return pc.cast(array, target), np.zeros(len(array), bool)
+        # an integer past 2**53 is rounded (Arrow's safe cast raises on it, failing the run):
+        # `inexact_as_float` finds those rows, quarantined as lossy_float:<column>
+        return pc.cast(array, target, safe=False), np.zeros(len(array), bool)
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
     if kind == "string":
@@ -73,6 +74,26 @@ def coerce(array: pa.Array, kind: str) -> Tuple[pa.Array, np.ndarray]:
         typed = pc.cast(pc.if_else(ok, unsigned, pa.scalar(None, pa.string())), target)
     bad = np.asarray(pc.and_(pc.is_valid(array), pc.invert(pc.fill_null(ok, False))))
     return typed, bad
+
+
+_FLOAT_EXACT = 2 ** 53     # every integer up to this is a float64; past it, only some
+
+
+def inexact_as_float(array: pa.Array) -> np.ndarray:
+    """Where an integer column (a Parquet int64 declared `float`) holds a value float64 cannot
+    hold exactly (past ±2**53 and not a multiple of the float's step there): its cast to
+    float would change it. All False for any other column."""
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if not pa.types.is_integer(array.type):
+        return np.zeros(len(array), bool)
+    ints = pc.fill_null(array, 0).to_numpy(zero_copy_only=False)
+    big = np.flatnonzero((ints > _FLOAT_EXACT) | (ints < -_FLOAT_EXACT) if ints.dtype.kind == "i"
+                         else ints > _FLOAT_EXACT)
+    out = np.zeros(len(array), bool)
+    if len(big):   # rare: a Python int compare of each (numpy would compare them as floats)
+        out[big] = [int(float(v)) != v for v in ints[big].tolist()]
+    return out
 
 
 def _past_int64(text: pa.Array) -> pa.Array:
@@ -153,9 +174,9 @@ def rule_failures(array: pa.Array, rule: RuleSpec, other: Optional[pa.Array] = N
     if rule.max is not None:
         out.append(("max", fails(pc.less_equal(array, pa.scalar(rule.max, pa.float64())))))
     if rule.in_ is not None:
-        out.append(("in", fails(pc.is_in(array, value_set=_value_set(rule.in_, array.type)))))
+        out.append(("in", fails(pc.is_in(array, value_set=value_set(rule.in_, array.type)))))
     if rule.not_in is not None:
-        out.append(("not_in", fails(pc.invert(pc.is_in(array, value_set=_value_set(rule.not_in, array.type))))))
+        out.append(("not_in", fails(pc.invert(pc.is_in(array, value_set=value_set(rule.not_in, array.type))))))
     as_text = array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
     if rule.matches is not None:
         out.append(("matches", fails(pc.match_substring_regex(as_text, _anchored(rule.matches)))))
@@ -174,7 +195,8 @@ def _anchored(pattern: str) -> str:
     return f"^(?:{pattern})$"
 
 
-def _value_set(values: Sequence, arrow_type: pa.DataType) -> pa.Array:
+def value_set(values: Sequence, arrow_type: pa.DataType) -> pa.Array:
+    """A rule's `in`/`not_in` values as an array of the column's type (what `rule_failures` compares)."""
     return pa.array([None if v is None else (str(v) if pa.types.is_string(arrow_type) else v)
                      for v in values]).cast(arrow_type)
 
@@ -218,13 +240,40 @@ def normalize_labels(array: pa.Array, mapping: Dict[str, str], trim: bool = Fals
     return array
 
 
+def input_label_counts(batch: pa.RecordBatch, spec: ValidateSpec) -> Dict[str, int]:
+    """{"input_label:<value>": rows} of a raw batch: its label as the clean rows will hold it
+    (typed, normalised), whatever becomes of the row; a missing or mistyped label is no class.
+    For the quality gate that every class of the input reaches a split."""
+    if not spec.label or spec.label not in batch.schema.names:
+        return {}
+    kind = spec.column_types[spec.label]
+    label, _ = coerce(batch.column(spec.label), kind)
+    if kind == "string" and (spec.label_map or spec.label_trim or spec.label_case_fold or spec.label_replace):
+        label = normalize_labels(label, dict(spec.label_map), spec.label_trim, spec.label_case_fold,
+                                 spec.label_replace)
+    return {f"input_label:{k}": n for k, n in present_counts(label).items()}
+
+
+def present_counts(array: pa.Array) -> Dict[str, int]:
+    """{value as text: count} of the non-null values of `array` (an empty string is no value)."""
+    array = array.drop_null()
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        array = array.filter(pc.greater(pc.utf8_length(array), 0))
+    return value_counts(array)
+
+
 def example_ids(batch: pa.RecordBatch, id_column: Optional[str]) -> pa.Array:
     """The id column as text, or `<sha1(source)[:12]>-<row>` (stable for a file and line)."""
     if id_column:
         return pc.cast(batch.column(id_column), pa.string())
-    sources = pc.dictionary_encode(batch.column(SOURCE))
-    prefixes = pa.array([hashlib.sha1(s.encode()).hexdigest()[:12] for s in sources.dictionary.to_pylist()])
-    return pc.binary_join_element_wise(prefixes.take(sources.indices), pc.cast(batch.column(ROW), pa.string()), "-")
+    return default_example_ids(batch.column(SOURCE), batch.column(ROW))
+
+
+def validated_schema(spec: ValidateSpec) -> pa.Schema:
+    """The columns of `ValidateRows`' clean rows: the typed columns in the spec's order, then
+    example_id, _source, _row."""
+    return pa.schema([pa.field(c, ARROW_TYPES[k]) for c, k in spec.column_types.items()]
+                     + [pa.field(EXAMPLE_ID, pa.string()), pa.field(SOURCE, pa.string()), pa.field(ROW, pa.int64())])
 
 
 def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
@@ -250,6 +299,7 @@ def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
         typed[col], bad = coerce(batch.column(col), kind)
         mark(bad, f"type:{col}")
         if kind == "float":
+            mark(inexact_as_float(batch.column(col)), f"lossy_float:{col}")
             values = typed[col]
             if not spec.allow_non_finite:
                 mark(~np.asarray(pc.fill_null(pc.is_finite(values), True)), f"non_finite:{col}")
@@ -286,9 +336,12 @@ def validate_batch(batch: pa.RecordBatch, spec: ValidateSpec,
     if not len(bad_idx):
         return clean, empty_quarantine()
     take = pa.array(bad_idx)
+    bad_ids = ids.take(take)   # an empty id is no id: the row gets the default one
+    bad_ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(bad_ids), 0), False), bad_ids,
+                         pa.scalar(None, pa.string()))
     quarantine = quarantine_batch(record_texts(batch.take(take), list(spec.column_types)),
                                   pa.array(np.asarray(reason_names, dtype=object)[codes[bad_idx]], pa.string()),
-                                  "clean", batch.column(SOURCE).take(take), batch.column(ROW).take(take))
+                                  "clean", batch.column(SOURCE).take(take), batch.column(ROW).take(take), bad_ids)
     return clean, quarantine
 
 

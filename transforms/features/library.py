@@ -10,6 +10,7 @@ boundaries, fill values) are named in the graph with `report_stat`, and read bac
 the saved transform graph by `transforms.features.stats.summarize_transform`.
 """
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -38,11 +39,31 @@ class FeatureSpec:
         return f"{self.column}_xf"
 
     @property
+    def tf_name(self) -> str:
+        """The column's name in TensorFlow scopes and TFT vocabulary file names (`tf_name`)."""
+        return tf_name(self.column)
+
+    @property
     def output_names(self) -> List[str]:
         """The output columns: `<col>_xf`, or `<col>_xf_ids` and `<col>_xf_weights` for tfidf."""
         if self.kind == "tfidf":
             return [f"{self.output_name}_ids", f"{self.output_name}_weights"]
         return [self.output_name]
+
+
+_TF_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def tf_name(column: str) -> str:
+    """A column's name as TensorFlow takes it in a scope (`fill_<name>`) and TFT in a vocabulary
+    file name: the column itself when it is made of ASCII letters, digits, `_`, `.` and `-`;
+    otherwise (`größe (cm)`, `farbe name`) those runs joined by `_` and 8 hex digits of the
+    name's sha1, which keep two names apart (`gr_e_cm_5c1f0b1e`). Only the graph's inner names
+    and the vocabulary files' names change: inputs and outputs keep the user's names."""
+    if _TF_SAFE.fullmatch(column):
+        return column
+    readable = "_".join(re.findall(r"[A-Za-z0-9]+", column)) or "column"
+    return f"{readable}_{hashlib.sha1(column.encode()).hexdigest()[:8]}"
 
 
 NUMERIC_KINDS = ("zscore", "minmax", "log_zscore", "bucketize")
@@ -92,7 +113,7 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    col, kind, name = spec.column, spec.kind, spec.output_name
+    col, kind, name = spec.tf_name, spec.kind, spec.output_name    # col: for TF's names
     numeric = column_type in ("int", "float", "bool")
     if kind in ("zscore", "log_zscore", "minmax"):
         return {name: _scaled(spec, x)}
@@ -102,7 +123,7 @@ def _apply_spec(spec, x, column_type: str) -> Dict[str, Any]:
         filled = _dense(x, values, _fill_value(spec, values, default))
         if kind == "passthrough":
             return {name: filled}
-        boundaries = report_stat(col, "boundaries", tft.quantiles(
+        boundaries = report_stat(spec.column, "boundaries", tft.quantiles(
             filled, spec.arg, epsilon=min(1.0 / spec.arg, 0.01), name=f"quantiles_{col}"))
         return {name: tft.apply_buckets(filled, boundaries, name=f"bucketize_{col}")}
 
@@ -139,16 +160,16 @@ def _fused_vocabulary(spec, x, column_type: str, vocabularies) -> Callable[[], D
     text = _as_text(spec, x, column_type)
     tokens = text if spec.kind == "vocabulary" else tokenize(text)
     oov = 1 if spec.kind == "tfidf" else spec.num_oov_buckets
-    request = vocabularies.request(tokens, spec.column, top_k=spec.arg, frequency_threshold=spec.frequency_threshold)
+    request = vocabularies.request(tokens, spec.tf_name, top_k=spec.arg, frequency_threshold=spec.frequency_threshold)
 
     def outputs() -> Dict[str, Any]:
-        with tf.compat.v1.name_scope(f"vocabulary_{spec.column}"):
+        with tf.compat.v1.name_scope(f"vocabulary_{spec.tf_name}"):
             request.annotate()
             ids = tft.apply_vocabulary(tokens, request.path, default_value=-1, num_oov_buckets=oov,
                                        file_format="text")
         if spec.kind != "tfidf":
             return {spec.output_name: ids}
-        index, weight = tft.tfidf(ids, spec.arg + 1, name=f"tfidf_{spec.column}")
+        index, weight = tft.tfidf(ids, spec.arg + 1, name=f"tfidf_{spec.tf_name}")
         ids_name, weights_name = spec.output_names
         return {ids_name: index, weights_name: weight}
 
@@ -168,7 +189,7 @@ def _scaled(spec, x):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    col, kind = spec.column, spec.kind
+    col, kind = spec.tf_name, spec.kind
     values = tf.cast(x.values, tf.float32)
     mode = spec.fill or "mean"
     fill = _fill_value(spec, values, mode)     # with "mean", also m below for a zscore
@@ -183,13 +204,13 @@ def _scaled(spec, x):
         v = tft.var(t, name=f"var_{col}")
         mean = tf.where(p > 0.0, p * m + (1.0 - p) * c, c)
         var = tf.where(p > 0.0, p * (v + tf.square(m - mean)) + (1.0 - p) * tf.square(c - mean), 0.0)
-        mean = report_stat(col, "mean", mean)
-        std = report_stat(col, "std", tf.sqrt(var))
+        mean = report_stat(spec.column, "mean", mean)
+        std = report_stat(spec.column, "std", tf.sqrt(var))
         # as TFT's scale_to_z_score: a constant column is only centred
         return (filled - mean) / tf.where(std > 0.0, std, 1.0)
     lo_t, hi_t = tft.min(t, name=f"min_{col}"), tft.max(t, name=f"max_{col}")
-    lo = report_stat(col, "min", tf.where(p >= 1.0, lo_t, tf.where(p > 0.0, tf.minimum(lo_t, c), c)))
-    hi = report_stat(col, "max", tf.where(p >= 1.0, hi_t, tf.where(p > 0.0, tf.maximum(hi_t, c), c)))
+    lo = report_stat(spec.column, "min", tf.where(p >= 1.0, lo_t, tf.where(p > 0.0, tf.minimum(lo_t, c), c)))
+    hi = report_stat(spec.column, "max", tf.where(p >= 1.0, hi_t, tf.where(p > 0.0, tf.maximum(hi_t, c), c)))
     # TFT's scale_to_0_1: a constant (or empty) column goes through a sigmoid
     span = tf.where(lo < hi, hi - lo, 1.0)
     return tf.where(lo < hi, (filled - lo) / span, tf.math.sigmoid(filled))
@@ -246,12 +267,12 @@ def _fill_value(spec, values, default: str):
 
     mode = spec.fill or default
     if mode == "mean":
-        value = tft.mean(values, name=f"fill_{spec.column}")
+        value = tft.mean(values, name=f"fill_{spec.tf_name}")
     elif mode == "value":
         value = tf.constant(spec.fill_value)
         value = value if values.dtype == tf.string else tf.cast(value, values.dtype)
     elif mode == "most_frequent":
-        value = _most_frequent(values, spec.column)
+        value = _most_frequent(values, spec.tf_name)
     elif mode == "zero":
         value = tf.zeros([], values.dtype)
     else:

@@ -37,8 +37,8 @@ def summarize_transform(output_dir: str, specs: Optional[Sequence[FeatureSpec]] 
         entry = columns.setdefault(spec.column, {})
         entry.update(transform=spec.kind, outputs=list(spec.output_names))
         if spec.kind in ("vocabulary", "tokens_vocabulary", "tfidf") and tft_output.vocabulary_file_by_name(
-                spec.column):
-            entry["vocabulary_size"] = int(tft_output.vocabulary_size_by_name(spec.column))
+                spec.tf_name):
+            entry["vocabulary_size"] = int(tft_output.vocabulary_size_by_name(spec.tf_name))
             entry["oov_buckets"] = 1 if spec.kind == "tfidf" else spec.num_oov_buckets
     for (column, stat), value in sorted(read_stats(tft_output.transform_savedmodel_dir).items()):
         columns.setdefault(column, {})[stat] = value

@@ -7,7 +7,9 @@ the vocabularies a preprocessing_fn asks for and computes them in one PTransform
 `tft.experimental.ptransform_analyzer` builds): each batch reduced to (token, count) per vocabulary in
 the graph (TFT's own `reduce_batch_weighted_counts`, which also drops the empty tokens and
 those with a line break), the counts summed per (vocabulary, token) by one `CombinePerKey`,
-then every vocabulary ordered and written by one step.
+each vocabulary pruned by one combine (`PrunedVocabularies`: the threshold and `top_k` applied
+as tokens arrive, so a worker holds each vocabulary's `top_k` tokens, not every distinct token
+of every vocabulary), then every vocabulary ordered and written by one step.
 
 What comes out is what `tft.compute_and_apply_vocabulary` gives, byte for byte: the same
 file (tokens by decreasing count, ties by decreasing token; `frequency_threshold`, then
@@ -17,8 +19,9 @@ size annotations and asset map in the transformed metadata, and the same lookup
 the analyzer (they all run in TFT's first phase); the others keep `tft.vocabulary`.
 """
 
+import heapq
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -105,14 +108,16 @@ def _token_counts(batch: Sequence[np.ndarray]) -> Iterable[Tuple[Tuple[int, byte
 
 
 def ordered_vocabulary(counts: List[Tuple[float, bytes]], top_k: Optional[int],
-                       frequency_threshold: Optional[float]) -> Tuple[List[bytes], int, int]:
+                       frequency_threshold: Optional[float],
+                       unpruned: Optional[int] = None) -> Tuple[List[bytes], int, int]:
     """(tokens in file order, unpruned size, size) of one vocabulary from its (count, token)
     pairs, as TFT's `VocabularyPrune` and `VocabularyOrderAndWrite` make them: the threshold,
     then the `top_k` largest (count, token), largest first; TFT's placeholder if none is left;
-    each size at least 1 (TFT counts the placeholder)."""
+    each size at least 1 (TFT counts the placeholder). `unpruned`: the distinct tokens before
+    pruning, when `counts` was pruned already (default: `len(counts)`)."""
     from tensorflow_transform import analyzers
 
-    unpruned = len(counts)
+    unpruned = len(counts) if unpruned is None else unpruned
     if frequency_threshold:
         counts = [c for c in counts if c[0] >= frequency_threshold]
     counts = sorted(counts, reverse=True)
@@ -124,20 +129,61 @@ def ordered_vocabulary(counts: List[Tuple[float, bytes]], top_k: Optional[int],
     return [token for _, token in counts], max(unpruned, 1), max(size, 1)
 
 
+class PrunedVocabularies(beam.CombineFn):
+    """(vocabulary, (count, token)) pairs, one per distinct token → {vocabulary: (distinct
+    tokens, the (count, token) pairs that can still be in its file)}: the ones at or above its
+    `frequency_threshold`, and of those only the `top_k` largest. Pruned as the pairs arrive
+    and as accumulators merge (at most twice `top_k` pairs held per vocabulary), so memory is
+    bounded by the `top_k`s, not by the distinct tokens; a vocabulary without `top_k` keeps
+    every token that passes its threshold, as its file will."""
+
+    def __init__(self, specs: List[VocabularySpec]):
+        self._specs = list(specs)
+
+    def create_accumulator(self) -> Dict[int, list]:
+        return {}
+
+    def _prune(self, i: int, kept: list) -> list:
+        top_k = self._specs[i][1]
+        return heapq.nlargest(top_k, kept) if top_k is not None and len(kept) > top_k else kept
+
+    def add_input(self, acc: Dict[int, list], pair) -> Dict[int, list]:
+        i, (count, token) = pair
+        entry = acc.setdefault(i, [0, []])
+        entry[0] += 1
+        threshold = self._specs[i][2]
+        if not threshold or count >= threshold:
+            entry[1].append((count, token))
+            top_k = self._specs[i][1]
+            if top_k is not None and len(entry[1]) > 2 * max(top_k, 1):
+                entry[1] = self._prune(i, entry[1])
+        return acc
+
+    def merge_accumulators(self, accs) -> Dict[int, list]:
+        out: Dict[int, list] = {}
+        for acc in accs:
+            for i, (n, kept) in acc.items():
+                entry = out.setdefault(i, [0, []])
+                entry[0] += n
+                entry[1] = self._prune(i, entry[1] + kept)
+        return out
+
+    def extract_output(self, acc: Dict[int, list]) -> Dict[int, Tuple[int, list]]:
+        return {i: (n, self._prune(i, kept)) for i, (n, kept) in acc.items()}
+
+
 class _WriteVocabulariesFn(beam.DoFn):
-    """All (vocabulary, (count, token)) pairs → each vocabulary's file, and per vocabulary its
-    path, unpruned size and size on outputs `path<i>`, `unpruned<i>`, `size<i>`."""
+    """{vocabulary: (distinct tokens, kept (count, token) pairs)} → each vocabulary's file, and
+    per vocabulary its path, unpruned size and size on outputs `path<i>`, `unpruned<i>`, `size<i>`."""
 
     def __init__(self, specs: List[VocabularySpec], directory: str):
         self._specs = specs
         self._directory = directory
 
-    def process(self, pairs):
-        per: List[List[Tuple[float, bytes]]] = [[] for _ in self._specs]
-        for i, count_token in pairs:
-            per[i].append(count_token)
+    def process(self, pruned: Dict[int, Tuple[int, list]]):
         for i, (filename, top_k, threshold) in enumerate(self._specs):
-            tokens, unpruned, size = ordered_vocabulary(per[i], top_k, threshold)
+            distinct, kept = pruned.get(i, (0, []))
+            tokens, unpruned, size = ordered_vocabulary(kept, top_k, threshold, unpruned=distinct)
             path = os.path.join(self._directory, filename)
             with FileSystems.create(path) as f:                 # WriteToText's bytes: each token, then \n
                 f.write(b"".join(t + b"\n" for t in tokens))
@@ -167,7 +213,7 @@ class OrderAndWriteVocabularies(_analyzer_base()):
                    | "TokenCounts" >> beam.FlatMap(_token_counts)
                    | "SumPerToken" >> beam.CombinePerKey(sum)
                    | "ByVocabulary" >> beam.MapTuple(lambda key, count: (key[0], (count, key[1])))
-                   | "Gather" >> beam.combiners.ToList()
+                   | "Prune" >> beam.CombineGlobally(PrunedVocabularies(self._specs))
                    | "OrderAndWrite" >> beam.ParDo(_WriteVocabulariesFn(self._specs, self.base_temp_dir))
                    .with_outputs(*tags))
         return tuple(written[t] for t in tags)

@@ -182,6 +182,25 @@ def consensus_agreement(L: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return np.where(n_labels == 0, np.nan, agree / np.maximum(n_labels, 1))
 
 
+def agreement_certain(method: str, on_tie: str, n_labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The items whose agreement with their consensus is 1 by construction, so that it
+    measures nothing: every item under unanimity; under majority, an item with one label,
+    and with two labels when ties are quarantined (two labels that disagree are a tie, so
+    the two of an item that has a consensus always agree). Dawid-Skene can overrule every
+    label, so none of its items is certain.
+
+    In: the consensus `method`, `on_tie`, each item's number of labels and consensus codes
+    (-1 for none). Out: bool (n,), False where there is no consensus.
+    """
+    has = np.asarray(codes) >= 0
+    n_labels = np.asarray(n_labels)
+    if method == "unanimous":
+        return has
+    if method == "majority":
+        return has & (n_labels <= (2 if on_tie == "quarantine" else 1))
+    return np.zeros(len(has), dtype=bool)
+
+
 # --------------------------------------------------------------------------- Dawid-Skene
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.batches import EXAMPLE_ID
+from transforms.batches import EXAMPLE_ID, naming
+from transforms.labels.label_studio import label_studio_config, label_studio_tasks
 
 REASON = "review_reason"
 SCORE = "review_score"
@@ -37,13 +38,15 @@ class ReviewSpec:
 
 
 def review_rows(batch: pa.RecordBatch, agreement: np.ndarray, tie: np.ndarray, posterior: Optional[np.ndarray],
-                has_labels: np.ndarray, spec: ReviewSpec) -> Optional[pa.RecordBatch]:
+                has_labels: np.ndarray, spec: ReviewSpec,
+                unchosen: Optional[np.ndarray] = None) -> Optional[pa.RecordBatch]:
     """The candidates of one batch (every column of `batch`, plus review_reason,
     review_score and review_slice); None when there are none.
 
     `batch` carries the consensus label (null for a tie); `agreement`, `tie`, `posterior`
-    and `has_labels` are per row. The score is the posterior (Dawid-Skene) or the agreement;
-    a tie scores 0, first in the queue.
+    and `has_labels` are per row, and so is `unchosen` (Dawid-Skene: a consensus that none
+    of the item's annotators chose), always queued with reason `unchosen_consensus`. The
+    score is the posterior (Dawid-Skene) or the agreement; a tie scores 0, first in the queue.
     """
     agreement = np.nan_to_num(np.asarray(agreement, dtype=np.float64), nan=0.0)
     score = agreement if posterior is None else np.asarray(posterior, dtype=np.float64)
@@ -51,10 +54,12 @@ def review_rows(batch: pa.RecordBatch, agreement: np.ndarray, tie: np.ndarray, p
     low_post = np.zeros_like(weak)
     if posterior is not None and spec.min_posterior is not None:
         low_post = has_labels & (score < spec.min_posterior) & ~tie
-    pick = tie | weak | low_post
+    unchosen = np.zeros_like(weak) if unchosen is None else np.asarray(unchosen, bool) & ~tie
+    pick = tie | weak | low_post | unchosen
     if not pick.any():
         return None
-    reasons = np.where(tie, "tie", np.where(weak, "low_agreement", "low_posterior"))
+    reasons = np.where(tie, "tie", np.where(unchosen, "unchosen_consensus",
+                                            np.where(weak, "low_agreement", "low_posterior")))
     score = np.where(tie, 0.0, score)
     idx = pa.array(np.flatnonzero(pick))
     out = batch.take(idx)
@@ -127,47 +132,19 @@ PARQUET = "part-00000-of-00001.parquet"
 CSV = "review.csv"
 LABEL_STUDIO = "label_studio_tasks.json"
 LABEL_STUDIO_CONFIG = "label_studio_config.xml"
-LS_FROM, LS_TO = "label", "item"    # the control and object tag names of LABEL_STUDIO_CONFIG
 
 
-def _annotations_of(row: Dict, annotators: Sequence[str], annotations_column: Optional[str]) -> Dict[str, str]:
-    if annotations_column and row.get(annotations_column):
-        import json
+def _earlier_labels(table: pa.Table, annotators: Sequence[str], annotations_column: Optional[str]
+                    ) -> List[Dict[str, str]]:
+    """Each queued example's earlier labels, {annotator: label}: from the long form's JSON
+    column, or the wide form's annotator columns."""
+    import json
 
-        return {str(k): str(v) for k, v in json.loads(row[annotations_column]).items()}
-    return {a: row[a] for a in annotators if row.get(a) is not None}
-
-
-def label_studio_tasks(table: pa.Table, label: str, annotators: Sequence[str], shown: Sequence[str],
-                       annotations_column: Optional[str] = None) -> List[Dict]:
-    """Label Studio tasks (its "basic JSON format": a list of {"data": {...}, "predictions":
-    [...]}) for the review queue: `data` holds the example's id, the `shown` columns
-    (metadata), the consensus, why it is in review, and its earlier labels as one text
-    field; each earlier annotator's label is a prediction (`model_version`
-    "annotator:<name>"), so the task arrives unlabelled with the earlier answers
-    pre-filled for the reviewer. Matches LABEL_STUDIO_CONFIG's tag names."""
-    tasks = []
-    for row in table.to_pylist():   # the queue is bounded (per_slice × slices): not a hot path
-        given = _annotations_of(row, annotators, annotations_column)
-        data = {"example_id": row[EXAMPLE_ID]}
-        data.update({c: row.get(c) for c in shown if c in row})
-        data.update({"consensus": row.get(label), "review_reason": row[REASON], "review_score": row[SCORE],
-                     "earlier_labels": "; ".join(f"{a}: {v}" for a, v in given.items())})
-        predictions = [{"model_version": f"annotator:{a}", "result": [{
-            "from_name": LS_FROM, "to_name": LS_TO, "type": "choices", "value": {"choices": [v]}}]}
-            for a, v in given.items()]
-        tasks.append({"data": data, "predictions": predictions})
-    return tasks
-
-
-def label_studio_config(classes: Sequence[str]) -> str:
-    """A labelling config for the tasks: the example's facts as text, one choice per class."""
-    from xml.sax.saxutils import quoteattr
-
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
-    return (f'<View>\n  <Header value="$example_id"/>\n  <Text name="{LS_TO}" value="$earlier_labels"/>\n'
-            f'  <Choices name="{LS_FROM}" toName="{LS_TO}" choice="single" showInline="true">\n{choices}\n'
-            f'  </Choices>\n</View>\n')
+    if annotations_column and annotations_column in table.schema.names:
+        return [{str(k): str(v) for k, v in json.loads(text).items()} if text else {}
+                for text in table.column(annotations_column).to_pylist()]
+    columns = {a: table.column(a).to_pylist() for a in annotators if a in table.schema.names}
+    return [{a: v[i] for a, v in columns.items() if v[i] is not None} for i in range(table.num_rows)]
 
 
 @dataclass(frozen=True)
@@ -177,9 +154,10 @@ class ReviewFiles:
     directory: str
     label: str
     annotators: Sequence[str] = ()
-    shown: Sequence[str] = ()                  # metadata columns shown in each task
+    shown: Sequence[str] = ()                  # the item's columns shown in each task: data columns, metadata
     annotations_column: Optional[str] = None   # long form: the JSON {annotator: label} column
     classes: Sequence[str] = ()                # fixed class list; empty: the labels seen in the queue
+    run_id: str = ""                           # the run whose queue this is: in every task's data
 
 
 def write_review_files(result, files: ReviewFiles) -> Dict:
@@ -200,21 +178,23 @@ def write_review_files(result, files: ReviewFiles) -> Dict:
     join = lambda name: FileSystems.join(files.directory, name)  # noqa: E731
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
-    with FileSystems.create(join(PARQUET)) as f:
+    with naming(join(PARQUET)), FileSystems.create(join(PARQUET)) as f:
         f.write(buf.getvalue().to_pybytes())
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(table.schema.names)
     for row in table.to_pylist():
         writer.writerow(["" if row[c] is None else row[c] for c in table.schema.names])
-    with FileSystems.create(join(CSV)) as f:
+    with naming(join(CSV)), FileSystems.create(join(CSV)) as f:
         f.write(text.getvalue().encode("utf-8"))
-    tasks = label_studio_tasks(table, files.label, files.annotators, files.shown, files.annotations_column)
-    with FileSystems.create(join(LABEL_STUDIO)) as f:
+    earlier = _earlier_labels(table, files.annotators, files.annotations_column)
+    # the queue is bounded (per_slice x slices): its rows as Python objects are not a hot path
+    tasks = label_studio_tasks(table.select([c for c in files.shown if c in table.schema.names]).to_pylist(),
+                               earlier, files.shown, files.run_id, table.column(EXAMPLE_ID).to_pylist())
+    with naming(join(LABEL_STUDIO)), FileSystems.create(join(LABEL_STUDIO)) as f:
         f.write(json.dumps(tasks, indent=1, default=str).encode("utf-8"))
-    classes = list(files.classes) or sorted({c for t in tasks for p in t["predictions"]
-                                             for c in p["result"][0]["value"]["choices"]})
-    with FileSystems.create(join(LABEL_STUDIO_CONFIG)) as f:
+    classes = list(files.classes) or sorted({v for given in earlier for v in given.values()})
+    with naming(join(LABEL_STUDIO_CONFIG)), FileSystems.create(join(LABEL_STUDIO_CONFIG)) as f:
         f.write(label_studio_config(classes).encode("utf-8"))
     queued = table.column(REASON).to_pylist()
     return {"candidates": dict(sorted(candidates.items())), "queued": len(queued),

@@ -16,15 +16,28 @@ import pyarrow.compute as pc
 from apache_beam import pvalue
 
 from transforms.batches import (EXAMPLE_ID, ROW, SOURCE, as_batches, count_reasons, json_records, quarantine_batch,
+                                with_field,
                                 set_column)
 from transforms.clean.near_dedup import GROUP as _NEAR_GROUP, NODE as _NEAR_NODE
 from transforms.labels.agreement import AgreementStats
 from transforms.labels.review import ReviewSpec, WeakestPerSlice, review_rows
-from transforms.labels.consensus import (MISSING, Consensus, DSStats, consensus_agreement, ds_estep, ds_init_stats,
-                                         ds_mstep, ds_mstep_stats, encode_labels, majority, unanimous)
+from transforms.labels.consensus import (MISSING, Consensus, DSStats, agreement_certain, consensus_agreement, ds_estep,
+                                         ds_init_stats, ds_mstep, ds_mstep_stats, encode_labels, majority, unanimous)
 
 AGREEMENT = "label_agreement"
 N_LABELS = "label_count"
+POSTERIOR = "label_posterior"     # Dawid-Skene only: the posterior probability of the consensus
+
+
+def labelled_schema(rows: pa.Schema, spec: "LabelsSpec") -> pa.Schema:
+    """The columns of `ConsolidateLabels`' rows: the input's, with the consensus label (in its
+    place, or appended), then label_agreement and label_count (and, with Dawid-Skene, label_posterior)."""
+    fields = [pa.field(spec.label, pa.string()), pa.field(AGREEMENT, pa.float64()), pa.field(N_LABELS, pa.int64())]
+    if spec.consensus == "dawid_skene":
+        fields.append(pa.field(POSTERIOR, pa.float64()))
+    for field in fields:
+        rows = with_field(rows, field)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,7 @@ class LabelsSpec:
     classes: Tuple[str, ...] = ()            # fixed class list; empty: found in the data
     iterations: int = 10                     # Dawid-Skene EM rounds (each one pass over the data)
     matrix_column: Optional[str] = None      # long form: one list column, a label per known annotator
+    ordinal: bool = False                    # classes are ranks in `classes` order: weighted kappas too
 
 
 def label_matrix(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[str]) -> np.ndarray:
@@ -92,7 +106,9 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     `review`, a third item: the review candidates (`review_rows`), or None.
 
     The consensus goes into `spec.label`; `label_agreement` (share of the item's labels
-    equal to it) and `label_count` ride along with the annotators' own columns.
+    equal to it) and `label_count` ride along with the annotators' own columns, and with
+    Dawid-Skene `label_posterior`, the posterior probability of the consensus (a
+    `label_agreement` of 0 beside it marks a consensus no annotator of the item chose).
     """
     K = len(classes)
     L = label_matrix(batch, spec, classes)
@@ -101,20 +117,25 @@ def apply_consensus(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[s
     label = names.take(pa.array(np.where(result.codes >= 0, result.codes, K)))
     agreement = consensus_agreement(L, result.codes)
     out = batch
-    for name, arr in ((spec.label, label), (AGREEMENT, pa.array(agreement, pa.float64())),
-                      (N_LABELS, pa.array(result.n_labels, pa.int64()))):
+    columns = [(spec.label, label), (AGREEMENT, pa.array(agreement, pa.float64())),
+               (N_LABELS, pa.array(result.n_labels, pa.int64()))]
+    if posterior is not None:   # other methods keep their columns (and bytes)
+        columns.append((POSTERIOR, pa.array(posterior, pa.float64())))
+    for name, arr in columns:
         out = set_column(out, name, arr)
     keep = result.codes >= 0
     reasons = np.char.add("label_", result.reasons().astype(str))
     bad = np.flatnonzero(~keep)
     rows = pa.Table.from_batches([out.take(pa.array(bad))])
     data_cols = [c for c in rows.schema.names
-                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, EXAMPLE_ID, spec.matrix_column, *NEAR_DEDUP_COLUMNS)]
+                 if c not in (SOURCE, ROW, AGREEMENT, N_LABELS, POSTERIOR, EXAMPLE_ID, spec.matrix_column,
+                              *NEAR_DEDUP_COLUMNS)]
     quarantine = quarantine_batch(json_records(rows, data_cols), pa.array(reasons[bad].tolist(), pa.string()),
-                                  "labels", rows.column(SOURCE), rows.column(ROW))
+                                  "labels", rows.column(SOURCE), rows.column(ROW), rows.column(EXAMPLE_ID))
     if review is None:
         return out.filter(pa.array(keep)), quarantine
-    candidates = review_rows(out, result.agreement, result.tie, posterior, ~result.no_labels, review)
+    unchosen = keep & ~result.no_labels & (agreement == 0)   # a consensus none of the item's annotators chose
+    candidates = review_rows(out, result.agreement, result.tie, posterior, ~result.no_labels, review, unchosen)
     return out.filter(pa.array(keep)), quarantine, candidates
 
 
@@ -145,8 +166,10 @@ def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[
     """{"": overall, "<slice column>=<value>": ...} agreement counts of one batch."""
     K, A = len(classes), len(names)
     L = label_matrix(batch, spec, classes)
-    codes = _consensus_for(L, K, spec, ds).codes
-    out = {"": AgreementStats(K, A, list(names), list(classes)).add(L, codes)}
+    result = _consensus_for(L, K, spec, ds)
+    codes = result.codes
+    certain = agreement_certain(spec.consensus, spec.on_tie, result.n_labels, codes)
+    out = {"": AgreementStats(K, A, list(names), list(classes)).add(L, codes, certain)}
     for col in spec.slices:
         values = pc.fill_null(pc.cast(batch.column(col), pa.string()), "<null>")
         enc = pc.dictionary_encode(values)
@@ -154,7 +177,7 @@ def _agreement_stats(batch: pa.RecordBatch, spec: LabelsSpec, classes: Sequence[
         for j, value in enumerate(enc.dictionary.to_pylist()):
             sel = idx == j
             out[_json.dumps([col, value])] = AgreementStats(K, A, list(names), list(classes)).add(
-                L[sel], codes[sel])
+                L[sel], codes[sel], certain[sel])
     return out
 
 
@@ -206,16 +229,19 @@ def agreement_report(stats: Dict[str, AgreementStats], spec: LabelsSpec,
     """The `labels` section of report.json: overall figures, then slices, classes and
     annotators ranked by agreement, lowest first, each with the items behind it; with
     Dawid-Skene's final (pi, prior), `dawid_skene` (`dawid_skene_report`)."""
-    overall = stats[""].to_dict() if "" in stats else {}
+    overall = stats[""].to_dict(spec.ordinal) if "" in stats else {}
     slices: Dict[str, List[Dict]] = {}
     for key, st in stats.items():
         if not key:
             continue
         col, value = _json.loads(key)
-        slices.setdefault(col, []).append({
-            "value": value, "items": st.n_items, "pairable_items": st.n_pairable_items,
-            "hlp": st.hlp(), "fleiss_kappa": st.fleiss_kappa(), "krippendorff_alpha": st.krippendorff_alpha(),
-            "unanimous_share": st.unanimous_share()})
+        row = {"value": value, "items": st.n_items, "pairable_items": st.n_pairable_items,
+               "hlp": st.hlp(), "fleiss_kappa": st.fleiss_kappa(), "krippendorff_alpha": st.krippendorff_alpha(),
+               "unanimous_share": st.unanimous_share()}
+        if spec.ordinal:
+            row.update(weighted_kappa=st.weighted_kappa("quadratic"),
+                       krippendorff_alpha_ordinal=st.krippendorff_alpha("ordinal"))
+        slices.setdefault(col, []).append(row)
     for rows in slices.values():
         rows.sort(key=lambda r: (r["hlp"] is None, r["hlp"] if r["hlp"] is not None else 0, str(r["value"])))
     classes = sorted(overall.get("classes_detail", []),
@@ -236,6 +262,7 @@ def dawid_skene_report(ds: Tuple[np.ndarray, np.ndarray], overall: AgreementStat
     classes = list(overall.classes or range(overall.K))
     names = list(overall.annotators or range(overall.n_annotators))
     return {"iterations": spec.iterations, "classes": classes,
+            "unchosen_items": int(overall.unchosen_by_class.sum()),
             "prior": {str(c): float(p) for c, p in zip(classes, prior)},
             "confusion": {str(a): {"classes": classes, "matrix": pi[i].tolist(),
                                    "labels": int(overall.labels_by_annotator[i])}

@@ -14,9 +14,9 @@ from transforms.read.blocks import BLOCK_BYTES, RANGE_BYTES, ByteRange, iter_lin
 from transforms.read.csv_format import parse_csv_block, parse_header, record_spans
 from transforms.read.jsonl_format import parse_jsonl_block
 from transforms.read.records import BadRows, ReaderSpec, escape_bytes, unescape_record
-from transforms.read.stage import ReadInputs, ReadResult, report_progress
+from transforms.read.stage import ReadInputs, ReadResult, read_file, report_progress
 
 __all__ = ["BLOCK_BYTES", "RANGE_BYTES", "BadRows", "ByteRange", "ReadInputs", "ReadResult", "ReaderSpec",
            "escape_bytes", "iter_line_blocks", "line_blocks_at", "parse_csv_block", "parse_header",
-           "parse_jsonl_block", "plan_ranges", "record_spans", "report_progress", "split_header",
+           "parse_jsonl_block", "plan_ranges", "read_file", "record_spans", "report_progress", "split_header",
            "unescape_record"]

@@ -17,11 +17,14 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
     """Parses whole CSV lines into a batch of `wanted` string columns + `_row` + `_record`.
 
     `block` holds complete lines without the final newline; `first_line` is the
-    1-based line number of its first line. Blank lines are not records.
+    1-based line number of its first line. Blank lines are not records. A record holding a
+    NUL byte is quarantined (`nul_byte`): pyarrow would keep it inside the field.
     """
+    if b"\0" in block:     # memchr: nothing measurable on a block without one
+        return _parse_around_nul_records(block, first_line, names, wanted, spec)
+    bad = BadRows()
     starts, ends, blank = block_lines(block)
     line_numbers = first_line + np.flatnonzero(~blank)
-    bad = BadRows()
     if not len(line_numbers):
         return None, bad
     table = _parse_csv_fast(block, names, wanted, spec, expected_rows=len(line_numbers))
@@ -49,6 +52,44 @@ def parse_csv_block(block: bytes, first_line: int, names: Sequence[str], wanted:
         records = pa.array(records, pa.binary())
     arrays = [columns[c] for c in wanted] + [pa.array(rows, pa.int64()), records]
     return pa.RecordBatch.from_arrays(arrays, names=list(wanted) + [ROW, RECORD]), bad
+
+
+def _parse_around_nul_records(block: bytes, first_line: int, names: Sequence[str], wanted: Sequence[str],
+                              spec: ReaderSpec) -> Tuple[Optional[pa.RecordBatch], BadRows]:
+    """`parse_csv_block` of a block holding NUL bytes: each record holding one is quarantined
+    (`nul_byte`) and the lines between them are parsed as blocks of their own, with their
+    line numbers. A record spanning lines that is not one valid record (a stray quote) is not
+    one: only its lines holding a NUL are taken out, the others read as usual."""
+    starts, ends, start_lines = record_spans(block, spec.quote_char)
+    nul = np.flatnonzero(np.frombuffer(block, np.uint8) == 0)
+    kw = _csv_module_options(spec, strict=True)
+    spans = []      # (start, end, line) of each record (or line) to quarantine, in order
+    for i in np.unique(np.searchsorted(starts, nul, side="right") - 1):
+        a, b, line = int(starts[i]), int(ends[i]), first_line + int(start_lines[i])
+        raw = block[a:b]
+        if b"\n" not in raw or _parses(raw.replace(b"\0", b""), len(names), kw, lines=True):
+            spans.append((a, b, line))
+            continue
+        offset = a
+        for k, piece in enumerate(raw.split(b"\n")):
+            if b"\0" in piece:
+                spans.append((offset, offset + len(piece), line + k))
+            offset += len(piece) + 1
+    bad = BadRows()
+    batches = []
+    at, line = 0, first_line
+    for x, y, n in spans + [(len(block) + 1, len(block) + 1, None)]:
+        if x > at:    # the lines before this record: a block of their own (without the newline before it)
+            batch, more = parse_csv_block(block[at:x - 1], line, names, wanted, spec)
+            batches += [batch] if batch is not None else []
+            bad.extend(more)
+        if n is not None:
+            bad.add(n, block[x:y], "nul_byte")
+            at, line = y + 1, n + block.count(b"\n", x, y) + 1
+    if not batches:
+        return None, bad
+    return pa.RecordBatch.from_arrays([pa.concat_arrays([b.column(i) for b in batches])
+                                       for i in range(batches[0].num_columns)], names=batches[0].schema.names), bad
 
 
 def record_spans(block: bytes, quote_char: Optional[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,10 +217,13 @@ def _pieces(lines: Sequence[bytes], n_fields: int, kw: dict, quote_char: Optiona
         k = j
 
 
-def _parses(line: bytes, n_fields: int, kw: dict) -> bool:
-    """Whether one line alone is a valid CSV record of `n_fields` fields."""
+def _parses(line: bytes, n_fields: int, kw: dict, lines: bool = False) -> bool:
+    """Whether one line alone (with `lines`, a record of several lines) is a valid CSV record
+    of `n_fields` fields."""
     try:
-        return len(next(csv.reader([line.rstrip(b"\r").decode("utf-8")], **kw))) == n_fields
+        reader = csv.reader([line.rstrip(b"\r").decode("utf-8")], **kw)
+        fields = next(reader)
+        return len(fields) == n_fields and (not lines or next(reader, None) is None)
     except (csv.Error, UnicodeDecodeError, StopIteration):
         return False
 

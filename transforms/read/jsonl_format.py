@@ -34,6 +34,9 @@ def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
     for i in np.flatnonzero(~blank):
         line = lines[i]
         n = first_line + int(i)
+        if b"\0" in line:
+            bad.add(n, line, "nul_byte")
+            continue
         try:
             obj = json.loads(line)
         except UnicodeDecodeError:
@@ -45,8 +48,12 @@ def parse_jsonl_block(block: bytes, first_line: int, wanted: Sequence[str],
         if not isinstance(obj, dict):
             bad.add(n, line, "json_not_object")
             continue
-        for c in wanted:
-            values[c].append(_json_text(obj.get(c)))
+        texts = [_json_text(obj.get(c)) for c in wanted]
+        if b"\\u0000" in line and any(t is not None and "\0" in t for t in texts):   # a NUL written as \u0000
+            bad.add(n, line, "nul_byte")
+            continue
+        for c, t in zip(wanted, texts):
+            values[c].append(t)
         rows.append(n)
         records.append(line)
     if not rows:

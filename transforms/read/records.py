@@ -13,7 +13,8 @@ from transforms.batches import quarantine_batch
 
 @dataclass(frozen=True)
 class ReaderSpec:
-    """How to read one input's files: the format and, for CSV, its dialect and NA values."""
+    """How to read one input's files: the format and, for CSV, its dialect and NA values;
+    `encoding` of a CSV or JSONL file when it is not UTF-8 (a byte-order mark overrides it)."""
 
     format: str
     header: bool = True
@@ -22,6 +23,7 @@ class ReaderSpec:
     na_values: Tuple[str, ...] = ("",)
     trim: bool = False
     names: Optional[Tuple[str, ...]] = None
+    encoding: Optional[str] = None
 
 
 @dataclass
@@ -37,6 +39,11 @@ class BadRows:
         self.raw.append(raw)
         self.reasons.append(reason)
 
+    def extend(self, other: "BadRows") -> None:
+        self.rows += other.rows
+        self.raw += other.raw
+        self.reasons += other.reasons
+
     def to_batch(self, source: str, stage: str = "ingest") -> Optional[pa.RecordBatch]:
         if not self.rows:
             return None
@@ -47,19 +54,23 @@ class BadRows:
 def escape_bytes(raw: bytes) -> str:
     """The text of a raw record (line terminator removed).
 
-    Valid UTF-8 comes back as it is. Otherwise (reason `invalid_utf8`) backslashes are
-    doubled and every undecodable byte becomes `\\xNN`, which `unescape_record` reverses.
+    Valid UTF-8 without a NUL comes back as it is. Otherwise (reasons `invalid_utf8`,
+    `nul_byte`) backslashes are doubled and every undecodable byte and every NUL becomes
+    `\\xNN`, which `unescape_record` reverses.
     """
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace").replace("\0", "\\x00")
+    if "\0" in text:
+        return text.replace("\\", "\\\\").replace("\0", "\\x00")
+    return text
 
 
 def unescape_record(text: str) -> bytes:
-    """The original bytes of an `invalid_utf8` record from its escaped text."""
+    """The original bytes of an `invalid_utf8` or `nul_byte` record from its escaped text."""
     out = bytearray()
     i = 0
     while i < len(text):

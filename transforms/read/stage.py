@@ -4,7 +4,7 @@ of the wanted columns, reader faults → quarantine."""
 import hashlib
 import logging
 import os
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +17,9 @@ from apache_beam.metrics import Metrics
 from transforms.batches import (METRICS_NAMESPACE, RECORD, ROW, SOURCE, OrderedThreadPool, as_batches, count_reasons,
                                 set_column)
 from transforms.read.blocks import BLOCK_BYTES, RANGE_BYTES, ByteRange, _Bounded, line_blocks_at, plan_ranges, split_header
+from transforms.read.compressed import is_compressed, open_input
 from transforms.read.csv_format import parse_csv_block, parse_header
+from transforms.read.encoding import UTF8, as_utf8, canonical, text_encoding
 from transforms.read.jsonl_format import parse_jsonl_block
 from transforms.read.records import BadRows, ReaderSpec
 
@@ -47,19 +49,21 @@ class _PlanRangesFn(beam.DoFn):
         self._block_bytes = block_bytes
 
     def process(self, element: Tuple[int, str]):
-        from apache_beam.io.filesystem import CompressionTypes
-
         index, path = element
         spec = self._specs[index]
         whole = ByteRange(index, path, 0, -1, 1, None)
-        if spec.format == "parquet" or CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
-            yield whole
+        if spec.format == "parquet" or is_compressed(path) or canonical(spec.encoding) != UTF8:
+            yield whole     # a transcoded file's offsets are not its bytes': read whole, as a compressed one
             return
         size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
         if size <= self._range_bytes:
             yield whole
             return
-        with FileSystems.open(path) as f:
+        with open_input(path) as f:
+            if text_encoding(f.read(4), None)[0] != UTF8:   # a UTF-16/32 byte-order mark
+                yield whole
+                return
+            f.seek(0)
             yield from plan_ranges(f, index, path, spec, self._range_bytes, self._block_bytes)
 
 
@@ -82,13 +86,15 @@ class _ReadFileFn(beam.DoFn):
         path = self._names.get(uri, uri)   # what rows, faults and messages name: never the credentials
         spec = self._specs[part.index]
         progress_key = uri if part.start == 0 else f"{uri}@{part.start}"
-        with FileSystems.open(uri) as f:
+        with open_input(uri, path) as f:   # decompressed, a truncated stream an error naming the file
             if spec.format == "parquet":
                 yield from self._parquet(f, path)
                 return
             if part.start:
                 f.seek(part.start)
             src = f if part.end < 0 else _Bounded(f, part.end - part.start)
+            if not part.start:     # the start of the file: a byte-order mark, or the configured encoding
+                src, _ = as_utf8(src, spec.encoding)
             quote = spec.quote_char if spec.format == "csv" else None
             blocks = ((b, n) for b, n, _ in line_blocks_at(src, self._block_bytes, quote, part.first_line,
                                                              part.start))
@@ -151,6 +157,21 @@ class _ReadFileFn(beam.DoFn):
             first += n
             self._rows.inc(n)
             yield _with_source(pa.RecordBatch.from_arrays(arrays, names=self._wanted + [ROW, RECORD]), path)
+
+
+def read_file(path: str, spec: ReaderSpec, wanted: Sequence[str], block_bytes: int = BLOCK_BYTES,
+              source_name: Optional[str] = None) -> Iterator[Tuple[str, pa.RecordBatch]]:
+    """One whole file read as a read task of `ReadInputs` reads it, without a pipeline:
+    ("rows", raw record batch) and ("quarantine", reader faults), lazily and in file order,
+    so a caller that needs the first records only (`dataprep validate`, `init`) stops
+    early and the rest of the file is never read. `source_name`: what `_source` calls the
+    file, where that is not its path (as `ReadInputs`' `source_names`)."""
+    fn = _ReadFileFn([spec], wanted, block_bytes, source_names={path: source_name} if source_name else None)
+    for out in fn.process(ByteRange(0, path, 0, -1, 1, None)):
+        if isinstance(out, pvalue.TaggedOutput):
+            yield "quarantine", out.value
+        else:
+            yield "rows", out
 
 
 def _with_source(batch: pa.RecordBatch, path: str) -> pa.RecordBatch:

@@ -3,7 +3,9 @@
 `allocate` rounds the quotas so that each stratum's count per split is the floor or the
 ceiling of its quota and the split totals are the largest-remainder rounding of
 N × fraction (matrix rounding, solved as a small flow problem over strata × splits);
-`plan_split` adds the rank of every cut and the hash band it lies in.
+`plan_split` adds the rank of every cut and the hash band it lies in. With sticky
+splits, the units kept from an earlier run are given, and `fill_quota` allocates the new
+ones: the cuts are then ranks among the new units only (the plan's `pool`).
 """
 
 import json
@@ -111,6 +113,49 @@ def _flip(end, parent, used, load) -> None:
         node = prev
 
 
+def fill_quota(targets: Sequence[int], kept: Sequence[int], pool: int) -> List[int]:
+    """How many new units each split of one stratum gets, when `kept[j]` units stay in split
+    j and `pool` new ones are to be placed (sum(targets) == sum(kept) + pool).
+
+    Each split is short of its target by d_j = max(0, targets[j] - kept[j]). When no split
+    holds more than its target, the d_j add up to `pool` and every target is met exactly.
+    Otherwise (labels changed, so a stratum's kept units overfill a split) the deficits add
+    up to more than the pool: the pool goes where the deficit is largest (water-filling:
+    each short split is filled to the same remaining deficit L, the smallest the pool
+    allows; the units left over, fewer than the splits at L, go one each in config order).
+    That minimises the largest shortfall; the total deviation, twice the overfill, cannot
+    be smaller, since no kept unit moves.
+    """
+    if len(targets) != len(kept):
+        raise ValueError("targets and kept differ in length")
+    deficit = [max(0, t - k) for t, k in zip(targets, kept)]
+    if sum(deficit) <= pool:
+        out = list(deficit)
+        out[0] += pool - sum(deficit)   # only when the counts do not add up; never with a consistent plan
+        return out
+    lo, hi = 0, max(deficit)           # the smallest level L with sum(max(0, d - L)) <= pool
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sum(max(0, d - mid) for d in deficit) <= pool:
+            hi = mid
+        else:
+            lo = mid + 1
+    out = [max(0, d - lo) for d in deficit]
+    left = pool - sum(out)
+    for j, d in enumerate(deficit):
+        if left == 0:
+            break
+        if lo > 0 and d >= lo:
+            out[j] += 1
+            left -= 1
+    return out
+
+
+def kept_key(split_index: int, stratum: str) -> str:
+    """The key under which units kept in a split are counted: "<split index>\t<stratum>"."""
+    return f"{split_index}\t{stratum}"
+
+
 # ---- thresholds (pure) ----------------------------------------------------------------------
 
 def band(k: int, n: int) -> Tuple[int, int]:
@@ -138,11 +183,17 @@ def merge_small_strata(counts: Dict[str, int], min_size: int) -> Dict[str, str]:
     return mapping
 
 
-def plan_split(counts: Dict[str, int], fractions: Sequence[float], merge_below: int = 0) -> Dict:
+def plan_split(counts: Dict[str, int], fractions: Sequence[float], merge_below: int = 0,
+               kept: Optional[Dict[str, int]] = None) -> Dict:
     """Targets and cut ranks per stratum, with the search band of each cut.
 
     Strata smaller than `merge_below` are merged first (`merge_small_strata`); the plan
     keeps the mapping so rows are looked up by their own stratum key.
+
+    `kept` (sticky splits): {`kept_key(split, stratum)`: units} that stay where an earlier
+    run put them. The targets are still those of `allocate`; the new units of a stratum
+    (its `pool`) are allocated by `fill_quota`, and the cuts are ranks among them. The
+    plan then also has `kept` and `new`, per stratum and split.
     """
     mapping = merge_small_strata(counts, merge_below)
     merged: Dict[str, int] = {}
@@ -151,12 +202,23 @@ def plan_split(counts: Dict[str, int], fractions: Sequence[float], merge_below: 
     counts = merged
     targets = allocate(counts, fractions)
     strata = sorted(counts)
+    kept_by = {s: [0] * len(fractions) for s in strata}
+    for key, n in (kept or {}).items():
+        j, stratum = key.split("\t", 1)
+        kept_by[mapping.get(stratum, stratum)][int(j)] += n
+    pool = {s: counts[s] - sum(kept_by[s]) for s in strata}
+    new = {s: fill_quota(targets[s], kept_by[s], pool[s]) for s in strata} if kept is not None else targets
     cuts, bands = [], []
     for s in strata:
-        ranks = list(np.cumsum(targets[s])[:-1])
+        ranks = list(np.cumsum(new[s])[:-1])
         cuts.append([int(k) for k in ranks])
-        bands.append([band(int(k), counts[s]) if 0 < k < counts[s] else (0, 0) for k in ranks])
+        bands.append([band(int(k), pool[s]) if 0 < k < pool[s] else (0, 0) for k in ranks])
     position = {s: i for i, s in enumerate(strata)}
-    return {"strata": strata, "counts": [counts[s] for s in strata], "targets": [targets[s] for s in strata],
-            "cuts": cuts, "bands": bands, "index": {k: position[v] for k, v in mapping.items()},
+    plan = {"strata": strata, "counts": [counts[s] for s in strata], "targets": [targets[s] for s in strata],
+            "pool": [pool[s] for s in strata], "cuts": cuts, "bands": bands,
+            "index": {k: position[v] for k, v in mapping.items()},
             "merged": {k: v for k, v in sorted(mapping.items()) if k != v}}
+    if kept is not None:
+        plan["kept"] = [kept_by[s] for s in strata]
+        plan["new"] = [new[s] for s in strata]
+    return plan

@@ -5,6 +5,10 @@ of n uniform hashes lies within ±10σ of k/n·2⁶⁴, so one combine counts th
 that band and collects only those inside it (`band_stats`, merged by `MergeBands`); the
 threshold of each cut is then exact (`thresholds_from`) and a row's split is the number
 of thresholds at or below its hash (`assign_splits`).
+
+Sticky splits: a unit with a previous split (`PREVIOUS`, the index of the split it had in
+the earlier run) keeps it; the cuts are found among the other units (the plan's `pool`),
+which alone go through the bands.
 """
 
 from typing import Dict, List, Optional, Tuple
@@ -14,13 +18,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.batches import value_counts
 from transforms.split.allocation import BAND_SIGMAS
 
 STRATUM = "_stratum"          # the stratum the allocation uses (a group's majority stratum with groups)
 ROW_STRATUM = "_row_stratum"   # with groups: each row's own stratum, for the example-level report
 UNIT_HASH = "_unit_hash"       # seeded 64-bit hash of the unit (example or group)
 UNIT = "_unit"                 # with groups: True on one representative row per group
-INTERNAL = (STRATUM, ROW_STRATUM, UNIT_HASH, UNIT)   # removed before the splits leave the stage
+PREVIOUS = "_previous_split"   # sticky: the index of the unit's split in the earlier run, null for a new unit
+INTERNAL = (STRATUM, ROW_STRATUM, UNIT_HASH, UNIT, PREVIOUS)   # removed before the splits leave the stage
 
 
 def units(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -29,21 +35,37 @@ def units(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def unit_hashes(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The (stratum, hash) columns of a batch's units."""
+    """The (stratum, hash) columns of a batch's units (and their previous split, if sticky)."""
     kept = units(batch)
-    return pa.RecordBatch.from_arrays([kept.column(STRATUM), kept.column(UNIT_HASH)], names=[STRATUM, UNIT_HASH])
+    names = [STRATUM, UNIT_HASH] + ([PREVIOUS] if PREVIOUS in kept.schema.names else [])
+    return pa.RecordBatch.from_arrays([kept.column(n) for n in names], names=names)
+
+
+def kept_counts(batch: pa.RecordBatch) -> Dict[str, int]:
+    """Sticky: {`kept_key(split, stratum)`: units} of the units of `unit_hashes` that have a
+    previous split."""
+    kept = batch.filter(pc.is_valid(batch.column(PREVIOUS)))
+    if not kept.num_rows:
+        return {}
+    keys = pc.binary_join_element_wise(pc.cast(kept.column(PREVIOUS), pa.string()), kept.column(STRATUM), "\t")
+    return value_counts(keys)
+
+
+def pool(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The units the cuts are found among: all, or (sticky) those without a previous split."""
+    return batch.filter(pc.is_null(batch.column(PREVIOUS))) if PREVIOUS in batch.schema.names else batch
 
 
 def band_stats(batch: pa.RecordBatch, plan: Dict) -> Dict[Tuple[int, int], Tuple[int, np.ndarray]]:
     """{(stratum index, cut index): (unit hashes below the band, those inside it)} for a batch."""
-    batch = units(batch)
+    batch = pool(units(batch))
     codes = _stratum_codes(batch, plan["index"])
     u = batch.column(UNIT_HASH).to_numpy()
     out = {}
     for code, positions in _group_positions(codes):
         uu = u[positions]
         for c, (k, (lo, hi)) in enumerate(zip(plan["cuts"][code], plan["bands"][code])):
-            if k <= 0 or k >= plan["counts"][code]:
+            if k <= 0 or k >= plan["pool"][code]:
                 continue
             lo_u, hi_u = np.uint64(lo), np.uint64(hi)
             inside = (uu >= lo_u) & (uu <= hi_u)
@@ -52,12 +74,12 @@ def band_stats(batch: pa.RecordBatch, plan: Dict) -> Dict[Tuple[int, int], Tuple
 
 
 def thresholds_from(stats: Dict[Tuple[int, int], Tuple[int, np.ndarray]], plan: Dict) -> List[List[Optional[int]]]:
-    """Per stratum and cut, the hash value t with exactly k hashes below it (None: no cut)."""
+    """Per stratum and cut, the hash value t with exactly k hashes of the pool below it (None: no cut)."""
     out = []
     for code, cuts in enumerate(plan["cuts"]):
         row = []
         for c, k in enumerate(cuts):
-            n = plan["counts"][code]
+            n = plan["pool"][code]
             if k <= 0:
                 row.append(0)
                 continue
@@ -76,7 +98,8 @@ def thresholds_from(stats: Dict[Tuple[int, int], Tuple[int, np.ndarray]], plan: 
 
 
 def assign_splits(batch: pa.RecordBatch, plan: Dict, thresholds: List[List[Optional[int]]]) -> np.ndarray:
-    """The split index of every row: the number of cuts at or below its hash."""
+    """The split index of every row: its previous split (sticky), else the number of cuts at
+    or below its hash."""
     codes = _stratum_codes(batch, plan["index"])
     u = batch.column(UNIT_HASH).to_numpy()
     width = max((len(t) for t in thresholds), default=0)
@@ -87,7 +110,12 @@ def assign_splits(batch: pa.RecordBatch, plan: Dict, thresholds: List[List[Optio
             if v is not None:
                 t[i, c], active[i, c] = v, True
     ge = (u[:, None] >= t[codes]) & active[codes]
-    return ge.sum(axis=1).astype(np.int64)
+    which = ge.sum(axis=1).astype(np.int64)
+    if PREVIOUS in batch.schema.names:
+        previous = batch.column(PREVIOUS)
+        had = pc.is_valid(previous).to_numpy(zero_copy_only=False)
+        which = np.where(had, pc.fill_null(previous, 0).to_numpy(zero_copy_only=False).astype(np.int64), which)
+    return which
 
 
 def _stratum_codes(batch: pa.RecordBatch, index: Dict[str, int]) -> np.ndarray:

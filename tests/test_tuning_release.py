@@ -1,4 +1,4 @@
-"""pipeline/beam_release.py: once a stage of the DirectRunner is done, its DoFns are torn down
+"""runners/tuning/release.py: once a stage of the DirectRunner is done, its DoFns are torn down
 and let go, so that the last element a DoFn with a side input processed is not held until
 the job ends (Beam's invoker keeps it in its argument list). Beam's own behaviour is the
 reference: without `install()` the element is still alive in the next stage."""
@@ -9,7 +9,7 @@ import weakref
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from pipeline import beam_release
+from runners.tuning import release as beam_release
 
 _SEEN = []      # weak references to the elements _HoldFn processed
 _TORN = []      # one entry per _HoldFn.teardown

@@ -1,4 +1,4 @@
-"""pipeline/imports.py: inside `lean()` Beam and TensorFlow Transform import without the
+"""runners/tuning/imports.py: inside `lean()` Beam and TensorFlow Transform import without the
 packages they load only in case, TensorFlow gets Python's own distutils, and afterwards every
 one of those packages imports normally. In a fresh interpreter: this one has them already."""
 
@@ -8,7 +8,7 @@ import sys
 
 PROBE = r"""
 import json, os, sys
-from pipeline.imports import lean
+from runners.tuning.imports import lean
 with lean():
     import apache_beam
     import tensorflow_transform.beam
@@ -39,7 +39,7 @@ def test_lean_imports_leave_out_the_optional_packages_and_give_them_back():
 def test_lean_blocks_only_what_is_not_imported_yet():
     import pymongo  # noqa: F401   (imported: lean() must leave it alone)
 
-    from pipeline.imports import OPTIONAL, lean
+    from runners.tuning.imports import OPTIONAL, lean
 
     before = {name: sys.modules.get(name, "absent") for name in OPTIONAL}
     with lean():
@@ -72,7 +72,7 @@ def _generations_collected(body) -> list:
 def test_no_full_collections_passes_over_young_objects_only_then_freezes_them():
     import gc
 
-    from pipeline.imports import no_full_collections
+    from runners.tuning.imports import no_full_collections
 
     thresholds = gc.get_threshold()
 

@@ -21,6 +21,10 @@ the millions of objects TensorFlow and Beam create at import set off six full co
 of 30 to 200 ms each (0.65 s in a run), which found 85 objects to free. The young
 generations are still collected; what was imported is frozen at the end (`gc.freeze`), out
 of every later pass.
+
+The patch `imports`: behind the fence (`runners/tuning/fence.py`) like the others, so
+`DATAPREP_BEAM_TUNING=0`, or a Beam or TensorFlow of another version than it was written for,
+gives plain imports. It changes no library's code, only what an import finds while it lasts.
 """
 
 import contextlib
@@ -30,6 +34,8 @@ import sys
 import warnings
 from typing import Iterator
 
+from runners.tuning import fence
+
 # top-level packages imported only in case (see above); made to fail inside `lean()`
 OPTIONAL = ("googleapiclient", "pymongo", "bson")
 
@@ -38,6 +44,9 @@ OPTIONAL = ("googleapiclient", "pymongo", "bson")
 def lean() -> Iterator[None]:
     """While it lasts, importing an `OPTIONAL` package that is not imported yet fails, and
     `distutils` is Python's own (if not imported yet and Python has it)."""
+    if not fence.usable(PATCH):
+        yield
+        return
     blocked = [name for name in OPTIONAL if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None     # the import system's "not found"
@@ -55,6 +64,9 @@ def lean() -> Iterator[None]:
 def no_full_collections() -> Iterator[None]:
     """While it lasts, the garbage collector collects its young generations only; at its end,
     every object alive is frozen (`gc.freeze`: left out of later collections)."""
+    if not fence.usable(PATCH):
+        yield
+        return
     thresholds = gc.get_threshold()
     gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
     try:
@@ -77,5 +89,16 @@ def _stdlib_distutils() -> None:
             importlib.import_module("distutils")
     except ImportError:                                             # Python 3.12: the shim's it is
         pass
+    except Exception as e:  # noqa: BLE001 - anything else is the patch's surprise: plain imports from now on
+        fence.broke(PATCH.name, e)
     finally:
         sys.meta_path[0:0] = shims
+
+
+def _nothing() -> None:
+    """`lean()` and `no_full_collections()` are the patch's scopes: nothing stays installed."""
+
+
+PATCH = fence.Patch("imports", "Beam and TensorFlow imported without googleapiclient, pymongo, setuptools' distutils, "
+                    "and without full garbage collections", (("apache-beam", "2.62.0"), ("tensorflow", "2.16.2")),
+                    _nothing, _nothing)

@@ -1,4 +1,4 @@
-"""Memos for the introspection Beam 2.62 repeats for every transform, installed once by `run()`.
+"""Memos for the introspection Beam 2.62 repeats for every transform (the patch `memo`).
 
 Building and translating the pipeline costs more than running it on small data, and much of
 that is Beam asking the same questions again (profile of the 10k-row benchmark, bench/RESULTS.md):
@@ -27,7 +27,10 @@ that is Beam asking the same questions again (profile of the 10k-row benchmark, 
   only changes when `sys.modules` does, so it is kept until then.
 
 Each returns what the original returns: fresh lists from the memo, bz2's own bytes, and a view
-that reads and writes the same options. `tests/test_beam_memo.py` checks them against the originals.
+that reads and writes the same options. `tests/test_tuning_memo.py` checks them against the originals.
+
+A memo whose own code raises hands the call to Beam's function and turns the patch off
+(`fence.broke`): the call's answer is Beam's, whatever happened in the memo.
 """
 
 import bz2
@@ -42,6 +45,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import core, userstate
 from objsize import traverse as objsize_traverse
 
+from runners.tuning import fence
+
+NAME = "memo"
 _ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
 _ORIGINAL_VIEW_AS = PipelineOptions.view_as
 _ORIGINAL_DOFN_SPECS = userstate.get_dofn_specs
@@ -50,20 +56,27 @@ _ORIGINAL_MODULES_GLOBALS = objsize_traverse._iter_modules_globals
 _signatures: "weakref.WeakKeyDictionary[types.FunctionType, dict]" = weakref.WeakKeyDictionary()
 _specs: dict = {}
 _views: "weakref.WeakKeyDictionary[PipelineOptions, dict]" = weakref.WeakKeyDictionary()
+_MISSING = object()
 
 
 def function_args_defaults(f: Any) -> Tuple[List[str], List[Any]]:
     """`core.get_function_args_defaults(f)`, computed once per plain or bound function."""
-    if isinstance(f, types.MethodType) and isinstance(f.__func__, types.FunctionType):
-        func, bound = f.__func__, True
-    elif isinstance(f, types.FunctionType):
-        func, bound = f, False
-    else:                                   # builtins, partials, callable objects: not memoised
+    try:
+        if isinstance(f, types.MethodType) and isinstance(f.__func__, types.FunctionType):
+            func, bound = f.__func__, True
+        elif isinstance(f, types.FunctionType):
+            func, bound = f, False
+        else:                                   # builtins, partials, callable objects: not memoised
+            func = None
+        found = _signatures.get(func, {}).get(bound, _MISSING) if func is not None else _MISSING
+    except Exception as e:  # noqa: BLE001 - the memo's own surprise: Beam answers
+        fence.broke(NAME, e)
         return _ORIGINAL_ARGS_DEFAULTS(f)
-    per = _signatures.setdefault(func, {})
-    if bound not in per:
-        per[bound] = _ORIGINAL_ARGS_DEFAULTS(f)
-    args, defaults = per[bound]
+    if found is _MISSING:
+        found = _ORIGINAL_ARGS_DEFAULTS(f)
+        if func is not None:
+            _signatures.setdefault(func, {})[bound] = found
+    args, defaults = found
     return list(args), list(defaults)
 
 
@@ -76,6 +89,9 @@ def dofn_specs(dofn: Any):
         hash(key)
     except TypeError:                       # no __dict__, or an unhashable function: not memoised
         return _ORIGINAL_DOFN_SPECS(dofn)
+    except Exception as e:  # noqa: BLE001
+        fence.broke(NAME, e)
+        return _ORIGINAL_DOFN_SPECS(dofn)
     if key not in _specs:
         _specs[key] = _ORIGINAL_DOFN_SPECS(dofn)
     states, timers = _specs[key]
@@ -84,8 +100,12 @@ def dofn_specs(dofn: Any):
 
 def view_as(self: PipelineOptions, cls: type) -> PipelineOptions:
     """`PipelineOptions.view_as(cls)`, built once per options object and class."""
-    per = _views.setdefault(self, {})
-    view = per.get(cls)
+    try:
+        per = _views.setdefault(self, {})
+        view = per.get(cls)
+    except Exception as e:  # noqa: BLE001 - an options object that cannot be weakly referenced, say
+        fence.broke(NAME, e)
+        return _ORIGINAL_VIEW_AS(self, cls)
     if view is None:
         view = per[cls] = _ORIGINAL_VIEW_AS(self, cls)
     return view
@@ -101,12 +121,16 @@ class ModulesGlobals:
         self._globals: tuple = ()
 
     def __call__(self):
-        key = (len(sys.modules), next(reversed(sys.modules), None))
-        if key != self._key:
-            with self._lock:
-                self._globals = tuple(_ORIGINAL_MODULES_GLOBALS())
-                self._key = key
-        return iter(self._globals)
+        try:
+            key = (len(sys.modules), next(reversed(sys.modules), None))
+            if key != self._key:
+                with self._lock:
+                    self._globals = tuple(_ORIGINAL_MODULES_GLOBALS())
+                    self._key = key
+            return iter(self._globals)
+        except Exception as e:  # noqa: BLE001
+            fence.broke(NAME, e)
+            return _ORIGINAL_MODULES_GLOBALS()
 
 
 MODULES_GLOBALS = ModulesGlobals()
@@ -118,13 +142,16 @@ class Bz2Memo:
     A pair of input and answer of up to `max_item` bytes together is remembered, until the
     kept bytes pass `max_total`; then the memo starts again empty (the payloads of one
     pipeline are a few MB). The bound counts the answer too: a small compressed input can
-    expand to a large pickle."""
+    expand to a large pickle. Everything else of the `bz2` module is bz2's own."""
 
     def __init__(self, max_item: int = 1 << 20, max_total: int = 64 << 20):
         self._max_item, self._max_total = max_item, max_total
         self._lock = threading.Lock()
         self._kept: dict = {}
         self._total = 0
+
+    def __getattr__(self, name: str):
+        return getattr(bz2, name)
 
     def _memo(self, key, compute):
         value = self._kept.get(key)
@@ -159,3 +186,18 @@ def install() -> None:
     PipelineOptions.view_as = view_as
     cloudpickle_pickler.bz2 = dill_pickler.bz2 = BZ2_MEMO
     objsize_traverse._iter_modules_globals = MODULES_GLOBALS
+
+
+def uninstall() -> None:
+    """Beam's functions again; the memos are emptied (a later install starts afresh)."""
+    core.get_function_args_defaults = _ORIGINAL_ARGS_DEFAULTS
+    userstate.get_dofn_specs = _ORIGINAL_DOFN_SPECS
+    PipelineOptions.view_as = _ORIGINAL_VIEW_AS
+    cloudpickle_pickler.bz2 = dill_pickler.bz2 = bz2
+    objsize_traverse._iter_modules_globals = _ORIGINAL_MODULES_GLOBALS
+    _specs.clear()
+    _views.clear()
+
+
+PATCH = fence.Patch(NAME, "memos of the introspection Beam repeats per transform, bz2 of pickles, objsize's "
+                          "module list", (("apache-beam", "2.62.0"), ("objsize", "0.7.1")), install, uninstall)

@@ -1,4 +1,4 @@
-"""pipeline/beam_memo.py: the memos answer exactly what Beam's own functions answer, for every
+"""runners/tuning/memo.py: the memos answer exactly what Beam's own functions answer, for every
 kind of callable Beam inspects and for every DoFn of a real pipeline; and the pickler default."""
 
 import functools
@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import (DebugOptions, PipelineOptions,
 from apache_beam.transforms import core, userstate
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec
 
-from pipeline import beam_memo
+from runners.tuning import memo as beam_memo
 from runners import runner_args, with_default_pickler
 
 

@@ -1,4 +1,4 @@
-"""pipeline/beam_sampler.py: samplers made after install() sample every 5 ms, so a bundle's end
+"""runners/tuning/sampler.py: samplers made after install() sample every 5 ms, so a bundle's end
 waits at most that long for the sampler thread; still measure the time of their steps; and
 uninstall() gives Beam's default back."""
 
@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.counters import CounterFactory
 
-from pipeline import beam_sampler
+from runners.tuning import sampler as beam_sampler
 
 
 @pytest.fixture(autouse=True)

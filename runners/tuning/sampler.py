@@ -12,11 +12,14 @@ With a 5 ms period the wait is at most 5 ms; the thread wakes 200 times a second
 elapsed time to the current step (a lock and a few additions, outside the GIL). What the
 sampler reports (milliseconds per step, lull detection) is unchanged, only finer grained.
 
-Installed in the launching process by `run()`: the DirectRunner's workers and Flink's LOOPBACK
-worker run there; separate worker processes keep Beam's default.
+The patch `sampler`, installed for the job where the SDK harness runs in the launching process:
+the DirectRunner's, and a portable runner's LOOPBACK worker; separate worker processes (Flink's
+worker pool, Dataflow) keep Beam's default.
 """
 
 from apache_beam.runners.worker import statesampler
+
+from runners.tuning import fence
 
 SAMPLING_PERIOD_MS = 5
 _BEAM_DEFAULTS = statesampler.StateSampler.__init__.__defaults__
@@ -30,3 +33,19 @@ def install(period_ms: int = SAMPLING_PERIOD_MS) -> None:
 def uninstall() -> None:
     """Beam's own default again."""
     statesampler.StateSampler.__init__.__defaults__ = _BEAM_DEFAULTS
+
+
+def in_process_harness(runner: str, options) -> bool:
+    """The SDK harness runs in this process: the DirectRunner, or a LOOPBACK environment."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from runners import is_direct
+
+    if is_direct(runner) or options is None:
+        return True
+
+    return (options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
+
+
+PATCH = fence.Patch("sampler", "Beam's state sampler sleeps at most 5 ms, so a bundle's end does not wait up to 200 ms",
+                    (("apache-beam", "2.62.0"),), install, uninstall, applies=in_process_harness)
