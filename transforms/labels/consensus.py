@@ -204,13 +204,20 @@ def agreement_certain(method: str, on_tie: str, n_labels: np.ndarray, codes: np.
 # --------------------------------------------------------------------------- Dawid-Skene
 
 
+DS_SCALE = 2 ** 30   # Dawid-Skene statistics are sums of posteriors in units of 2**-30 (`DSStats`)
+
+
 @dataclass
 class DSStats:
     """Additive Dawid-Skene M-step statistics (sum them across batches with `merge`).
 
-    confusion: float64 (A, K, K), [a, k, l] = expected number of items of true class k
-      that annotator a labelled l. class_totals: float64 (K,), expected items per true
-      class. n_items: number of labelled items behind them.
+    confusion: int64 (A, K, K), [a, k, l] = expected number of items of true class k
+      that annotator a labelled l. class_totals: int64 (K,), expected items per true
+      class. Both in units of 1 / DS_SCALE: each item's posterior is rounded to that grid
+      before it is added, so the sums are exact integers and the same whatever the order
+      and the batching of the items (a runner with several workers merges partial sums in
+      any order; float sums would differ in the last bits, and so would the published
+      posteriors). The rounding is below 1e-9 an item. n_items: number of labelled items.
     """
 
     confusion: np.ndarray
@@ -229,7 +236,7 @@ class DSStats:
     @staticmethod
     def zeros(n_annotators: int, K: int) -> "DSStats":
         """An empty accumulator for `n_annotators` annotators and `K` classes."""
-        return DSStats(np.zeros((n_annotators, K, K)), np.zeros(K), 0)
+        return DSStats(np.zeros((n_annotators, K, K), np.int64), np.zeros(K, np.int64), 0)
 
 
 def ds_mstep_stats(L: np.ndarray, T: np.ndarray, K: int) -> DSStats:
@@ -242,9 +249,9 @@ def ds_mstep_stats(L: np.ndarray, T: np.ndarray, K: int) -> DSStats:
     L = _check(L, K)
     T = np.asarray(T, dtype=np.float64)
     labelled = (L >= 0).any(axis=1)
-    L, T = L[labelled], T[labelled]
-    onehot = (L[:, :, None] == np.arange(K)[None, None, :]).astype(np.float64)  # (n, A, K); -1 matches nothing
-    confusion = np.einsum("ik,ial->akl", T, onehot, optimize=True)
+    L, T = L[labelled], np.rint(T[labelled] * DS_SCALE).astype(np.int64)
+    onehot = (L[:, :, None] == np.arange(K)[None, None, :]).astype(np.int64)  # (n, A, K); -1 matches nothing
+    confusion = np.einsum("ik,ial->akl", T, onehot)
     return DSStats(confusion, T.sum(axis=0), int(labelled.sum()))
 
 
@@ -267,9 +274,9 @@ def ds_mstep(stats: DSStats, smoothing: float = 0.01) -> Tuple[np.ndarray, np.nd
     veto a class forever). Out: (pi, prior): pi (A, K, K) row-stochastic confusion
     matrices, pi[a, k, l] = P(annotator a says l | true class k); prior (K,).
     """
-    confusion = stats.confusion + smoothing
+    confusion = stats.confusion / DS_SCALE + smoothing
     pi = confusion / confusion.sum(axis=2, keepdims=True)
-    totals = stats.class_totals + smoothing
+    totals = stats.class_totals / DS_SCALE + smoothing
     return pi, totals / totals.sum()
 
 
