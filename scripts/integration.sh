@@ -16,6 +16,8 @@ PY="$ROOT/.venv/bin/python"
 cleanup() {
   bash scripts/label_studio.sh stop >/dev/null 2>&1 || true
   bash scripts/flink.sh stop >/dev/null 2>&1 || true
+  # the small second cluster of tests/integration/test_flink.py (SMALL), were its test killed
+  DATAPREP_FLINK_INSTANCE=tm-loss DATAPREP_FLINK_REST_PORT=8091 bash scripts/flink.sh stop >/dev/null 2>&1 || true
   bash scripts/mariadb.sh stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
