@@ -18,6 +18,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -264,7 +265,7 @@ def test_a_canceled_launcher_cancels_its_job_on_the_cluster(tmp_path):
 # is killed mid-job, so the cluster of the other tests is left alone.
 SMALL = {"DATAPREP_FLINK_INSTANCE": "tm-loss", "DATAPREP_FLINK_REST_PORT": "8091", "DATAPREP_FLINK_RPC_PORT": "6133",
          "DATAPREP_WORKER_POOL_PORT": "50010", "DATAPREP_FLINK_TM_MEMORY": "2048m", "DATAPREP_FLINK_TM_OFFHEAP": "256m"}
-TM_LOSS_BOUND_S = 60     # measured: 11.6 and 14.9 s (Flink marks the task manager unreachable, the job FAILED)
+TM_LOSS_BOUND_S = 60     # measured: 11.5-14.9 s (Flink notices the task manager gone, the job FAILED)
 
 
 def _flink_sh(command, **env):
@@ -324,7 +325,10 @@ def test_a_task_manager_that_dies_mid_job_fails_the_run_within_a_bound(tmp_path,
             assert [j["state"] for j in json.load(r)["jobs"]] == ["FAILED"]
         [ctx] = plain_mlmd_store(store).get_contexts_by_type("pipeline_run")
         assert ctx.properties["status"].string_value == "FAILED"
-        assert "TaskManager" in ctx.properties["error"].string_value     # the cause, as Flink gave it
+        # the cause, as Flink gave it: which one depends on what noticed the loss first ("TaskManager
+        # ... is no longer reachable", or an AskTimeoutException of an RPC to it)
+        error = ctx.properties["error"].string_value
+        assert "failed in state FAILED" in error and re.search(r"org\.apache\.\S+Exception", error), error
         assert not glob.glob(str(tmp_path / "out" / "*" / "_SUCCESS"))
     finally:
         stopped = _flink_sh("stop", **SMALL)
