@@ -157,7 +157,6 @@ write_config() {
   if [[ -n "$INSTANCE" && ! -f "${FLINK_CONF}/config.yaml.orig" ]]; then   # log4j files and the shipped config
     mkdir -p "$FLINK_CONF"
     cp -r "${FLINK_HOME_DIR}/conf/." "$FLINK_CONF/"
-    cp "${FLINK_HOME_DIR}/conf/config.yaml.orig" "${FLINK_CONF}/config.yaml.orig"
   fi
   local java_opts
   java_opts="$(sed -n 's/^[[:space:]]*all:[[:space:]]*\(--add-.*\)$/\1/p' "${FLINK_CONF}/config.yaml.orig" | head -n1)"
